@@ -1,0 +1,1 @@
+"""HTTP only: routes, request parsing and validation, error -> status code mapping."""

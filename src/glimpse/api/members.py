@@ -1,0 +1,5 @@
+"""Placeholder: filled in by its owner."""
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []

@@ -1,0 +1,1 @@
+"""Authentication (who is calling) and authorization (what they may do)."""

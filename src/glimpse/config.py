@@ -1,0 +1,218 @@
+"""Configuration: oslo.config options with Glance's names.
+
+An operator can point Glimpse at an existing ``glance-api.conf``: every option
+that Glance also has keeps Glance's section and name; options Glance does not
+know are ignored (oslo.config's behaviour), and Glimpse's own options live in
+sections Glance does not use (``[outbox]``, ``[glimpse]``).
+
+``load(argv)`` parses ``--config-file`` (repeatable) and validates values; a bad
+value raises :class:`glimpse.exceptions.ConfigError` naming the option.
+``list_opts()`` feeds ``oslo-config-generator`` (see ``etc/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Sequence
+
+from oslo_config import cfg
+
+from glimpse.exceptions import ConfigError
+
+default_opts = [
+    cfg.StrOpt("state_path", default="./glimpse-data",
+               help="Top-level directory for Glimpse's local state (SQLite database, "
+                    "filesystem store, staging area) when those are not set explicitly."),
+    cfg.HostAddressOpt("bind_host", default="127.0.0.1", help="Address to listen on."),
+    cfg.PortOpt("bind_port", default=9292, help="Port to listen on."),
+    cfg.IntOpt("workers", default=1, min=1, max=64,
+               help="Number of API worker processes."),
+    cfg.StrOpt("log_file", help="Log to this file (service log and `log` notifications). "
+                                "Default: standard error."),
+    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
+    cfg.IntOpt("image_size_cap", default=1099511627776, min=1, max=9223372036854775808,
+               help="Maximum size of image data in bytes (default 1 TiB)."),
+    cfg.StrOpt("user_storage_quota", default="0",
+               help="Per-project storage quota: an integer with an optional unit "
+                    "(B, KB, MB, GB, TB). 0 means unlimited."),
+    cfg.StrOpt("hashing_algorithm", default="sha512",
+               help="hashlib algorithm for os_hash_value."),
+    cfg.ListOpt("disabled_notifications", default=[],
+                help="Event types (or dot-ended prefixes such as `image`, "
+                     "`image.member`, `task`) that are never produced."),
+    cfg.StrOpt("default_publisher_id",
+               help="publisher_id of notifications. Default: image.<short host name>."),
+    cfg.StrOpt("transport_url", secret=True,
+               help="Messaging transport URL (rabbit://user:pass@host:port/vhost)."),
+    cfg.StrOpt("control_exchange", default="glance",
+               help="AMQP exchange notifications are published to."),
+    cfg.StrOpt("auth_strategy", default="noauth",
+               choices=["noauth", "keystone", "token-file"],
+               help="How requests are authenticated."),
+    cfg.BoolOpt("behind_trusted_proxy", default=False,
+                help="Allow auth_strategy=noauth on a non-loopback bind_host: "
+                     "a proxy in front sets the identity headers."),
+    cfg.ListOpt("trusted_proxies", default=[],
+                help="Peer addresses whose X-Forwarded-For header is believed "
+                     "(for image.send destination_ip)."),
+    cfg.StrOpt("node_staging_uri", default="file://$state_path/staging",
+               help="Where glance-direct imports stage data (file:// only)."),
+    cfg.ListOpt("enabled_import_methods", default=["glance-direct", "web-download"],
+                help="Interoperable import methods offered."),
+    cfg.StrOpt("property_protection_file", help="Property protection rules file."),
+    cfg.StrOpt("property_protection_rule_format", default="roles",
+               choices=["roles", "policies"], help="Format of the protection file."),
+    cfg.IntOpt("limit_param_default", default=25, min=1, help="Default page size."),
+    cfg.IntOpt("api_limit_max", default=1000, min=1, help="Largest page size."),
+    cfg.IntOpt("image_member_quota", default=128, help="Members per image (-1: unlimited)."),
+    cfg.IntOpt("image_property_quota", default=128, help="Properties per image (-1: unlimited)."),
+    cfg.IntOpt("image_tag_quota", default=128, help="Tags per image (-1: unlimited)."),
+]
+
+identity_opts = [
+    cfg.StrOpt("default_project_id", default="admin",
+               help="noauth: project of requests that carry no identity headers."),
+    cfg.StrOpt("default_user_id", default="admin",
+               help="noauth: user of requests that carry no identity headers."),
+    cfg.ListOpt("default_roles", default=["admin", "member", "reader"],
+                help="noauth: roles of requests that carry no identity headers."),
+    cfg.StrOpt("token_file", default="$state_path/tokens.json",
+               help="auth_strategy=token-file: the token database."),
+]
+
+database_opts = [
+    cfg.StrOpt("connection", secret=True, default="sqlite:///$state_path/glimpse.sqlite",
+               help="SQLAlchemy URL of the database."),
+    cfg.IntOpt("max_pool_size", default=5, min=1, help="Connections per process."),
+]
+
+store_opts = [
+    cfg.StrOpt("default_store", default="file", help="Store used for new image data."),
+    cfg.ListOpt("stores", default=["file", "http"], help="Enabled store schemes."),
+    cfg.StrOpt("filesystem_store_datadir", default="$state_path/images",
+               help="Directory the filesystem store keeps image data in."),
+    cfg.IntOpt("filesystem_store_chunk_size", default=1048576, min=4096,
+               help="Read/write chunk size in bytes."),
+]
+
+notification_opts = [
+    cfg.MultiStrOpt("driver", default=[],
+                    help="Notification drivers: noop, log, messaging, messagingv2."),
+    cfg.ListOpt("topics", default=["notifications"], help="AMQP topics."),
+    cfg.StrOpt("transport_url", secret=True,
+               help="Transport for notifications; default [DEFAULT] transport_url."),
+    cfg.IntOpt("retry", default=-1,
+               help="Accepted for compatibility; Glimpse retries until delivered."),
+]
+
+outbox_opts = [
+    cfg.IntOpt("batch_size", default=500, min=1, help="Events a relay claims at once."),
+    cfg.FloatOpt("poll_interval", default=0.2, min=0.01,
+                 help="Seconds between outbox polls when idle."),
+    cfg.FloatOpt("initial_backoff", default=0.5, min=0.01,
+                 help="First retry delay (seconds) after a failed delivery."),
+    cfg.FloatOpt("max_backoff", default=30.0, min=0.1, help="Cap of the retry delay."),
+    cfg.FloatOpt("lease_seconds", default=15.0, min=1.0,
+                 help="How long a relay's claim on a driver lasts without renewal."),
+    cfg.FloatOpt("drain_timeout", default=5.0, min=0.0,
+                 help="On shutdown, seconds to keep delivering pending events."),
+    cfg.IntOpt("retention_hours", default=24, min=0,
+               help="Delivered events are pruned after this many hours."),
+    cfg.BoolOpt("declare_queues", default=True,
+                help="Declare and bind a queue per routing key, as oslo.messaging does, "
+                     "so events wait for consumers that start later."),
+]
+
+task_opts = [
+    cfg.IntOpt("task_time_to_live", default=48, min=0,
+               help="Hours a finished task stays visible."),
+    cfg.IntOpt("max_workers", default=4, min=1, help="Concurrent tasks per process."),
+    cfg.FloatOpt("download_timeout", default=60.0, min=0.1,
+                 help="Seconds a web-download may stall before it fails."),
+]
+
+import_filtering_opts = [
+    cfg.ListOpt("allowed_schemes", default=["http", "https"]),
+    cfg.ListOpt("disallowed_schemes", default=[]),
+    cfg.ListOpt("allowed_hosts", default=[]),
+    cfg.ListOpt("disallowed_hosts", default=[]),
+    cfg.ListOpt("allowed_ports", default=[80, 443], item_type=cfg.types.Integer()),
+    cfg.ListOpt("disallowed_ports", default=[], item_type=cfg.types.Integer()),
+]
+
+GROUPS: dict[str | None, list[cfg.Opt]] = {
+    None: default_opts,
+    "glimpse": identity_opts,
+    "database": database_opts,
+    "glance_store": store_opts,
+    "oslo_messaging_notifications": notification_opts,
+    "outbox": outbox_opts,
+    "task": task_opts,
+    "import_filtering_opts": import_filtering_opts,
+}
+
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def parse_size(text: str, option: str = "user_storage_quota") -> int:
+    """``"10GB"`` -> bytes. Raises ConfigError naming ``option`` when malformed."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B?)\s*", text.upper())
+    if not match:
+        raise ConfigError(f"Invalid value for {option}: {text!r} (expected e.g. 0, 500MB, 10GB)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    """Register every option group on ``conf`` (idempotent)."""
+    for group, opts in GROUPS.items():
+        for opt in opts:
+            with contextlib.suppress(cfg.DuplicateOptError):
+                conf.register_opt(opt, group=group)
+
+
+def load(argv: Sequence[str] = (), *, conf: cfg.ConfigOpts | None = None) -> cfg.ConfigOpts:
+    """Parse ``argv`` (``--config-file F`` repeatable) into a validated ConfigOpts.
+
+    Raises ConfigError with a message naming the bad option; never returns a
+    half-valid configuration.
+    """
+    conf = conf or cfg.ConfigOpts()
+    register(conf)
+    try:
+        conf(list(argv), project="glimpse", default_config_files=[])
+        _validate(conf)
+    except cfg.ConfigFileValueError as exc:
+        raise ConfigError(f"Invalid configuration: {exc}") from exc
+    except (cfg.Error, ValueError) as exc:
+        raise ConfigError(f"Invalid configuration: {exc}") from exc
+    return conf
+
+
+def _validate(conf: cfg.ConfigOpts) -> None:
+    # Touch every option so that type errors surface now, not mid-request.
+    for group, opts in GROUPS.items():
+        section = conf if group is None else conf[group]
+        for opt in opts:
+            try:
+                getattr(section, opt.dest)
+            except (cfg.ConfigFileValueError, ValueError) as exc:
+                where = f"[{group or 'DEFAULT'}] {opt.name}"
+                raise ConfigError(f"Invalid value for {where}: {exc}") from exc
+    parse_size(conf.user_storage_quota)
+    import hashlib
+
+    if conf.hashing_algorithm not in hashlib.algorithms_available:
+        raise ConfigError(f"Invalid value for [DEFAULT] hashing_algorithm: "
+                          f"{conf.hashing_algorithm!r} is not a hashlib algorithm")
+    known = {"noop", "log", "messaging", "messagingv2"}
+    for name in conf.oslo_messaging_notifications.driver:
+        if name not in known:
+            raise ConfigError(
+                f"Invalid value for [oslo_messaging_notifications] driver: unknown driver "
+                f"{name!r} (known: log, messaging, messagingv2, noop)")
+
+
+def list_opts() -> Iterable[tuple[str | None, list[cfg.Opt]]]:
+    """Entry point for ``oslo-config-generator`` (namespace ``glimpse``)."""
+    return [(group or "DEFAULT", opts) for group, opts in GROUPS.items()]

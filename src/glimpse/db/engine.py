@@ -1,0 +1,103 @@
+"""Engine creation and the transaction helper every service uses.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write
+transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the
+lock instead of failing half-way with "database is locked". PostgreSQL uses
+READ COMMITTED and row locks (``SELECT ... FOR UPDATE``) where services need them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, microsecond precision: the one clock the services read."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create an engine for ``url``; SQLite files get their directory and pragmas."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=pool_size, max_overflow=10)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None   # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+class Database:
+    """Owns the engine; hands out sessions in transactions.
+
+    ``write()`` is for every change: it commits on success, rolls back on any
+    exception (re-raised), and after a commit runs the ``after_commit`` hooks
+    registered in ``session.info["after_commit"]`` (e.g. waking the relay).
+    ``read()`` is for queries only.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        session = self._write_sessions()
+        try:
+            with session.begin():
+                yield session
+            for hook in session.info.get("after_commit", ()):
+                hook()
+        finally:
+            session.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the current write transaction has committed."""
+    hooks: list[Callable[[], None]] = session.info.setdefault("after_commit", [])
+    if hook not in hooks:
+        hooks.append(hook)

@@ -1,0 +1,38 @@
+"""The notification envelope (contract section 1) and its time formats."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import datetime
+from typing import Any
+
+Payload = dict[str, Any] | str
+
+
+def envelope_time(moment: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, always 6 fraction digits, no zone)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def payload_time(moment: datetime | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (second precision) or None."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_publisher_id(configured: str | None) -> str:
+    """``[DEFAULT] default_publisher_id`` if set, else ``image.<short host name>``."""
+    return configured or f"image.{socket.gethostname().split('.')[0]}"
+
+
+def make_envelope(*, publisher_id: str, event_type: str, priority: str, payload: Payload,
+                  moment: datetime, message_id: str | None = None) -> dict[str, Any]:
+    """The envelope dict, keys in the contract's order."""
+    return {
+        "message_id": message_id or str(uuid.uuid4()),
+        "publisher_id": publisher_id,
+        "event_type": event_type,
+        "priority": priority,
+        "payload": payload,
+        "timestamp": envelope_time(moment),
+    }

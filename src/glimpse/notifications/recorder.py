@@ -1,0 +1,68 @@
+"""``Notifier``: records notifications into the outbox inside the caller's transaction.
+
+Services call ``notifier.record(session, event_type, build_payload)`` right where
+the state changes, before the transaction commits. Nothing is sent here: the
+row commits or rolls back with the change it describes, and the relay delivers
+it later. With no driver but ``noop`` configured, or with the event disabled,
+``record`` returns at once and ``build_payload`` is never called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from glimpse.db.engine import after_commit, utcnow
+from glimpse.db.models import OutboxRow
+from glimpse.notifications.catalogue import INFO, is_disabled
+from glimpse.notifications.envelope import Payload, make_envelope
+
+_outbox = OutboxRow.__table__
+
+
+class Notifier:
+    """Knows the configured drivers, the disabled events and the publisher id."""
+
+    def __init__(self, drivers: Sequence[str], *, publisher_id: str,
+                 disabled: Sequence[str] = (),
+                 on_commit: Callable[[], None] | None = None) -> None:
+        # Keep order, drop duplicates and noop: noop produces nothing at all.
+        self.drivers: tuple[str, ...] = tuple(
+            dict.fromkeys(d for d in drivers if d and d != "noop"))
+        self.publisher_id = publisher_id
+        self.disabled = tuple(disabled)
+        self._on_commit = on_commit
+
+    def set_on_commit(self, hook: Callable[[], None] | None) -> None:
+        """Called after a transaction that recorded events commits (wakes the relay)."""
+        self._on_commit = hook
+
+    def wants(self, event_type: str) -> bool:
+        return bool(self.drivers) and not is_disabled(event_type, self.disabled)
+
+    def record(self, session: Session, event_type: str, build_payload: Callable[[], Payload],
+               priority: str = INFO) -> dict[str, Any] | None:
+        """Add the event to the outbox in ``session``'s transaction; return the envelope.
+
+        Must be called inside ``Database.write()``. Raises whatever the insert
+        raises, which rolls the caller's whole change back: a change is never
+        committed without its event.
+        """
+        if not self.wants(event_type):
+            return None
+        now = utcnow()
+        envelope = make_envelope(publisher_id=self.publisher_id, event_type=event_type,
+                                 priority=priority, payload=build_payload(), moment=now)
+        text = json.dumps(envelope)
+        session.execute(insert(_outbox), [
+            {"driver": driver, "message_id": envelope["message_id"], "event_type": event_type,
+             "priority": priority, "envelope": text, "created_at": now, "attempts": 0}
+            for driver in self.drivers
+        ])
+        if self._on_commit is not None:
+            after_commit(session, self._on_commit)
+        return envelope

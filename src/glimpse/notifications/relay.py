@@ -1,0 +1,13 @@
+"""Placeholder: filled in by its owner."""
+
+from typing import Any
+
+
+class Relay:
+    def __init__(self, conf: Any, db: Any, drivers: Any, *, node_id: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...

@@ -1,0 +1,85 @@
+"""Wiring: builds the long-lived parts of one Glimpse process from its configuration.
+
+``Runtime`` is what the API handlers and background workers share: the
+configuration, the database, the store, the notifier (outbox recorder) and
+the background loops (notification relay, task executor). Nothing here does
+request work; it only constructs and starts/stops things.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from oslo_config import cfg
+
+from glimpse.db import migrate
+from glimpse.db.engine import Database
+from glimpse.notifications.envelope import default_publisher_id
+from glimpse.notifications.recorder import Notifier
+
+LOG = logging.getLogger(__name__)
+
+
+class Background(Protocol):
+    """A loop that runs beside the API in this process (relay, task executor)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+
+@dataclass
+class Runtime:
+    conf: cfg.ConfigOpts
+    db: Database
+    store: Any
+    notifier: Notifier
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
+    background: list[Background] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def start_background(self) -> None:
+        """Start the relay (if any driver is configured) and the task executor."""
+        from glimpse.notifications.relay import Relay
+        from glimpse.tasks.executor import Executor
+
+        if self.notifier.drivers:
+            relay = Relay(self.conf, self.db, self.notifier.drivers, node_id=self.node_id)
+            self.notifier.set_on_commit(relay.wake)
+            self.background.append(relay)
+        self.background.append(Executor(self))
+        for loop in self.background:
+            loop.start()
+
+    def stop_background(self) -> None:
+        """Stop loops in reverse order; the relay drains for ``[outbox] drain_timeout``."""
+        for loop in reversed(self.background):
+            try:
+                loop.stop(self.conf.outbox.drain_timeout)
+            except Exception:
+                LOG.exception("Error while stopping %r", loop)
+        self.background.clear()
+        self.notifier.set_on_commit(None)
+
+
+def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True) -> Runtime:
+    """Construct a Runtime. SQLite databases are created/migrated here; PostgreSQL
+    ones need ``glimpse-manage db sync`` (refusing to start on an old schema)."""
+    from glimpse.store import from_config as store_from_config
+
+    db = Database(conf.database.connection, pool_size=conf.database.max_pool_size)
+    if db.dialect == "sqlite" and migrate_sqlite:
+        migrate.upgrade(db.engine)
+    elif migrate.current_revision(db.engine) != migrate.head_revision(db.engine):
+        from glimpse.exceptions import ConfigError
+
+        raise ConfigError("The database schema is not up to date: run "
+                          "'glimpse-manage --config-file ... db sync'")
+    notifier = Notifier(conf.oslo_messaging_notifications.driver,
+                        publisher_id=default_publisher_id(conf.default_publisher_id),
+                        disabled=conf.disabled_notifications)
+    return Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier)

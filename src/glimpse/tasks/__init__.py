@@ -1,0 +1,1 @@
+"""Tasks: the executor that runs imports in the background."""
