@@ -20,7 +20,7 @@ from oslo_config import cfg
 
 from glimpse.exceptions import ConfigError
 
-default_opts = [
+default_opts: list[cfg.Opt] = [
     cfg.StrOpt("state_path", default="./glimpse-data",
                help="Top-level directory for Glimpse's local state (SQLite database, "
                     "filesystem store, staging area) when those are not set explicitly."),
@@ -70,7 +70,7 @@ default_opts = [
     cfg.IntOpt("image_tag_quota", default=128, help="Tags per image (-1: unlimited)."),
 ]
 
-identity_opts = [
+identity_opts: list[cfg.Opt] = [
     cfg.StrOpt("default_project_id", default="admin",
                help="noauth: project of requests that carry no identity headers."),
     cfg.StrOpt("default_user_id", default="admin",
@@ -81,13 +81,13 @@ identity_opts = [
                help="auth_strategy=token-file: the token database."),
 ]
 
-database_opts = [
+database_opts: list[cfg.Opt] = [
     cfg.StrOpt("connection", secret=True, default="sqlite:///$state_path/glimpse.sqlite",
                help="SQLAlchemy URL of the database."),
     cfg.IntOpt("max_pool_size", default=5, min=1, help="Connections per process."),
 ]
 
-store_opts = [
+store_opts: list[cfg.Opt] = [
     cfg.StrOpt("default_store", default="file", help="Store used for new image data."),
     cfg.ListOpt("stores", default=["file", "http"], help="Enabled store schemes."),
     cfg.StrOpt("filesystem_store_datadir", default="$state_path/images",
@@ -96,7 +96,7 @@ store_opts = [
                help="Read/write chunk size in bytes."),
 ]
 
-notification_opts = [
+notification_opts: list[cfg.Opt] = [
     cfg.MultiStrOpt("driver", default=[],
                     help="Notification drivers: noop, log, messaging, messagingv2."),
     cfg.ListOpt("topics", default=["notifications"], help="AMQP topics."),
@@ -106,7 +106,7 @@ notification_opts = [
                help="Accepted for compatibility; Glimpse retries until delivered."),
 ]
 
-outbox_opts = [
+outbox_opts: list[cfg.Opt] = [
     cfg.IntOpt("batch_size", default=500, min=1, help="Events a relay claims at once."),
     cfg.FloatOpt("poll_interval", default=0.2, min=0.01,
                  help="Seconds between outbox polls when idle."),
@@ -124,7 +124,7 @@ outbox_opts = [
                      "so events wait for consumers that start later."),
 ]
 
-task_opts = [
+task_opts: list[cfg.Opt] = [
     cfg.IntOpt("task_time_to_live", default=48, min=0,
                help="Hours a finished task stays visible."),
     cfg.IntOpt("max_workers", default=4, min=1, help="Concurrent tasks per process."),
@@ -132,7 +132,7 @@ task_opts = [
                  help="Seconds a web-download may stall before it fails."),
 ]
 
-import_filtering_opts = [
+import_filtering_opts: list[cfg.Opt] = [
     cfg.ListOpt("allowed_schemes", default=["http", "https"]),
     cfg.ListOpt("disallowed_schemes", default=[]),
     cfg.ListOpt("allowed_hosts", default=[]),

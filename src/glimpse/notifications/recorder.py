@@ -21,8 +21,6 @@ from glimpse.db.models import OutboxRow
 from glimpse.notifications.catalogue import INFO, is_disabled
 from glimpse.notifications.envelope import Payload, make_envelope
 
-_outbox = OutboxRow.__table__
-
 
 class Notifier:
     """Knows the configured drivers, the disabled events and the publisher id."""
@@ -58,7 +56,7 @@ class Notifier:
         envelope = make_envelope(publisher_id=self.publisher_id, event_type=event_type,
                                  priority=priority, payload=build_payload(), moment=now)
         text = json.dumps(envelope)
-        session.execute(insert(_outbox), [
+        session.execute(insert(OutboxRow), [
             {"driver": driver, "message_id": envelope["message_id"], "event_type": event_type,
              "priority": priority, "envelope": text, "created_at": now, "attempts": 0}
             for driver in self.drivers
