@@ -1,5 +1,131 @@
-"""Placeholder: filled in by its owner."""
+"""``GET /v2/schemas/{image,images,member,members,task,tasks}`` and request validation.
 
-from starlette.routing import BaseRoute
+The JSON Schema documents in ``api/schemas/*.json`` are the ones a real Glance
+serves (taken verbatim from Glance 33): python-glanceclient downloads them and
+validates images against them (warlock), and its CLI builds its
+``--property``-style options from them, so they must stay byte-for-byte
+compatible. Glimpse validates request bodies against the very same documents.
 
-routes: list[BaseRoute] = []
+Validators are built once per process and cached. Validation failures raise
+:class:`glimpse.exceptions.Invalid` with Glance's message style::
+
+    Provided object does not match schema 'image': 'foo' is not one of [...]
+
+followed by where the problem is (``(on instance['disk_format'])``), as the
+first and last lines of Glance's own message say. Nothing here blocks or does I/O
+after the first call (the documents are read from package data once).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.protocols import Validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from glimpse.exceptions import Invalid, NotFound
+
+SCHEMA_NAMES = ("image", "images", "member", "members", "task", "tasks")
+
+
+@cache
+def _document(name: str) -> dict[str, Any]:
+    if name not in SCHEMA_NAMES:
+        raise NotFound(f"Unknown schema '{name}'")
+    text = resources.files("glimpse.api").joinpath("schemas", f"{name}.json").read_text("utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@cache
+def _serialized(name: str) -> bytes:
+    # Glance serializes with json.dumps' default separators; so do we.
+    return json.dumps(_document(name)).encode("utf-8")
+
+
+def schema(name: str) -> dict[str, Any]:
+    """A deep copy of the named schema document (callers may modify it)."""
+    return copy.deepcopy(_document(name))
+
+
+def image_schema() -> dict[str, Any]:
+    """The ``image`` schema (what ``GET /v2/schemas/image`` returns), as a fresh dict."""
+    return schema("image")
+
+
+def member_schema() -> dict[str, Any]:
+    return schema("member")
+
+
+def task_schema() -> dict[str, Any]:
+    return schema("task")
+
+
+def base_image_properties() -> frozenset[str]:
+    """Names of the properties the image schema declares (core and well-known extras)."""
+    return frozenset(_document("image")["properties"])
+
+
+@cache
+def _validator(name: str, partial: bool) -> Validator:
+    doc = schema(name)
+    if partial:
+        doc.pop("required", None)
+    cls = jsonschema.validators.validator_for(doc)
+    cls.check_schema(doc)
+    validator: Validator = cls(doc)
+    return validator
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    if not error.absolute_path:
+        return ""
+    path = "".join(f"[{part!r}]" for part in error.absolute_path)
+    return f" (on instance{path})"
+
+
+def validate(name: str, body: Any, *, partial: bool = False) -> None:
+    """Validate ``body`` against schema ``name``; raise Invalid naming the problem.
+
+    ``partial=True`` ignores ``required`` (for PATCH-style partial documents, as
+    Glance validates ``{attribute: value}`` for each change).
+    """
+    validator = _validator(name, partial)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    if error is not None:
+        raise Invalid(f"Provided object does not match schema '{name}': "
+                      f"{error.message}{_where(error)}")
+
+
+def validate_image(body: dict[str, Any], *, partial: bool = False) -> None:
+    """Validate an image create body (or a partial ``{attr: value}``). Raises Invalid."""
+    validate("image", body, partial=partial)
+
+
+def validate_member(body: dict[str, Any], *, partial: bool = False) -> None:
+    """Validate a member body (e.g. ``{"status": "accepted"}``). Raises Invalid."""
+    validate("member", body, partial=partial)
+
+
+def validate_task(body: dict[str, Any], *, partial: bool = False) -> None:
+    """Validate a task create body (``{"type": ..., "input": {...}}``). Raises Invalid."""
+    validate("task", body, partial=partial)
+
+
+async def get_schema(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in SCHEMA_NAMES:
+        raise NotFound("The resource could not be found.")
+    return Response(_serialized(name), media_type="application/json")
+
+
+routes: list[BaseRoute] = [
+    Route("/v2/schemas/{name}", get_schema, methods=["GET"]),
+]
