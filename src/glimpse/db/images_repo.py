@@ -1,0 +1,382 @@
+"""Image and member repository: the only module that reads and writes image rows.
+
+Every function takes the caller's ``Session`` (from ``Database.write()`` or
+``Database.read()``) and never commits: the caller's transaction decides.
+Functions return and accept domain objects (:class:`glimpse.domain.image.Image`,
+:class:`glimpse.domain.member.Member`); tags and properties are loaded with the
+image. Visibility is *not* checked here: ``glimpse.services.access`` does that
+and hands list queries a SQL predicate (``ImageQuery.scope``).
+
+Lists are done in SQL: filters, sorting and marker paging in one query for the
+rows, then one batched query each for their tags and properties (no N+1).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, cast
+
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    asc,
+    delete,
+    desc,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy import update as sql_update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from glimpse.db.models import ImageMemberRow, ImagePropertyRow, ImageRow, ImageTagRow
+from glimpse.domain.image import DELETED, KILLED, Image
+from glimpse.domain.member import Member
+from glimpse.exceptions import Invalid, NotFound
+
+_images = cast(Table, ImageRow.__table__)
+_props = cast(Table, ImagePropertyRow.__table__)
+_tags = cast(Table, ImageTagRow.__table__)
+_members = cast(Table, ImageMemberRow.__table__)
+
+# Columns copied between ImageRow and Image one to one.
+_COLUMNS: Final = (
+    "id", "name", "status", "visibility", "owner", "disk_format", "container_format",
+    "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "min_disk",
+    "min_ram", "protected", "os_hidden", "location", "created_at", "updated_at", "deleted_at",
+)
+
+# Keys a list may be sorted and filtered by (Glance's image columns).
+SORT_KEYS: Final = frozenset({
+    "name", "status", "container_format", "disk_format", "size", "id", "created_at",
+    "updated_at", "visibility", "owner", "min_disk", "min_ram", "virtual_size",
+    "protected", "os_hidden", "checksum", "os_hash_algo", "os_hash_value",
+})
+OPERATORS: Final = frozenset({"eq", "neq", "in", "gt", "gte", "lt", "lte"})
+
+
+@dataclass(frozen=True)
+class AttrFilter:
+    """``<column> <op> <value>``; ``value`` is a list for ``in``. ``column`` in SORT_KEYS."""
+
+    column: str
+    op: str
+    value: Any
+
+
+@dataclass
+class ImageQuery:
+    """What ``list_images`` returns: rows in ``scope`` matching every filter.
+
+    ``scope`` is the visibility predicate from ``services.access.list_scope``
+    (None: every image). ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at``
+    and ``id`` are appended (in the first key's direction... as Glance: the
+    default direction) so that the order is total and marker paging is exact.
+    ``marker`` is the id of the last image of the previous page; it must exist
+    (not deleted) or ``list_images`` raises NotFound.
+    """
+
+    scope: ColumnElement[bool] | None = None
+    filters: list[AttrFilter] = field(default_factory=list)
+    properties: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    sort: list[tuple[str, str]] = field(default_factory=lambda: [("created_at", "desc")])
+    default_dir: str = "desc"
+    limit: int | None = None
+    marker: str | None = None
+
+
+# -- images -------------------------------------------------------------------------------
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _row_to_image(row: Any) -> Image:
+    values = {name: getattr(row, name) for name in _COLUMNS}
+    return Image(**values)
+
+
+def _image_values(image: Image) -> dict[str, Any]:
+    values = {name: getattr(image, name) for name in _COLUMNS}
+    values["deleted"] = image.status == DELETED
+    return values
+
+
+def _load_children(session: Session, images: Sequence[Image]) -> None:
+    """Fill ``tags`` and ``properties`` of ``images`` with two batched queries."""
+    if not images:
+        return
+    by_id = {img.id: img for img in images}
+    ids = list(by_id)
+    tags: dict[str, set[str]] = defaultdict(set)
+    props: dict[str, dict[str, str]] = defaultdict(dict)
+    # Chunk to stay below parameter limits on large pages.
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for image_id, value in session.execute(
+                select(_tags.c.image_id, _tags.c.value).where(_tags.c.image_id.in_(chunk))):
+            tags[image_id].add(value)
+        for image_id, name, value in session.execute(
+                select(_props.c.image_id, _props.c.name, _props.c.value)
+                .where(_props.c.image_id.in_(chunk))):
+            props[image_id][name] = value
+    for image_id, img in by_id.items():
+        img.tags = tags.get(image_id, set())
+        img.properties = props.get(image_id, {})
+
+
+def get(session: Session, image_id: str, *, for_update: bool = False,
+        include_deleted: bool = False) -> Image | None:
+    """The image with tags and properties, or None (also None when deleted, unless
+    ``include_deleted``). ``for_update`` locks the row until the transaction ends
+    (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite write transactions already
+    hold the database lock)."""
+    stmt = select(_images).where(_images.c.id == image_id)
+    if not include_deleted:
+        stmt = stmt.where(_images.c.deleted == false())
+    if for_update and _is_postgres(session):
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).first()
+    if row is None:
+        return None
+    image = _row_to_image(row)
+    _load_children(session, [image])
+    return image
+
+
+def exists_any(session: Session, image_id: str) -> bool:
+    """True when a row with this id exists, deleted or not (ids are never reused)."""
+    return session.execute(
+        select(literal(1)).where(_images.c.id == image_id)).first() is not None
+
+
+def add(session: Session, image: Image) -> None:
+    """Insert ``image`` with its tags and properties. A duplicate id raises
+    SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
+    session.execute(insert(_images).values(**_image_values(image)))
+    if image.tags:
+        session.execute(insert(_tags), [{"image_id": image.id, "value": t}
+                                        for t in sorted(image.tags)])
+    if image.properties:
+        session.execute(insert(_props), [{"image_id": image.id, "name": k, "value": v}
+                                         for k, v in sorted(image.properties.items())])
+
+
+def update(session: Session, image: Image) -> None:
+    """Write every column of ``image`` and make its stored tags and properties
+    equal to ``image.tags`` / ``image.properties`` (only the differences are written)."""
+    values = _image_values(image)
+    values.pop("id")
+    result = session.execute(sql_update(_images).where(_images.c.id == image.id).values(**values))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(f"No image found with ID {image.id}")
+    old_tags = set(session.scalars(select(_tags.c.value).where(_tags.c.image_id == image.id)))
+    gone_tags = old_tags - image.tags
+    new_tags = image.tags - old_tags
+    if gone_tags:
+        session.execute(delete(_tags).where(_tags.c.image_id == image.id,
+                                            _tags.c.value.in_(gone_tags)))
+    if new_tags:
+        session.execute(insert(_tags), [{"image_id": image.id, "value": t}
+                                        for t in sorted(new_tags)])
+    old_props = {name: value for name, value in session.execute(
+        select(_props.c.name, _props.c.value).where(_props.c.image_id == image.id))}
+    gone = set(old_props) - set(image.properties)
+    if gone:
+        session.execute(delete(_props).where(_props.c.image_id == image.id,
+                                             _props.c.name.in_(gone)))
+    for name, value in sorted(image.properties.items()):
+        if name not in old_props:
+            session.execute(insert(_props).values(image_id=image.id, name=name, value=value))
+        elif old_props[name] != value:
+            session.execute(sql_update(_props).where(_props.c.image_id == image.id,
+                                                     _props.c.name == name).values(value=value))
+
+
+def usage(session: Session, project_id: str, *, exclude_image_id: str | None = None) -> int:
+    """Bytes of image data the project's non-deleted images hold (``user_storage_quota``)."""
+    stmt = select(func.coalesce(func.sum(_images.c.size), 0)).where(
+        _images.c.owner == project_id, _images.c.deleted == false(),
+        _images.c.status != KILLED)
+    if exclude_image_id is not None:
+        stmt = stmt.where(_images.c.id != exclude_image_id)
+    return int(session.scalar(stmt) or 0)
+
+
+# -- lists --------------------------------------------------------------------------------
+
+_DEFAULTS: Final[dict[str, Any]] = {"name": "", "disk_format": "", "container_format": "",
+                                    "owner": "", "checksum": "", "os_hash_algo": "",
+                                    "os_hash_value": "", "size": 0, "virtual_size": 0}
+
+
+def _sort_expr(key: str) -> ColumnElement[Any]:
+    """The column, NULLs read as the type's empty value so both databases order alike
+    and marker comparisons never meet a NULL (as Glance's paginate query)."""
+    column = _images.c[key]
+    if key in _DEFAULTS:
+        return func.coalesce(column, _DEFAULTS[key])
+    return column
+
+
+def _filter_clause(f: AttrFilter) -> ColumnElement[bool]:
+    if f.column not in SORT_KEYS:
+        raise Invalid(f"Unknown filter {f.column!r}")
+    column = _images.c[f.column]
+    op, value = f.op, f.value
+    if op == "eq":
+        return column == value
+    if op == "neq":
+        return or_(column != value, column.is_(None))
+    if op == "in":
+        return column.in_(list(value))
+    if op == "gt":
+        return column > value
+    if op == "gte":
+        return column >= value
+    if op == "lt":
+        return column < value
+    if op == "lte":
+        return column <= value
+    raise Invalid(f"Unable to filter by unknown operator '{op}'.")
+
+
+def _marker_clause(sort: Sequence[tuple[str, str]], marker_row: Any) -> ColumnElement[bool]:
+    """Rows strictly after ``marker_row`` in ``sort`` order (lexicographic)."""
+    criteria = []
+    for i, (key, direction) in enumerate(sort):
+        parts: list[ColumnElement[bool]] = []
+        for prev_key, _ in sort[:i]:
+            parts.append(_sort_expr(prev_key) == _marker_value(prev_key, marker_row))
+        expr, value = _sort_expr(key), _marker_value(key, marker_row)
+        parts.append(expr < value if direction == "desc" else expr > value)
+        criteria.append(and_(*parts))
+    return or_(*criteria)
+
+
+def _marker_value(key: str, marker_row: Any) -> Any:
+    value = getattr(marker_row, key)
+    return _DEFAULTS.get(key) if value is None else value
+
+
+def _full_sort(query: ImageQuery) -> list[tuple[str, str]]:
+    sort = list(query.sort) or [("created_at", query.default_dir)]
+    for key, _ in sort:
+        if key not in SORT_KEYS:
+            raise Invalid(f"Invalid sort key: {key}")
+    keys = {k for k, _ in sort}
+    for key in ("created_at", "id"):
+        if key not in keys:
+            sort.append((key, query.default_dir))
+    return sort
+
+
+def _list_statement(query: ImageQuery) -> Select[Any]:
+    stmt = select(_images).where(_images.c.deleted == false(), _images.c.status != KILLED)
+    if query.scope is not None:
+        stmt = stmt.where(query.scope)
+    for f in query.filters:
+        stmt = stmt.where(_filter_clause(f))
+    for name, value in query.properties.items():
+        stmt = stmt.where(exists().where(_props.c.image_id == _images.c.id,
+                                         _props.c.name == name, _props.c.value == value))
+    for tag in query.tags:
+        stmt = stmt.where(exists().where(_tags.c.image_id == _images.c.id,
+                                         _tags.c.value == tag))
+    return stmt
+
+
+def list_images(session: Session, query: ImageQuery) -> list[Image]:
+    """One page of images (with tags and properties), in ``query.sort`` order.
+
+    Raises Invalid for an unknown sort or filter key, NotFound when the marker
+    image does not exist (the API answers 400 for both, as Glance).
+    """
+    sort = _full_sort(query)
+    stmt = _list_statement(query)
+    if query.marker is not None:
+        marker_row = session.execute(select(_images).where(
+            _images.c.id == query.marker, _images.c.deleted == false())).first()
+        if marker_row is None:
+            raise NotFound(f"No image found with ID {query.marker}")
+        stmt = stmt.where(_marker_clause(sort, marker_row))
+    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
+    if query.limit is not None:
+        stmt = stmt.limit(query.limit)
+    images = [_row_to_image(row) for row in session.execute(stmt)]
+    _load_children(session, images)
+    return images
+
+
+# -- members ------------------------------------------------------------------------------
+
+def _row_to_member(row: Any) -> Member:
+    return Member(image_id=row.image_id, member_id=row.member, status=row.status,
+                  created_at=row.created_at, updated_at=row.updated_at)
+
+
+def get_member(session: Session, image_id: str, member_id: str) -> Member | None:
+    row = session.execute(select(_members).where(
+        _members.c.image_id == image_id, _members.c.member == member_id)).first()
+    return None if row is None else _row_to_member(row)
+
+
+def list_members(session: Session, image_id: str) -> list[Member]:
+    """Members of the image, oldest first."""
+    rows = session.execute(select(_members).where(_members.c.image_id == image_id)
+                           .order_by(_members.c.created_at, _members.c.member))
+    return [_row_to_member(row) for row in rows]
+
+
+def count_members(session: Session, image_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(_members)
+                              .where(_members.c.image_id == image_id)) or 0)
+
+
+def add_member(session: Session, member: Member) -> None:
+    """Insert; a duplicate (image, member) raises IntegrityError (check ``get_member``)."""
+    session.execute(insert(_members).values(
+        image_id=member.image_id, member=member.member_id, status=member.status,
+        created_at=member.created_at, updated_at=member.updated_at))
+
+
+def update_member(session: Session, member: Member) -> None:
+    session.execute(sql_update(_members).where(
+        _members.c.image_id == member.image_id, _members.c.member == member.member_id)
+        .values(status=member.status, updated_at=member.updated_at))
+
+
+def delete_member(session: Session, image_id: str, member_id: str) -> None:
+    session.execute(delete(_members).where(_members.c.image_id == image_id,
+                                           _members.c.member == member_id))
+
+
+def member_status_of(session: Session, image_ids: Iterable[str],
+                     project_id: str) -> dict[str, str]:
+    """``{image_id: status}`` of ``project_id``'s memberships among ``image_ids``."""
+    ids = list(image_ids)
+    if not ids:
+        return {}
+    return {image_id: status for image_id, status in session.execute(
+        select(_members.c.image_id, _members.c.status).where(
+            _members.c.image_id.in_(ids), _members.c.member == project_id))}
+
+
+def soft_delete(session: Session, image: Image, *, when: datetime) -> None:
+    """Mark ``image`` deleted (status ``deleted``, ``deleted_at``); the row stays so the
+    id is never reused. Members, tags and properties stay for the record."""
+    image.status = DELETED
+    image.deleted_at = when
+    image.updated_at = when
+    session.execute(sql_update(_images).where(_images.c.id == image.id).values(
+        status=DELETED, deleted=True, deleted_at=when, updated_at=when))

@@ -1,0 +1,249 @@
+"""The image repository against both databases: round trips, lists, paging, members."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from glimpse.auth.context import RequestContext
+from glimpse.db import images_repo as repo
+from glimpse.db import migrate
+from glimpse.db.engine import Database
+from glimpse.db.images_repo import AttrFilter, ImageQuery
+from glimpse.domain.image import Image
+from glimpse.domain.member import Member
+from glimpse.exceptions import Invalid, NotFound
+from glimpse.services import access
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/repo.sqlite"
+    else:
+        url = request.getfixturevalue("pg_database")
+    database = Database(url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def make(n: int, **kw: object) -> Image:
+    values: dict[str, object] = {
+        "id": str(uuid.UUID(int=n)), "owner": "p1", "name": f"img{n}",
+        "created_at": T0 + timedelta(seconds=n), "updated_at": T0 + timedelta(seconds=n)}
+    values.update(kw)
+    return Image(**values)  # type: ignore[arg-type]
+
+
+def ids(images: list[Image]) -> list[int]:
+    return [uuid.UUID(i.id).int for i in images]
+
+
+def test_round_trip_with_tags_and_properties(db: Database) -> None:
+    img = make(1, tags={"a", "b"}, properties={"k": "v", "x": "y"}, size=10,
+               disk_format="raw", protected=True)
+    with db.write() as s:
+        repo.add(s, img)
+    with db.read() as s:
+        got = repo.get(s, img.id)
+    assert got == img
+
+    got.tags = {"b", "c"}
+    got.properties = {"k": "v2", "new": "n"}
+    got.name = None
+    with db.write() as s:
+        repo.update(s, got)
+    with db.read() as s:
+        again = repo.get(s, img.id, for_update=False)
+    assert again is not None
+    assert again.tags == {"b", "c"}
+    assert again.properties == {"k": "v2", "new": "n"}
+    assert again.name is None
+
+
+def test_get_for_update_and_deleted(db: Database) -> None:
+    img = make(1, size=5)
+    with db.write() as s:
+        repo.add(s, img)
+    with db.write() as s:
+        locked = repo.get(s, img.id, for_update=True)
+        assert locked is not None
+        repo.soft_delete(s, locked, when=T0 + timedelta(days=1))
+    with db.read() as s:
+        assert repo.get(s, img.id) is None
+        dead = repo.get(s, img.id, include_deleted=True)
+        assert dead is not None and dead.status == "deleted"
+        assert dead.deleted_at == T0 + timedelta(days=1)
+        assert repo.exists_any(s, img.id)
+        assert repo.usage(s, "p1") == 0
+
+
+def test_update_unknown_image_is_not_found(db: Database) -> None:
+    with db.write() as s, pytest.raises(NotFound):
+        repo.update(s, make(9))
+
+
+def test_usage_sums_live_images_of_project(db: Database) -> None:
+    with db.write() as s:
+        repo.add(s, make(1, size=100))
+        repo.add(s, make(2, size=50))
+        repo.add(s, make(3, size=7, owner="p2"))
+        repo.add(s, make(4, size=None))
+    with db.read() as s:
+        assert repo.usage(s, "p1") == 150
+        assert repo.usage(s, "p1", exclude_image_id=make(1).id) == 50
+        assert repo.usage(s, "nobody") == 0
+
+
+def _seed(db: Database) -> None:
+    with db.write() as s:
+        for n in range(1, 8):
+            repo.add(s, make(n, size=n * 10, tags={"even"} if n % 2 == 0 else {"odd"},
+                             properties={"mod3": str(n % 3)},
+                             disk_format="qcow2" if n < 4 else "raw"))
+
+
+def test_default_order_and_marker_paging(db: Database) -> None:
+    _seed(db)
+    with db.read() as s:
+        assert ids(repo.list_images(s, ImageQuery())) == [7, 6, 5, 4, 3, 2, 1]
+        page1 = repo.list_images(s, ImageQuery(limit=3))
+        page2 = repo.list_images(s, ImageQuery(limit=3, marker=page1[-1].id))
+        page3 = repo.list_images(s, ImageQuery(limit=3, marker=page2[-1].id))
+    assert ids(page1) == [7, 6, 5] and ids(page2) == [4, 3, 2] and ids(page3) == [1]
+
+
+def test_multi_key_sort_with_nulls_and_paging(db: Database) -> None:
+    with db.write() as s:
+        for n, name in enumerate(["b", None, "a", "b", None, "a"], start=1):
+            repo.add(s, make(n, name=name))
+    sort = [("name", "asc"), ("id", "desc")]
+    with db.read() as s:
+        full = ids(repo.list_images(s, ImageQuery(sort=sort, default_dir="asc")))
+        assert full == [5, 2, 6, 3, 4, 1]
+        seen: list[int] = []
+        marker = None
+        while True:
+            page = repo.list_images(s, ImageQuery(sort=sort, limit=2, marker=marker))
+            if not page:
+                break
+            seen += ids(page)
+            marker = page[-1].id
+    assert seen == full
+
+
+def test_filters_tags_properties(db: Database) -> None:
+    _seed(db)
+    with db.read() as s:
+        q = ImageQuery(tags=["even"])
+        assert ids(repo.list_images(s, q)) == [6, 4, 2]
+        q = ImageQuery(properties={"mod3": "1"})
+        assert ids(repo.list_images(s, q)) == [7, 4, 1]
+        q = ImageQuery(filters=[AttrFilter("size", "gte", 30), AttrFilter("size", "lte", 50),
+                                AttrFilter("disk_format", "in", ["raw"])])
+        assert ids(repo.list_images(s, q)) == [5, 4]
+        q = ImageQuery(filters=[AttrFilter("created_at", "lt", T0 + timedelta(seconds=3))])
+        assert ids(repo.list_images(s, q)) == [2, 1]
+        q = ImageQuery(filters=[AttrFilter("name", "neq", "img1")], tags=["odd"])
+        assert ids(repo.list_images(s, q)) == [7, 5, 3]
+
+
+def test_bad_sort_key_and_marker(db: Database) -> None:
+    _seed(db)
+    with db.read() as s:
+        with pytest.raises(Invalid):
+            repo.list_images(s, ImageQuery(sort=[("location", "asc")]))
+        with pytest.raises(NotFound):
+            repo.list_images(s, ImageQuery(marker=str(uuid.uuid4())))
+
+
+def test_list_loads_children_in_batches(db: Database) -> None:
+    _seed(db)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.read() as s:
+            images = repo.list_images(s, ImageQuery())
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(images) == 7 and all(i.properties for i in images)
+    selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 3  # rows, tags, properties
+
+
+def test_members_crud(db: Database) -> None:
+    with db.write() as s:
+        repo.add(s, make(1, visibility="shared"))
+        repo.add_member(s, Member(make(1).id, "p2", created_at=T0, updated_at=T0))
+        repo.add_member(s, Member(make(1).id, "p3", created_at=T0 + timedelta(1),
+                                  updated_at=T0))
+    image_id = make(1).id
+    with db.write() as s:
+        m = repo.get_member(s, image_id, "p2")
+        assert m is not None and m.status == "pending"
+        m.status = "accepted"
+        m.updated_at = T0 + timedelta(hours=1)
+        repo.update_member(s, m)
+    with db.read() as s:
+        assert [(m.member_id, m.status) for m in repo.list_members(s, image_id)] == [
+            ("p2", "accepted"), ("p3", "pending")]
+        assert repo.count_members(s, image_id) == 2
+        assert repo.member_status_of(s, [image_id], "p3") == {image_id: "pending"}
+    with db.write() as s:
+        repo.delete_member(s, image_id, "p2")
+    with db.read() as s:
+        assert repo.get_member(s, image_id, "p2") is None
+
+
+def ctx(project: str | None, *roles: str) -> RequestContext:
+    return RequestContext(project_id=project, user_id="u", roles=frozenset(roles or ("member",)))
+
+
+def test_list_scope_follows_glance_rules(db: Database) -> None:
+    with db.write() as s:
+        repo.add(s, make(1, visibility="private"))
+        repo.add(s, make(2, visibility="public", owner="p9"))
+        repo.add(s, make(3, visibility="community", owner="p9"))
+        repo.add(s, make(4, visibility="shared", owner="p9"))
+        repo.add(s, make(5, visibility="shared", owner="p9"))
+        repo.add(s, make(6, visibility="private", owner="p9"))
+        repo.add(s, make(7, visibility="community"))
+        repo.add_member(s, Member(make(4).id, "p1", status="accepted", created_at=T0,
+                                  updated_at=T0))
+        repo.add_member(s, Member(make(5).id, "p1", status="pending", created_at=T0,
+                                  updated_at=T0))
+
+    def listed(c: RequestContext, **kw: str) -> list[int]:
+        with db.read() as s:
+            return sorted(ids(repo.list_images(s, ImageQuery(scope=access.list_scope(c, **kw)))))
+
+    p1 = ctx("p1")
+    assert listed(p1) == [1, 2, 4, 7]
+    assert listed(p1, visibility="community") == [3, 7]
+    assert listed(p1, member_status="pending") == [1, 2, 5, 7]
+    assert listed(p1, member_status="all") == [1, 2, 4, 5, 7]
+    assert listed(p1, visibility="shared", member_status="all") == [4, 5]
+    assert listed(p1, visibility="all") == [1, 2, 3, 4, 7]
+    assert listed(ctx("p5")) == [2]
+    assert listed(ctx("p5", "admin")) == [1, 2, 4, 5, 6]  # others' community: only when asked
+    assert listed(ctx("p5", "admin"), visibility="all") == [1, 2, 3, 4, 5, 6, 7]
+
+    with db.read() as s:
+        for n in (1, 2, 3, 4, 5, 7):
+            assert access.get_visible_image(s, p1, make(n).id).id == make(n).id
+        with pytest.raises(NotFound):
+            access.get_visible_image(s, p1, make(6).id)
+        with pytest.raises(NotFound):
+            access.get_visible_image(s, ctx("p5"), make(4).id)
