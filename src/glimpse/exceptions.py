@@ -94,3 +94,7 @@ class ClientDisconnected(GlimpseError):
 
 class ConfigError(GlimpseError):
     """A configuration value is invalid; start-up stops with this message."""
+
+
+class ImportFailed(GlimpseError):
+    """Image data could not be fetched from its import source (the task fails with this)."""
