@@ -111,6 +111,9 @@ class TaskRow(Base):
     # Executor claim: which process runs it and until when the claim holds.
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # Who asked for it (Glance shows both in the task representation).
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_tasks_status", "status"), Index("ix_tasks_owner", "owner"))
 

@@ -85,6 +85,8 @@ def upgrade() -> None:
     sa.Column('deleted_at', sa.DateTime(), nullable=True),
     sa.Column('claimed_by', sa.String(length=255), nullable=True),
     sa.Column('claimed_until', sa.DateTime(), nullable=True),
+    sa.Column('request_id', sa.String(length=64), nullable=True),
+    sa.Column('user_id', sa.String(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
