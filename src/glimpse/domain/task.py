@@ -36,6 +36,8 @@ class Task:
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
     image_id: str | None = None
+    request_id: str | None = None
+    user_id: str | None = None
 
     @property
     def deleted(self) -> bool:
