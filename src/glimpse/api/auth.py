@@ -1,22 +1,38 @@
 """ASGI middleware that establishes the caller's identity for every /v2 request.
 
-``noauth``: identity comes from trusted headers (``X-Project-Id`` or
-``X-Tenant-Id``, ``X-User-Id``, ``X-Roles``) as Glance does behind a trusted
-proxy; a request without them acts as the configured default identity.
-The context lands in ``scope["state"]["context"]``; handlers read it with
+``[DEFAULT] auth_strategy`` selects how:
+
+- ``noauth``: identity comes from trusted headers (``X-Project-Id`` or
+  ``X-Tenant-Id``, ``X-User-Id``, ``X-Roles``) as Glance does behind a trusted
+  proxy; a request without them acts as the configured default identity.
+  Start-up refuses it on a non-loopback ``bind_host`` unless
+  ``behind_trusted_proxy = true`` (see :mod:`glimpse.auth.startup`).
+- ``keystone``: keystonemiddleware ``auth_token`` validates ``X-Auth-Token``
+  (headers only, in a worker thread: :mod:`glimpse.auth.keystone`).
+- ``token-file``: ``X-Auth-Token`` (or ``Authorization: Bearer``) is looked up
+  by hash in ``[glimpse] token_file`` (:mod:`glimpse.auth.token_file`);
+  SIGHUP forces a re-read.
+
+Missing or invalid credentials answer 401 with ``WWW-Authenticate``. The
+context lands in ``scope["state"]["context"]``; handlers read it with
 :func:`context_of`. Version discovery (``/``, ``/versions``) needs no identity.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
 import uuid
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glimpse.auth.context import RequestContext
 from glimpse.runtime import Runtime
+
+LOG = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/", "/versions", "/v2", "/v2/", "/healthcheck"})
 
@@ -56,11 +72,52 @@ def _request_id() -> str:
     return f"req-{uuid.uuid4()}"
 
 
+def presented_token(headers: dict[str, str]) -> str | None:
+    """``X-Auth-Token``, else an ``Authorization: Bearer`` token."""
+    token = headers.get("x-auth-token")
+    if token:
+        return token.strip()
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def _send_error(send: Send, status: int, message: str,
+                      headers: list[tuple[str, str]]) -> None:
+    from glimpse.api.errors import error_response
+
+    response = error_response(status, message, dict(headers))
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Any:  # pragma: no cover - responses never read the body
+    return {"type": "http.disconnect"}
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
-        self.trusted_proxies = frozenset(runtime.conf.trusted_proxies)
+        conf = runtime.conf
+        self.trusted_proxies = frozenset(conf.trusted_proxies)
+        self.strategy = conf.auth_strategy
+        self.keystone: Any = None
+        self.tokens: Any = None
+        if self.strategy == "keystone":
+            from glimpse.auth.keystone import KeystoneAuthenticator
+
+            self.keystone = KeystoneAuthenticator(conf)
+        elif self.strategy == "token-file":
+            from glimpse.auth.token_file import TokenFile
+
+            self.tokens = TokenFile(conf.glimpse.token_file)
+            _reload_on_sighup(self.tokens)
+        from glimpse.auth import policy, property_protection
+
+        policy.install(conf)
+        property_protection.install(conf)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,9 +125,50 @@ class AuthMiddleware:
             return
         headers = _headers(scope)
         remote = client_address(scope, headers, self.trusted_proxies)
-        context = noauth_context(headers, self.runtime, remote)
+        if self.strategy == "noauth":
+            context = noauth_context(headers, self.runtime, remote)
+        elif scope["path"] in OPEN_PATHS:
+            context = RequestContext(project_id=None, user_id=None, roles=frozenset(),
+                                     request_id=_request_id(), remote_address=remote)
+        elif self.strategy == "token-file":
+            entry = self.tokens.lookup(presented_token(headers))
+            if entry is None:
+                await _send_error(send, 401, "The request you have made requires "
+                                  "authentication.",
+                                  [("WWW-Authenticate", 'Token realm="glimpse"')])
+                return
+            context = RequestContext(project_id=entry.project, user_id=entry.user,
+                                     roles=frozenset(entry.roles), request_id=_request_id(),
+                                     remote_address=remote)
+        else:
+            from glimpse.auth.keystone import Identity
+
+            result = await anyio.to_thread.run_sync(
+                self.keystone.authenticate, scope["method"], scope["path"],
+                scope.get("query_string", b"").decode("latin-1"), headers)
+            if not isinstance(result, Identity):
+                await _send_error(send, result.status, result.message, list(result.headers))
+                return
+            context = RequestContext(project_id=result.project_id, user_id=result.user_id,
+                                     roles=result.roles, request_id=_request_id(),
+                                     remote_address=remote)
         scope.setdefault("state", {})["context"] = context
         await self.app(scope, receive, send)
+
+
+def _reload_on_sighup(tokens: Any) -> None:
+    """SIGHUP makes the token file be re-read at the next request (main thread only)."""
+    try:
+        previous = signal.getsignal(signal.SIGHUP)
+
+        def handler(signum: int, frame: Any) -> None:
+            tokens.request_reload()
+            if callable(previous) and previous not in (signal.SIG_DFL, signal.SIG_IGN):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGHUP, handler)
+    except ValueError:  # not the main thread: the mtime check still reloads
+        LOG.debug("SIGHUP handler not installed (not in the main thread)")
 
 
 def context_of(request: Request) -> RequestContext:

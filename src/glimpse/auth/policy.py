@@ -1,0 +1,253 @@
+"""Authorization with oslo.policy: Glance's rule names and secure-RBAC defaults.
+
+The defaults below are Glance's (glance/policies/{base,image,tasks}.py, with
+``enforce_new_defaults``): roles ``admin``, ``member``, ``reader``; project
+scope; ``context_is_admin`` is ``role:admin``. Operators override any rule
+with a policy file (``[oslo_policy] policy_file``, default ``policy.yaml``
+searched next to the config files), exactly as with Glance; the file is
+re-read when it changes (oslo.policy's behaviour).
+
+Targets follow Glance's ``ImageTarget``: ``project_id`` and ``owner`` are the
+image's owner, ``visibility`` its visibility, and ``member_id`` the caller's
+project when the caller is a member of the image (any member status), so
+``project_id:%(member_id)s`` means "the caller is an image member". Keys whose
+value is unknown are left out of the target (a check on them is False, never
+a match of ``None`` against a project-less caller).
+
+:func:`enforcer_for` gives the process-wide :class:`Policy` of a
+configuration. :meth:`Policy.check` never raises for a denial; it returns
+False. Mapping a denial to 403 or 404 (hiding images the caller may not see)
+is the caller's job (services/access.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from oslo_config import cfg
+from oslo_policy import policy as oslo_policy
+
+from glimpse.auth.context import RequestContext
+
+# --- Glance's check strings (glance/policies/base.py) ------------------------------------
+PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
+PROJECT_READER = "role:reader and project_id:%(project_id)s"
+IMAGE_MEMBER_CHECK = "project_id:%(member_id)s"
+COMMUNITY_VISIBILITY_CHECK = "'community':%(visibility)s"
+PUBLIC_VISIBILITY_CHECK = "'public':%(visibility)s"
+SHARED_VISIBILITY_CHECK = "'shared':%(visibility)s"
+_VISIBLE = (f"project_id:%(project_id)s or {IMAGE_MEMBER_CHECK} or {COMMUNITY_VISIBILITY_CHECK}"
+            f" or {PUBLIC_VISIBILITY_CHECK} or {SHARED_VISIBILITY_CHECK}")
+ADMIN = "rule:context_is_admin"
+DEFAULT = "rule:default"
+ADMIN_OR_PROJECT_MEMBER = f"{ADMIN} or ({PROJECT_MEMBER})"
+ADMIN_OR_PROJECT_READER = f"{ADMIN} or ({PROJECT_READER})"
+ADMIN_OR_PROJECT_READER_GET_IMAGE = f"{ADMIN} or (role:reader and ({_VISIBLE}))"
+ADMIN_OR_PROJECT_MEMBER_DOWNLOAD_IMAGE = f"{ADMIN} or (role:member and ({_VISIBLE}))"
+ADMIN_OR_PROJECT_MEMBER_CREATE_IMAGE = f"{ADMIN} or ({PROJECT_MEMBER} and project_id:%(owner)s)"
+ADMIN_OR_SHARED_MEMBER = f"{ADMIN} or (role:member and {IMAGE_MEMBER_CHECK})"
+ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER = (
+    f"{ADMIN} or role:reader and (project_id:%(project_id)s or {IMAGE_MEMBER_CHECK})")
+SERVICE = "rule:service_api"
+SERVICE_OR_PROJECT_MEMBER = f"{SERVICE} or ({PROJECT_MEMBER} and project_id:%(owner)s)"
+
+_PROJECT = ["project"]
+
+
+def _rule(name: str, check: str, description: str = "") -> oslo_policy.RuleDefault:
+    return oslo_policy.RuleDefault(name=name, check_str=check, description=description or name,
+                                   scope_types=_PROJECT)
+
+
+RULES: list[oslo_policy.RuleDefault] = [
+    oslo_policy.RuleDefault(name="default", check_str="",
+                            description="Rule of policies the file leaves out."),
+    oslo_policy.RuleDefault(name="context_is_admin", check_str="role:admin",
+                            description="Who is an administrator."),
+    oslo_policy.RuleDefault(name="service_api", check_str="role:service or role:admin",
+                            description="Service-to-service API."),
+    _rule("add_image", ADMIN_OR_PROJECT_MEMBER_CREATE_IMAGE, "Create an image."),
+    _rule("delete_image", ADMIN_OR_PROJECT_MEMBER, "Delete an image."),
+    _rule("get_image", ADMIN_OR_PROJECT_READER_GET_IMAGE, "Show an image."),
+    _rule("get_images", ADMIN_OR_PROJECT_READER, "List images."),
+    _rule("modify_image", ADMIN_OR_PROJECT_MEMBER, "Update an image."),
+    _rule("publicize_image", ADMIN, "Make an image public."),
+    _rule("communitize_image", ADMIN_OR_PROJECT_MEMBER, "Make an image community."),
+    _rule("download_image", ADMIN_OR_PROJECT_MEMBER_DOWNLOAD_IMAGE, "Download image data."),
+    _rule("download_from_store", ADMIN_OR_PROJECT_MEMBER_DOWNLOAD_IMAGE,
+          "Download image data from a given store."),
+    _rule("upload_image", ADMIN_OR_PROJECT_MEMBER, "Upload image data."),
+    _rule("delete_image_location", ADMIN, "Delete an image location."),
+    _rule("get_image_location", ADMIN_OR_PROJECT_READER, "Show image locations."),
+    _rule("set_image_location", ADMIN_OR_PROJECT_MEMBER, "Set image locations."),
+    _rule("add_image_location", SERVICE_OR_PROJECT_MEMBER, "Add an image location."),
+    _rule("fetch_image_location", SERVICE, "List image locations."),
+    _rule("add_member", ADMIN_OR_PROJECT_MEMBER, "Share an image with a project."),
+    _rule("delete_member", ADMIN_OR_PROJECT_MEMBER, "Stop sharing an image."),
+    _rule("get_member", ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER, "Show an image member."),
+    _rule("get_members", ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER, "List image members."),
+    _rule("modify_member", ADMIN_OR_SHARED_MEMBER, "Accept or reject a shared image."),
+    _rule("manage_image_cache", ADMIN, "Manage the image cache."),
+    _rule("deactivate", ADMIN_OR_PROJECT_MEMBER, "Deactivate an image."),
+    _rule("reactivate", ADMIN_OR_PROJECT_MEMBER, "Reactivate an image."),
+    _rule("copy_image", ADMIN, "Copy an image to other stores."),
+    _rule("get_task", DEFAULT, "Show a task."),
+    _rule("get_tasks", DEFAULT, "List tasks."),
+    _rule("add_task", DEFAULT, "Create a task."),
+    _rule("modify_task", DEFAULT, "Update a task."),
+    _rule("tasks_api_access", ADMIN, "Use the /v2/tasks API."),
+    _rule("stores_info_detail", ADMIN, "Show store details."),
+]
+
+RULE_NAMES = frozenset(r.name for r in RULES)
+
+
+def credentials(ctx: RequestContext) -> dict[str, Any]:
+    """oslo.policy credentials of a request context."""
+    creds: dict[str, Any] = {"roles": sorted(ctx.roles), "user_id": ctx.user_id,
+                             "is_admin": ctx.is_admin}
+    if ctx.project_id is not None:
+        creds["project_id"] = ctx.project_id
+    return creds
+
+
+def image_target(owner: str | None, visibility: str | None, *, member_id: str | None = None,
+                 image_id: str | None = None,
+                 properties: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Glance-style policy target for an image (``None`` values are left out).
+
+    ``member_id`` is the caller's project when the caller is a member of the
+    image (whatever its member status), else None.
+    """
+    target: dict[str, Any] = dict(properties or {})
+    values = {"project_id": owner, "owner": owner, "visibility": visibility,
+              "member_id": member_id, "member": member_id, "id": image_id,
+              "image_id": image_id}
+    target.update({k: v for k, v in values.items() if v is not None})
+    return target
+
+
+def new_image_target(ctx: RequestContext, owner: str | None,
+                     visibility: str | None) -> dict[str, Any]:
+    """Target of ``add_image``: the proposed owner (default: the caller's project)."""
+    owner = owner if owner is not None else ctx.project_id
+    return image_target(owner, visibility or "private")
+
+
+class Policy:
+    """An oslo.policy Enforcer loaded with Glance's defaults."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self.enforcer = oslo_policy.Enforcer(conf, use_conf=True)
+        self.enforcer.register_defaults(RULES)
+
+    def check(self, ctx: RequestContext, rule: str, target: Mapping[str, Any] | None = None,
+              ) -> bool:
+        """True when ``rule`` allows ``ctx`` on ``target``. Unknown rules raise KeyError
+        (a typo in a rule name must not silently allow or deny)."""
+        if rule not in RULE_NAMES and rule not in self.enforcer.rules:
+            self.enforcer.load_rules()
+            if rule not in self.enforcer.rules:
+                raise KeyError(f"unknown policy rule {rule!r}")
+        return bool(self.enforcer.enforce(rule, dict(target or {}), credentials(ctx),
+                                          do_raise=False))
+
+    def check_expression(self, ctx: RequestContext, expression: str,
+                         target: Mapping[str, Any] | None = None) -> bool:
+        """Evaluate a policy expression such as ``rule:glance_creator`` (rules named in
+        the policy file or the defaults); used by property protections' ``policies``
+        format. A reference to a rule that does not exist is False."""
+        from oslo_policy import _parser
+
+        self.enforcer.load_rules()
+        for name in re.findall(r"rule:([^\s()]+)", expression):
+            if name not in self.enforcer.rules:
+                return False
+        check = _parser.parse_rule(expression)
+        return bool(self.enforcer.enforce(check, dict(target or {}), credentials(ctx),
+                                          do_raise=False))
+
+
+_lock = threading.Lock()
+_instances: dict[int, Policy] = {}
+
+
+def enforcer_for(conf: cfg.ConfigOpts) -> Policy:
+    """The process-wide Policy of ``conf`` (built once per configuration object)."""
+    key = id(conf)
+    with _lock:
+        found = _instances.get(key)
+        if found is None or found.conf is not conf:
+            found = Policy(conf)
+            _instances[key] = found
+        return found
+
+
+# --- The process's active policy (installed by the API's auth middleware) -----------------
+_installed: Policy | None = None
+
+
+def install(conf: cfg.ConfigOpts) -> Policy:
+    """Make the Policy of ``conf`` the one :func:`authorize` uses in this process."""
+    global _installed
+    _installed = enforcer_for(conf)
+    return _installed
+
+
+def installed() -> Policy | None:
+    return _installed
+
+
+def authorize(ctx: RequestContext, rule: str, image: Any = None, *,
+              member_id: str | None = None, policy: Policy | None = None) -> None:
+    """Enforce ``rule`` on ``image`` (a domain Image the caller can already see, the
+    image about to be created for ``add_image``, or None) with the active policy.
+
+    Raises Forbidden when denied, or NotFound when the caller is not even allowed
+    ``get_image`` on that image (Glance: no existence leak). ``member_id`` is the
+    membership concerned by ``modify_member``: only the member project itself
+    counts as the image member there, so nobody changes another project's status.
+    """
+    from glimpse.exceptions import Forbidden, NotFound
+
+    active = policy or _installed
+    if active is None:
+        raise RuntimeError("no policy installed")
+    if image is None:
+        target: dict[str, Any] = ({"project_id": ctx.project_id}
+                                  if ctx.project_id is not None else {})
+    elif rule == "add_image":
+        target = new_image_target(ctx, image.owner, image.visibility)
+    else:
+        target = image_target(image.owner, image.visibility,
+                              member_id=_member_of(ctx, rule, image, member_id),
+                              image_id=getattr(image, "id", None))
+    if active.check(ctx, rule, target):
+        return
+    if image is not None and rule != "add_image" and (
+            rule == "get_image" or not active.check(ctx, "get_image", target)):
+        raise NotFound(f"No image found with ID {getattr(image, 'id', '')}")
+    if rule == "add_image" and image is not None and image.owner not in (None, ctx.project_id):
+        raise Forbidden(f"You are not permitted to create images owned by '{image.owner}'.")
+    raise Forbidden(f"You are not authorized to complete {rule} action.")
+
+
+def _member_of(ctx: RequestContext, rule: str, image: Any, member_id: str | None) -> str | None:
+    """The target's ``member_id``: the caller's project when it is a member of ``image``.
+
+    Callers hand over images the caller may see; a shared image the caller's
+    project does not own is visible only through a membership, so the caller is
+    a member. For ``modify_member`` only the membership being changed counts.
+    """
+    project = ctx.project_id
+    if project is None:
+        return None
+    if rule == "modify_member":
+        return member_id if member_id == project else None
+    if image.visibility == "shared" and image.owner != project:
+        return project
+    return None
