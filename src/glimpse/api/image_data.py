@@ -1,5 +1,174 @@
-"""Placeholder: filled in by its owner."""
+"""``PUT`` / ``GET /v2/images/{image_id}/file``: image data in and out, streamed.
 
-from starlette.routing import BaseRoute
+Upload reads the body with ``request.stream()`` (never buffered whole) and
+answers 204 as Glance. Download is a custom ASGI response
+(:class:`ImageDataResponse`) that counts the bytes actually handed to the
+server and notices the client going away, so that the download's one
+``image.send`` carries the true ``bytes_sent`` and priority.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from glimpse.api.auth import context_of
+from glimpse.auth.context import RequestContext
+from glimpse.exceptions import ClientDisconnected, Invalid, UnsupportedMediaType
+from glimpse.notifications.catalogue import ERROR, INFO, WARN
+from glimpse.runtime import Runtime
+from glimpse.services import image_data
+
+LOG = logging.getLogger(__name__)
+
+OCTET_STREAM = "application/octet-stream"
+
+
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise Invalid(f"Invalid Content-Length: {value!r}") from None
+    if length < 0:
+        raise Invalid(f"Invalid Content-Length: {value!r}")
+    return length
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            yield chunk
+    except ClientDisconnect:
+        raise ClientDisconnected(
+            f"the client disconnected after sending {received} bytes") from None
+
+
+async def upload(request: Request) -> Response:
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != OCTET_STREAM:
+        raise UnsupportedMediaType(f"The request media type {content_type} is not supported "
+                                   f"by this server. Invalid content type {content_type}")
+    length = _content_length(request)
+    try:
+        await image_data.upload_data(_runtime(request), context_of(request),
+                                     request.path_params["image_id"], _body(request),
+                                     content_length=length)
+    except ClientDisconnected as exc:
+        LOG.info("Upload to image %s aborted: %s", request.path_params["image_id"], exc.message)
+        return Response(status_code=400)  # nobody is listening any more
+    return Response(status_code=204)
+
+
+async def download(request: Request) -> Response:
+    rt = _runtime(request)
+    ctx = context_of(request)
+    prepared = await asyncio.to_thread(image_data.prepare_download, rt, ctx,
+                                       request.path_params["image_id"],
+                                       request.headers.get("range"))
+    if prepared is None:
+        return Response(status_code=204)
+    return ImageDataResponse(rt, ctx, prepared, head=request.method == "HEAD")
+
+
+class ImageDataResponse(Response):
+    """Streams a :class:`~glimpse.services.image_data.Download` and records its image.send.
+
+    Bytes count as sent once handed to the server while the connection is
+    still up. With uvicorn the connection state is read from the server's
+    request cycle right after each ``send`` (exact); other servers fall back
+    to watching ``receive()`` for ``http.disconnect``.
+    """
+
+    def __init__(self, rt: Runtime, ctx: RequestContext, download: image_data.Download,
+                 *, head: bool = False) -> None:
+        headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(download.length)}
+        if download.image.checksum:
+            headers["Content-MD5"] = download.image.checksum
+        if download.partial:
+            end = download.start + download.length - 1
+            headers["Content-Range"] = f"bytes {download.start}-{end}/{download.size}"
+        super().__init__(status_code=206 if download.partial else 200, headers=headers)
+        self.rt = rt
+        self.ctx = ctx
+        self.download = download
+        self.head = head
+        self.bytes_sent = 0
+        self.priority: str | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        if self.head:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        cycle: Any = getattr(receive, "__self__", None)
+        watcher: asyncio.Task[None] | None = None
+        gone = asyncio.Event()
+        if not hasattr(cycle, "disconnected"):
+            watcher = asyncio.create_task(self._watch(receive, gone))
+
+        def disconnected() -> bool:
+            if watcher is None:
+                return bool(cycle.disconnected)
+            return gone.is_set()
+
+        length = self.download.length
+        chunks = image_data.read_chunks(self.rt, self.download)
+        try:
+            if length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                async for data in chunks:
+                    if disconnected():
+                        break
+                    after = self.bytes_sent + len(data)
+                    await send({"type": "http.response.body", "body": data,
+                                "more_body": after < length})
+                    if disconnected():
+                        break
+                    self.bytes_sent = after
+            self.priority = INFO if self.bytes_sent == length else WARN
+        except Exception:
+            self.priority = ERROR
+            LOG.exception("Reading the data of image %s failed after %d bytes",
+                          self.download.image.id, self.bytes_sent)
+        finally:
+            await chunks.aclose()
+            if watcher is not None:
+                watcher.cancel()
+            await asyncio.shield(asyncio.to_thread(
+                image_data.record_send, self.rt, self.ctx, self.download, self.bytes_sent,
+                self.priority or WARN))
+        # An ERROR leaves the response incomplete: the server closes the connection.
+
+    @staticmethod
+    async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                return
+
+
+routes: list[BaseRoute] = [
+    Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
+    Route("/v2/images/{image_id}/file", download, methods=["GET"]),
+]

@@ -1,7 +1,35 @@
-"""Image data stores. Placeholder: filled in by its owner."""
+"""Image data stores: the interface (:mod:`.base`) and its backends.
+
+``from_config(conf)`` builds the store named by ``[glance_store] default_store``.
+"""
+
+from __future__ import annotations
 
 from typing import Any
 
+from glimpse.exceptions import ConfigError
+from glimpse.store.base import Capacity, Store
 
-def from_config(conf: Any) -> Any:
-    return None
+__all__ = ["Capacity", "Store", "from_config"]
+
+#: Bytes per read when streaming data out; large reads keep downloads fast.
+MIN_READ_CHUNK = 1 << 20
+
+
+def from_config(conf: Any) -> Store:
+    """The configured store. Creating it may touch the media (directory creation,
+    removal of partial files left by a crash); failures raise ConfigError."""
+    from glimpse.exceptions import StoreError
+
+    group = conf.glance_store
+    if group.default_store != "file":
+        raise ConfigError(f"Invalid value for [glance_store] default_store: "
+                          f"{group.default_store!r} (supported: file)")
+    from glimpse.store.filesystem import FilesystemStore
+
+    try:
+        return FilesystemStore(group.filesystem_store_datadir,
+                               chunk_size=max(group.filesystem_store_chunk_size, MIN_READ_CHUNK))
+    except StoreError as exc:
+        raise ConfigError(f"Invalid value for [glance_store] filesystem_store_datadir: "
+                          f"{exc.message}") from exc

@@ -1,0 +1,228 @@
+"""Filesystem store: one file per image in ``[glance_store] filesystem_store_datadir``.
+
+Writes are atomic: data goes to a temporary file in the same directory
+(``.<image_id>.<pid>.<random>.part``), is fsynced, renamed into place, and the
+directory is fsynced. Any failure - of the source, of the disk, or a crash -
+leaves no file under the image's name; a crash may leave a ``.part`` file,
+which the next start of the store removes (only files whose writing process
+is gone, so that several worker processes can share the directory).
+
+Writeback is started every ``flush_every`` bytes while writing (Linux
+``sync_file_range``), so the final fsync waits only for the tail instead of the
+whole image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from glimpse.exceptions import NotFound, StorageFull, StoragePermissionDenied, StoreError
+from glimpse.store.base import Capacity, Store
+
+LOG = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".part"
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def store_error(error: OSError, what: str) -> StoreError:
+    """Map an OSError to the store exception for its errno (section: base module)."""
+    detail = f"{what}: {error.strerror or error}"
+    if error.errno in _FULL:
+        return StorageFull(f"Image storage media is full: {detail}")
+    if error.errno in _DENIED:
+        return StoragePermissionDenied(
+            f"Insufficient permissions on image storage media: {detail}")
+    return StoreError(detail)
+
+
+def _load_sync_file_range() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FilesystemStore(Store):
+    """Image data as plain files in one directory. Thread-safe (no shared state)."""
+
+    id = "file"
+
+    def __init__(self, datadir: str | os.PathLike[str], *, chunk_size: int = 4 << 20,
+                 flush_every: int = 32 << 20, fsync: bool = True) -> None:
+        self.datadir = Path(datadir).absolute()
+        self.chunk_size = chunk_size
+        self.flush_every = flush_every
+        self.fsync = fsync
+        try:
+            self.datadir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(exc, f"cannot create {self.datadir}") from exc
+        self.remove_leftovers()
+
+    # -- locations -------------------------------------------------------
+
+    def location_for(self, image_id: str) -> str:
+        return self.path_for(image_id).as_uri()
+
+    def path_for(self, image_id: str) -> Path:
+        if not image_id or "/" in image_id or image_id.startswith("."):
+            raise StoreError(f"invalid image id for the filesystem store: {image_id!r}")
+        return self.datadir / image_id
+
+    def _path_of(self, location: str) -> Path:
+        parts = urlsplit(location)
+        if parts.scheme != "file":
+            raise StoreError(f"not a filesystem store location: {location!r}")
+        path = Path(unquote(parts.path))
+        if path.parent != self.datadir:
+            raise StoreError(f"location outside the store directory: {location!r}")
+        return path
+
+    # -- operations ------------------------------------------------------
+
+    def write(self, image_id: str, chunks: Iterable[bytes | bytearray | memoryview]) -> str:
+        final = self.path_for(image_id)
+        temp = self.datadir / f".{image_id}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise store_error(exc, f"cannot create {temp.name}") from exc
+        try:
+            try:
+                self._write_all(fd, chunks)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+            if self.fsync:
+                self._fsync_dir()
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+                raise store_error(exc, f"cannot write data of image {image_id}") from exc
+            raise
+        return final.as_uri()
+
+    def _write_all(self, fd: int, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        written = 0
+        flushed = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+                written += n
+            if _SYNC_FILE_RANGE is not None and written - flushed >= self.flush_every:
+                # Start writeback of what is written so far; does not wait for it.
+                _SYNC_FILE_RANGE(fd, flushed, written - flushed, _SYNC_FILE_RANGE_WRITE)
+                flushed = written
+
+    def _fsync_dir(self) -> None:
+        dfd = os.open(self.datadir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @contextlib.contextmanager
+    def read(self, location: str, offset: int = 0,
+             length: int | None = None) -> Iterator[Iterator[bytes]]:
+        path = self._path_of(location)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"No data found at {location}") from exc
+        except OSError as exc:
+            raise store_error(exc, f"cannot open {path.name}") from exc
+        try:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(fd, offset, length or 0, os.POSIX_FADV_SEQUENTIAL)
+            yield self._chunks(fd, path.name, offset, length)
+        finally:
+            os.close(fd)
+
+    def _chunks(self, fd: int, name: str, offset: int, length: int | None) -> Iterator[bytes]:
+        remaining = length
+        position = offset
+        while remaining is None or remaining > 0:
+            want = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
+            try:
+                data = os.pread(fd, want, position)
+            except OSError as exc:
+                raise store_error(exc, f"cannot read {name}") from exc
+            if not data:
+                if remaining is not None:
+                    raise StoreError(f"{name} is shorter than expected "
+                                     f"({remaining} bytes missing at offset {position})")
+                return
+            position += len(data)
+            if remaining is not None:
+                remaining -= len(data)
+            yield data
+
+    def delete(self, location: str) -> None:
+        path = self._path_of(location)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise store_error(exc, f"cannot delete {path.name}") from exc
+
+    def capacity(self) -> Capacity:
+        try:
+            st = os.statvfs(self.datadir)
+        except OSError as exc:
+            raise store_error(exc, f"cannot stat {self.datadir}") from exc
+        return Capacity(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize)
+
+    # -- start-up --------------------------------------------------------
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove ``.part`` files left by processes that are gone (crash, kill)."""
+        removed: list[Path] = []
+        for temp in self.datadir.glob(f".*{TEMP_SUFFIX}"):
+            pieces = temp.name[:-len(TEMP_SUFFIX)].rsplit(".", 2)
+            try:
+                pid = int(pieces[1])
+            except (IndexError, ValueError):
+                pid = -1
+            # Our own pid cannot have written it yet (we are starting): a reused pid.
+            if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+                removed.append(temp)
+                LOG.info("Removed partial image data left by an earlier run: %s", temp.name)
+        return removed
