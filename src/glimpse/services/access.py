@@ -112,7 +112,14 @@ def authorize(ctx: RequestContext, rule: str, image: Image | None = None, *,
     Glance's defaults: admins may do everything; readers only read; members
     write images their project owns; only admins publicize; only the member
     project itself changes its membership status.
+    With an oslo.policy enforcer installed (the API does it), the operator's
+    policy file decides instead (glimpse.auth.policy: same defaults).
     """
+    from glimpse.auth import policy as _policy
+
+    if _policy.installed() is not None:
+        _policy.authorize(ctx, rule, image, member_id=member_id)
+        return
     if ctx.is_admin:
         return
     if rule in _READ_RULES:
