@@ -1,5 +1,64 @@
-"""Placeholder: filled in by its owner."""
+"""Version discovery and the health check, answered without authentication.
 
-from starlette.routing import BaseRoute
+As Glance: ``GET /`` answers ``300 Multiple Choices`` and ``GET /versions``
+``200 OK``, both with the same version list; links point at ``<host>/v2/``
+where ``<host>`` is what the client used to reach us (the request's Host
+header and scheme). ``GET /v2`` and ``GET /v2/`` also return the list (200), so
+that clients given a versioned endpoint can discover it. ``GET /healthcheck``
+answers ``200 OK`` with the body ``OK`` like Glance's healthcheck middleware.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+# Glance 33 (single store) advertises exactly these, newest first.
+CURRENT = "v2.18"
+SUPPORTED = ("v2.17", "v2.16", "v2.15", "v2.14", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4",
+             "v2.3", "v2.2", "v2.1", "v2.0")
+
+
+def version_list(base_url: str) -> dict[str, Any]:
+    """The version document with links under ``base_url`` (no trailing slash)."""
+    href = f"{base_url.rstrip('/')}/v2/"
+    versions = [(CURRENT, "CURRENT"), *((v, "SUPPORTED") for v in SUPPORTED)]
+    return {"versions": [{"id": vid, "status": status,
+                          "links": [{"rel": "self", "href": href}]}
+                         for vid, status in versions]}
+
+
+def _base_url(request: Request) -> str:
+    # scheme://host[:port] as the client addressed us, plus any mount prefix.
+    url = request.base_url
+    return str(url).rstrip("/")
+
+
+def _versions_response(request: Request, status_code: int) -> Response:
+    body = json.dumps(version_list(_base_url(request))).encode("utf-8")
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def root(request: Request) -> Response:
+    return _versions_response(request, 300)
+
+
+async def versions(request: Request) -> Response:
+    return _versions_response(request, 200)
+
+
+async def healthcheck(request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+routes: list[BaseRoute] = [
+    Route("/", root, methods=["GET"]),
+    Route("/versions", versions, methods=["GET"]),
+    Route("/v2", versions, methods=["GET"]),
+    Route("/v2/", versions, methods=["GET"]),
+    Route("/healthcheck", healthcheck, methods=["GET"]),
+]

@@ -1,0 +1,120 @@
+"""Version discovery, schemas, info and health over a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jsonschema
+import pytest
+
+from glimpse.api import schemas
+from tests.conftest import ServerProcess, free_port, server_options, write_config
+
+ADMIN = {"X-Project-Id": "1" * 32, "X-User-Id": "u1", "X-Roles": "admin,member,reader"}
+MEMBER = {"X-Project-Id": "2" * 32, "X-User-Id": "u2", "X-Roles": "member,reader"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module: these endpoints are read-only."""
+    state = tmp_path_factory.mktemp("discovery")
+    port = free_port()
+    options = server_options(state, port, {"DEFAULT": {"user_storage_quota": "2GB"}})
+    config_file = write_config(state / "glimpse-api.conf", options)
+    proc = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
+                         config_file=config_file, log=state / "glimpse.log", options=options)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _check_version_list(body: dict[str, object], host: str) -> None:
+    versions = body["versions"]
+    assert isinstance(versions, list)
+    assert versions[0]["id"] == "v2.18" and versions[0]["status"] == "CURRENT"
+    assert {v["status"] for v in versions[1:]} == {"SUPPORTED"}
+    assert versions[-1]["id"] == "v2.0"
+    assert all(v["links"] == [{"rel": "self", "href": f"http://{host}/v2/"}] for v in versions)
+
+
+def test_version_discovery_without_identity(server: ServerProcess) -> None:
+    with server.client() as c:
+        root = c.get("/")
+        assert root.status_code == 300
+        assert root.headers["content-type"] == "application/json"
+        _check_version_list(root.json(), f"127.0.0.1:{server.port}")
+        for path in ("/versions", "/v2", "/v2/"):
+            r = c.get(path)
+            assert r.status_code == 200, path
+            assert r.json() == root.json()
+
+
+def test_version_links_follow_the_host_the_client_used(server: ServerProcess) -> None:
+    with server.client(Host="images.example.org:8443") as c:
+        _check_version_list(c.get("/versions").json(), "images.example.org:8443")
+
+
+def test_healthcheck(server: ServerProcess) -> None:
+    with server.client() as c:
+        r = c.get("/healthcheck")
+    assert r.status_code == 200
+    assert r.text == "OK"
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_schemas_are_the_documents_clients_validate_with(server: ServerProcess,
+                                                         name: str) -> None:
+    with server.client(**MEMBER) as c:
+        r = c.get(f"/v2/schemas/{name}")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc == schemas.schema(name)
+    assert doc["name"] == name
+    jsonschema.validators.validator_for(doc).check_schema(doc)
+
+
+def test_image_schema_accepts_what_glance_accepts_and_refuses_the_rest(
+        server: ServerProcess) -> None:
+    with server.client(**MEMBER) as c:
+        doc = c.get("/v2/schemas/image").json()
+    validator = jsonschema.validators.validator_for(doc)(doc)
+    good = {"id": "8f8a2a9e-4bb9-4d7e-9a61-2e3f8f3b2f10", "name": "cirros", "status": "active",
+            "visibility": "private", "disk_format": "qcow2", "container_format": "bare",
+            "min_ram": 0, "min_disk": 0, "tags": ["x"], "protected": False,
+            "os_hidden": False, "size": 13, "checksum": None, "hw_disk_bus": "scsi"}
+    assert not list(validator.iter_errors(good))
+    for bad in ({"disk_format": "floppy"}, {"min_ram": "1"}, {"extra": 5},
+                {"visibility": "everyone"}):
+        assert list(validator.iter_errors(bad)), bad
+
+
+def test_unknown_schema_is_404(server: ServerProcess) -> None:
+    with server.client(**MEMBER) as c:
+        r = c.get("/v2/schemas/nothing")
+    assert r.status_code == 404
+
+
+def test_info_stores(server: ServerProcess) -> None:
+    with server.client(**MEMBER) as c:
+        r = c.get("/v2/info/stores")
+        assert r.status_code == 200
+        assert r.json() == {"stores": [{"id": "file", "description": "Filesystem store",
+                                        "default": "true"}]}
+        assert c.get("/v2/info/stores/detail").status_code == 403
+    with server.client(**ADMIN) as c:
+        detail = c.get("/v2/info/stores/detail").json()["stores"][0]
+    assert detail["type"] == "file"
+    assert detail["properties"]["data_dir"] == str(server.state / "images")
+
+
+def test_info_usage_of_an_empty_project(server: ServerProcess) -> None:
+    with server.client(**MEMBER) as c:
+        r = c.get("/v2/info/usage")
+    assert r.status_code == 200
+    assert r.json() == {"usage": {
+        "image_size_total": {"usage": 0, "limit": 2048},
+        "image_stage_total": {"usage": 0, "limit": -1},
+        "image_count_total": {"usage": 0, "limit": -1},
+        "image_count_uploading": {"usage": 0, "limit": -1},
+    }}
