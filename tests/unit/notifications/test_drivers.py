@@ -1,0 +1,148 @@
+"""Driver loading, the log driver's lines, and the AMQP driver's pure parts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import datetime
+
+import pytest
+from oslo_config import cfg
+
+from glimpse import config
+from glimpse.exceptions import ConfigError
+from glimpse.notifications.drivers import OutboxEvent, load_driver
+from glimpse.notifications.drivers.amqp import (
+    AmqpDriver,
+    BrokerHost,
+    add_unique_id,
+    message_body,
+    parse_transport_url,
+)
+from glimpse.notifications.drivers.log import LogDriver
+from glimpse.notifications.envelope import make_envelope
+
+
+def event(priority: str = "INFO", payload: object = None, event_type: str = "image.create",
+          row_id: int = 1) -> OutboxEvent:
+    env = make_envelope(publisher_id="image.n1", event_type=event_type, priority=priority,
+                        payload=payload if payload is not None else {"id": "x"},
+                        moment=datetime(2026, 1, 2, 3, 4, 5, 6))
+    return OutboxEvent(row_id, env["message_id"], event_type, priority, json.dumps(env))
+
+
+def conf_with(**groups: dict[str, object]) -> cfg.ConfigOpts:
+    conf = config.load([])
+    for group, values in groups.items():
+        for key, value in values.items():
+            conf.set_override(key, value, group=None if group == "DEFAULT" else group)
+    return conf
+
+
+# -- load_driver -------------------------------------------------------------------
+
+def test_unknown_driver_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown driver 'kafka'"):
+        load_driver("kafka", conf_with())
+
+
+def test_messaging_driver_needs_a_url_and_prefers_the_notifications_one() -> None:
+    with pytest.raises(ConfigError, match="transport_url"):
+        load_driver("messagingv2", conf_with())
+    driver = load_driver("messagingv2", conf_with(
+        DEFAULT={"transport_url": "rabbit://a:b@default:5672/"},
+        oslo_messaging_notifications={"transport_url": "rabbit://c:d@notif:5673/v",
+                                      "topics": ["n1", "n2"]},
+        outbox={"declare_queues": False}))
+    assert isinstance(driver, AmqpDriver) and driver.v2 and driver.name == "messagingv2"
+    assert driver.hosts == [BrokerHost("notif", 5673, "c", "d", "v")]
+    assert driver.topics == ("n1", "n2") and driver.exchange_name == "glance"
+    assert driver.declare_queues is False
+    v1 = load_driver("messaging", conf_with(DEFAULT={"transport_url": "amqp://h/",
+                                                     "control_exchange": "images"}))
+    assert isinstance(v1, AmqpDriver) and not v1.v2 and v1.exchange_name == "images"
+    assert v1.hosts == [BrokerHost("h", 5672, "guest", "guest", "/")]
+
+
+def test_loading_does_not_connect() -> None:
+    # Nothing listens on port 1: building the driver must still succeed.
+    driver = load_driver("messaging", conf_with(DEFAULT={"transport_url": "rabbit://127.0.0.1:1/"}))
+    assert isinstance(driver, AmqpDriver) and driver._conn is None
+
+
+# -- transport URLs ------------------------------------------------------------------
+
+def test_parse_cluster_url() -> None:
+    hosts = parse_transport_url("rabbit://u%40x:p%3Aw@h1:5672,u2:p2@h2:5673,h3/my%2Fvhost")
+    assert hosts == [BrokerHost("h1", 5672, "u@x", "p:w", "my/vhost"),
+                     BrokerHost("h2", 5673, "u2", "p2", "my/vhost"),
+                     BrokerHost("h3", 5672, "u2", "p2", "my/vhost")]
+    assert "p2" not in hosts[1].describe()
+
+
+def test_parse_ipv6_and_ssl() -> None:
+    (host,) = parse_transport_url("amqp://u:p@[::1]:5671/?ssl=1")
+    assert host == BrokerHost("::1", 5671, "u", "p", "/", ssl=True)
+
+
+@pytest.mark.parametrize("url", ["kafka://h/", "rabbit:///", "rabbit://h:notaport/",
+                                 "rabbit://h:70000/", "no scheme"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_transport_url(url)
+
+
+# -- message bodies --------------------------------------------------------------------
+
+def test_unique_id_added_after_timestamp_and_new_each_time() -> None:
+    ev = event()
+    first = json.loads(add_unique_id(ev.envelope))
+    second = json.loads(add_unique_id(ev.envelope))
+    assert list(first) == ["message_id", "publisher_id", "event_type", "priority", "payload",
+                           "timestamp", "_unique_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first["_unique_id"])
+    assert first["_unique_id"] != second["_unique_id"]
+    assert {k: v for k, v in first.items() if k != "_unique_id"} == json.loads(ev.envelope)
+
+
+def test_v2_and_v1_bodies() -> None:
+    ev = event()
+    v2 = json.loads(message_body(ev.envelope, v2=True))
+    assert list(v2) == ["oslo.version", "oslo.message"] and v2["oslo.version"] == "2.0"
+    inner = json.loads(v2["oslo.message"])
+    assert inner["message_id"] == ev.message_id and "_unique_id" in inner
+    v1 = json.loads(message_body(ev.envelope, v2=False))
+    assert v1["message_id"] == ev.message_id and "_unique_id" in v1
+    assert "oslo.version" not in v1
+    with pytest.raises(ValueError):
+        add_unique_id("{}")
+
+
+# -- log driver ------------------------------------------------------------------------
+
+def test_log_driver_logger_level_and_masking(caplog: pytest.LogCaptureFixture) -> None:
+    events = [
+        event("INFO", {"id": "a", "properties": {"password": "hunter2", "x": "y"}}),
+        event("WARN", {"image_id": "b", "token": "abc", "url": "http://u:pw@host/p"},
+              event_type="image.send"),
+        event("ERROR", "Failed to upload image data for image c: boom",
+              event_type="image.upload"),
+    ]
+    with caplog.at_level(logging.INFO, logger="oslo.messaging.notification"):
+        assert LogDriver().send_batch(events) == 3
+    records = [r for r in caplog.records if r.name.startswith("oslo.messaging.notification")]
+    assert [r.name for r in records] == ["oslo.messaging.notification.image.create",
+                                         "oslo.messaging.notification.image.send",
+                                         "oslo.messaging.notification.image.upload"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING, logging.ERROR]
+    lines = [r.getMessage() for r in records]
+    assert all("\n" not in line for line in lines)
+    first, second, third = (json.loads(line) for line in lines)
+    assert first["payload"]["properties"] == {"password": "***", "x": "y"}
+    assert second["payload"]["token"] == "***"
+    assert second["payload"]["url"] == "http://***:***@host/p"
+    assert "hunter2" not in lines[0] and "abc" not in lines[1]
+    assert third["payload"] == "Failed to upload image data for image c: boom"
+    assert list(first) == list(json.loads(events[0].envelope))
+    assert first["message_id"] == events[0].message_id

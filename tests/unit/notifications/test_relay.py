@@ -1,0 +1,269 @@
+"""Relay logic: order, marking, backoff, leases, pruning, draining.
+
+A fake driver stands in for the transport; the outbox lives in a throw-away
+SQLite file (the relay's SQL is part of what is tested).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from glimpse.db import migrate
+from glimpse.db.engine import Database
+from glimpse.db.models import OutboxRow
+from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent
+from glimpse.notifications.recorder import Notifier
+from glimpse.notifications.relay import (
+    DriverWorker,
+    PendingRow,
+    Relay,
+    RelaySettings,
+    backoff_delay,
+    due_prefix,
+)
+
+
+class FakeDriver(Driver):
+    """Records what it was given; ``failures`` scripts the next calls: an int k
+    means "confirm k events then fail", None means succeed."""
+
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self.sent: list[OutboxEvent] = []
+        self.calls = 0
+        self.failures: list[int | None] = []
+        self.closed = False
+
+    def send_batch(self, events: Sequence[OutboxEvent]) -> int:
+        self.calls += 1
+        plan = self.failures.pop(0) if self.failures else None
+        if plan is None:
+            self.sent.extend(events)
+            return len(events)
+        self.sent.extend(events[:plan])
+        raise DeliveryError(plan, f"broker down after {plan}")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'relay.sqlite'}")
+    migrate.upgrade(database.engine)
+    return database
+
+
+SETTINGS = RelaySettings(batch_size=4, poll_interval=0.05, initial_backoff=0.5,
+                         max_backoff=4.0, lease_seconds=15.0, retention_hours=1)
+
+
+def record(db: Database, count: int, drivers: Sequence[str] = ("fake",),
+           image: str = "img") -> list[str]:
+    notifier = Notifier(drivers, publisher_id="image.test")
+    ids = []
+    for i in range(count):
+        with db.write() as session:
+            env = notifier.record(session, "image.update", lambda i=i: {"id": image, "n": i})
+            assert env is not None
+            ids.append(env["message_id"])
+    return ids
+
+
+def rows(db: Database, driver: str = "fake") -> list[OutboxRow]:
+    with db.read() as session:
+        return list(session.scalars(select(OutboxRow).where(OutboxRow.driver == driver)
+                                    .order_by(OutboxRow.id)))
+
+
+def worker(db: Database, driver: Driver, clock: Clock, node: str = "node-a",
+           name: str = "fake") -> DriverWorker:
+    return DriverWorker(db, name, driver, node_id=node, settings=SETTINGS, clock=clock)
+
+
+def test_backoff_is_capped_exponential() -> None:
+    assert [backoff_delay(n, 0.5, 4.0) for n in range(0, 7)] == [0, 0.5, 1, 2, 4, 4, 4]
+    assert backoff_delay(10_000, 0.5, 30.0) == 30.0
+
+
+def test_due_prefix_stops_at_first_row_waiting_for_retry() -> None:
+    now = datetime(2026, 1, 1)
+    ev = OutboxEvent(1, "m", "image.update", "INFO", "{}")
+    r = [PendingRow(ev, 0, None), PendingRow(ev, 1, now - timedelta(seconds=1)),
+         PendingRow(ev, 1, now + timedelta(seconds=1)), PendingRow(ev, 0, None)]
+    assert due_prefix(r, now) == r[:2]
+    assert due_prefix(r[2:], now) == []
+    assert due_prefix([], now) == []
+
+
+def test_delivers_in_id_order_in_batches_and_marks_delivered(db: Database) -> None:
+    message_ids = record(db, 10)
+    fake, clock = FakeDriver(), Clock()
+    w = worker(db, fake, clock)
+    while w.step() == 0.0:
+        pass
+    assert [e.message_id for e in fake.sent] == message_ids
+    assert fake.calls == 3                                    # batch_size 4: 4 + 4 + 2
+    assert all(r.delivered_at == clock.now for r in rows(db))
+    assert w.step() == SETTINGS.poll_interval and fake.calls == 3   # nothing left
+
+
+def test_failure_keeps_order_and_backs_off(db: Database) -> None:
+    message_ids = record(db, 6)
+    fake, clock = FakeDriver(), Clock()
+    fake.failures = [2, 0]          # 1st call: 2 confirmed then fail; 2nd call: fail at once
+    w = worker(db, fake, clock)
+    w.step()
+    state = rows(db)
+    assert [r.delivered_at is not None for r in state] == [True, True, False, False, False,
+                                                           False]
+    failed = state[2]
+    assert failed.attempts == 1 and "broker down after 2" in (failed.last_error or "")
+    assert failed.next_attempt_at == clock.now + timedelta(seconds=0.5)
+    assert all(r.attempts == 0 and r.next_attempt_at is None for r in state[3:])
+    # Not due yet: nothing is sent, not even the later rows (order!).
+    calls = fake.calls
+    assert w.step() > 0 and fake.calls == calls
+    clock.advance(0.5)
+    w.step()                                    # fails again at once: attempt 2, 1 s
+    failed = rows(db)[2]
+    assert failed.attempts == 2 and failed.next_attempt_at == clock.now + timedelta(seconds=1)
+    clock.advance(1)
+    while w.step() == 0.0:
+        pass
+    assert [e.message_id for e in fake.sent] == message_ids
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_plain_exception_counts_as_nothing_delivered(db: Database) -> None:
+    record(db, 3)
+    clock = Clock()
+
+    class Broken(FakeDriver):
+        def send_batch(self, events: Sequence[OutboxEvent]) -> int:
+            raise ConnectionError("refused")
+
+    w = worker(db, Broken(), clock)
+    w.step()
+    state = rows(db)
+    assert [r.delivered_at for r in state] == [None, None, None]
+    assert state[0].attempts == 1 and "refused" in (state[0].last_error or "")
+
+
+def test_backoff_caps_at_max(db: Database) -> None:
+    record(db, 1)
+    fake, clock = FakeDriver(), Clock()
+    fake.failures = [0] * 6
+    w = worker(db, fake, clock)
+    delays = []
+    for _ in range(6):
+        w.step()
+        row = rows(db)[0]
+        assert row.next_attempt_at is not None
+        delays.append((row.next_attempt_at - clock.now).total_seconds())
+        clock.now = row.next_attempt_at
+    assert delays == [0.5, 1, 2, 4, 4, 4]
+
+
+def test_one_failing_driver_does_not_hold_back_another(db: Database) -> None:
+    message_ids = record(db, 5, drivers=("bad", "good"))
+    clock = Clock()
+    bad, good = FakeDriver("bad"), FakeDriver("good")
+    bad.failures = [0] * 100
+    wb = worker(db, bad, clock, name="bad")
+    wg = worker(db, good, clock, name="good")
+    for _ in range(5):
+        wb.step()
+        wg.step()
+    assert [e.message_id for e in good.sent] == message_ids
+    assert bad.sent == []
+    assert all(r.delivered_at is None for r in rows(db, "bad"))
+    assert all(r.delivered_at is not None for r in rows(db, "good"))
+
+
+def test_lease_gives_one_relay_per_driver_and_fails_over(db: Database) -> None:
+    record(db, 3)
+    clock = Clock()
+    fa, fb = FakeDriver(), FakeDriver()
+    a, b = worker(db, fa, clock, node="node-a"), worker(db, fb, clock, node="node-b")
+    assert a.hold_lease() and not b.hold_lease()
+    a.step()
+    b.step()
+    assert len(fa.sent) == 3 and fb.sent == []
+    record(db, 2)
+    clock.advance(SETTINGS.lease_seconds + 1)        # node-a died: its lease ran out
+    assert b.hold_lease()
+    b.step()
+    assert len(fb.sent) == 2
+    # node-a comes back with a stale belief; a forced renewal tells it the truth.
+    a._lease_renewed_at = None
+    assert not a.hold_lease()
+    b.release_lease()
+    assert a.hold_lease()
+
+
+def test_prune_removes_only_old_delivered_rows(db: Database) -> None:
+    record(db, 4)
+    fake, clock = FakeDriver(), Clock()
+    fake.failures = [2]
+    w = worker(db, fake, clock)
+    w.step()                                          # 2 delivered, 2 pending
+    assert w.prune() == 0                             # delivered just now: kept
+    clock.advance(3600 + 1)
+    assert w.prune() == 2
+    assert [r.delivered_at for r in rows(db)] == [None, None]
+
+
+def test_relay_thread_delivers_on_wake_and_drains_on_stop(db: Database) -> None:
+    fake = FakeDriver()
+    settings = RelaySettings(batch_size=3, poll_interval=5.0, initial_backoff=0.01,
+                             max_backoff=0.05, lease_seconds=15.0, retention_hours=1)
+    relay = Relay(None, db, ["fake"], node_id="n1", loaded={"fake": fake}, settings=settings)
+    relay.start()
+    try:
+        notifier = Notifier(["fake"], publisher_id="image.test", on_commit=relay.wake)
+        with db.write() as session:
+            notifier.record(session, "image.create", lambda: {"id": "x"})
+        deadline = time.monotonic() + 3    # poll_interval is 5 s: only wake() explains it
+        while not fake.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.sent) == 1
+        fake.failures = [0]                         # one transient failure, then success
+        ids = record(db, 7)
+    finally:
+        relay.stop(5.0)
+    assert [e.message_id for e in fake.sent][1:] == ids
+    assert all(r.delivered_at is not None for r in rows(db))
+    assert fake.closed
+
+
+def test_stop_gives_up_after_timeout_and_keeps_rows(db: Database) -> None:
+    fake = FakeDriver()
+    fake.failures = [0] * 10_000
+    settings = RelaySettings(batch_size=10, poll_interval=0.01, initial_backoff=0.01,
+                             max_backoff=0.02, lease_seconds=15.0, retention_hours=1)
+    record(db, 2)
+    relay = Relay(None, db, ["fake"], node_id="n1", loaded={"fake": fake}, settings=settings)
+    relay.start()
+    relay.stop(0.3)
+    assert [r.delivered_at for r in rows(db)] == [None, None]
+    assert not any(t.is_alive() for t in threading.enumerate()
+                   if t.name.startswith("glimpse-relay-fake"))
