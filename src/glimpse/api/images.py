@@ -1,5 +1,173 @@
-"""Placeholder: filled in by its owner."""
+"""``/v2/images``: create, list, show, PATCH, delete, tags, deactivate/reactivate.
 
-from starlette.routing import BaseRoute
+HTTP only: parse and validate the request (JSON, media type, the image JSON
+Schema), call the service in a thread pool (the services block on the
+database), and shape the response exactly as Glance's (key order, ``self``,
+``file``, ``schema``, times as ``YYYY-MM-DDTHH:MM:SSZ``, extra properties at
+top level, no ``locations``/``direct_url``). Errors are raised as
+``glimpse.exceptions`` and mapped by ``glimpse.api.errors``.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from glimpse.api import errors
+from glimpse.api.auth import context_of
+from glimpse.domain.image import Image
+from glimpse.exceptions import Invalid
+from glimpse.runtime import Runtime
+from glimpse.services import image_patch, image_query, images
+
+# Properties Glance never shows (internal bookkeeping of imports).
+HIDDEN_PROPERTIES: Final = frozenset({"os_glance_stage_host", "os_glance_hash_op_host"})
+_ATTRIBUTES: Final = ("name", "disk_format", "container_format", "visibility", "size",
+                      "virtual_size", "status", "checksum", "protected", "min_ram",
+                      "min_disk", "owner", "os_hidden", "os_hash_algo", "os_hash_value")
+
+
+def runtime_of(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def isotime(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_view(image: Image) -> dict[str, Any]:
+    """The image as Glance shows it: extra properties first, then the core keys."""
+    view: dict[str, Any] = {k: v for k, v in image.properties.items()
+                            if k not in HIDDEN_PROPERTIES}
+    for key in _ATTRIBUTES:
+        view[key] = getattr(image, key)
+    view["id"] = image.id
+    view["created_at"] = isotime(image.created_at)
+    view["updated_at"] = isotime(image.updated_at)
+    view["tags"] = sorted(image.tags)
+    view["self"] = f"/v2/images/{image.id}"
+    view["file"] = f"/v2/images/{image.id}/file"
+    view["schema"] = "/v2/schemas/image"
+    return view
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON; Invalid (400) when absent or malformed (Glance's texts)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise Invalid("Body expected in request.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("Malformed JSON in request body.") from None
+
+
+def validate_image(body: dict[str, Any], *, partial: bool = False) -> None:
+    """Validate against the image JSON Schema served at /v2/schemas/image."""
+    from glimpse.api import schemas
+
+    schemas.validate_image(body, partial=partial)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def create(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    body = await read_json(request)
+    images.check_create_allowed(body)
+    validate_image(body)
+    image = await run_in_threadpool(images.create_image, rt, ctx, body)
+    headers = {"Location": f"{str(request.base_url).rstrip('/')}/v2/images/{image.id}"}
+    methods = rt.conf.enabled_import_methods
+    if methods:
+        headers["OpenStack-image-import-methods"] = ",".join(methods)
+    return _json(image_view(image), 201, headers)
+
+
+async def index(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    params = list(request.query_params.multi_items())
+    parsed = image_query.parse_list_params(params, limit_default=rt.conf.limit_param_default,
+                                           limit_max=rt.conf.api_limit_max)
+    found, next_marker = await run_in_threadpool(images.list_images, rt, ctx, parsed)
+    body: dict[str, Any] = {"images": [image_view(i) for i in found]}
+    body.update(image_query.links(params, next_marker))
+    return _json(body)
+
+
+async def show(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    image = await run_in_threadpool(images.get_image, rt, ctx, request.path_params["image_id"])
+    return _json(image_view(image))
+
+
+async def update(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    draft = image_patch.PATCH_MEDIA_TYPES.get(media_type)
+    if draft is None:
+        allowed = ", ".join(sorted(image_patch.PATCH_MEDIA_TYPES))
+        return errors.error_response(
+            415, f"Image PATCH expects Content-Type one of: {allowed}",
+            headers={"Accept-Patch": allowed})
+    body = await read_json(request)
+    changes = image_patch.parse_patch(body, draft,
+                                      lambda partial: validate_image(partial, partial=True))
+    image = await run_in_threadpool(images.update_image, rt, ctx,
+                                    request.path_params["image_id"], changes)
+    return _json(image_view(image))
+
+
+async def delete(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    await run_in_threadpool(images.delete_image, rt, ctx, request.path_params["image_id"])
+    return Response(status_code=204)
+
+
+async def add_tag(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    tag = request.path_params["tag"]
+    validate_image({"tags": [tag]}, partial=True)
+    await run_in_threadpool(images.add_tag, rt, ctx, request.path_params["image_id"], tag)
+    return Response(status_code=204)
+
+
+async def delete_tag(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    await run_in_threadpool(images.delete_tag, rt, ctx, request.path_params["image_id"],
+                            request.path_params["tag"])
+    return Response(status_code=204)
+
+
+async def deactivate(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    await run_in_threadpool(images.deactivate, rt, ctx, request.path_params["image_id"])
+    return Response(status_code=204)
+
+
+async def reactivate(request: Request) -> Response:
+    rt, ctx = runtime_of(request), context_of(request)
+    await run_in_threadpool(images.reactivate, rt, ctx, request.path_params["image_id"])
+    return Response(status_code=204)
+
+
+routes: list[BaseRoute] = [
+    Route("/v2/images", create, methods=["POST"]),
+    Route("/v2/images", index, methods=["GET"]),
+    Route("/v2/images/{image_id}", show, methods=["GET"]),
+    Route("/v2/images/{image_id}", update, methods=["PATCH"]),
+    Route("/v2/images/{image_id}", delete, methods=["DELETE"]),
+    Route("/v2/images/{image_id}/tags/{tag}", add_tag, methods=["PUT"]),
+    Route("/v2/images/{image_id}/tags/{tag}", delete_tag, methods=["DELETE"]),
+    Route("/v2/images/{image_id}/actions/deactivate", deactivate, methods=["POST"]),
+    Route("/v2/images/{image_id}/actions/reactivate", reactivate, methods=["POST"]),
+]

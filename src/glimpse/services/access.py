@@ -131,7 +131,7 @@ def authorize(ctx: RequestContext, rule: str, image: Image | None = None, *,
     if rule == ADD_IMAGE:
         if image is not None and image.owner is not None and not ctx.owns(image.owner):
             raise Forbidden("You are not permitted to create images owned by "
-                            f"'{image.owner}'.")
+                            f"'{image.owner}'")
         return
     if rule == MODIFY_MEMBER:
         if member_id is None or member_id != ctx.project_id:
