@@ -133,12 +133,18 @@ task_opts: list[cfg.Opt] = [
 ]
 
 import_filtering_opts: list[cfg.Opt] = [
-    cfg.ListOpt("allowed_schemes", default=["http", "https"]),
-    cfg.ListOpt("disallowed_schemes", default=[]),
-    cfg.ListOpt("allowed_hosts", default=[]),
-    cfg.ListOpt("disallowed_hosts", default=[]),
-    cfg.ListOpt("allowed_ports", default=[80, 443], item_type=cfg.types.Integer()),
-    cfg.ListOpt("disallowed_ports", default=[], item_type=cfg.types.Integer()),
+    cfg.ListOpt("allowed_schemes", default=["http", "https"],
+                help="web-download: URI schemes allowed (empty: see disallowed_schemes)."),
+    cfg.ListOpt("disallowed_schemes", default=[],
+                help="web-download: URI schemes refused when allowed_schemes is empty."),
+    cfg.ListOpt("allowed_hosts", default=[],
+                help="web-download: hosts allowed (empty: see disallowed_hosts)."),
+    cfg.ListOpt("disallowed_hosts", default=[],
+                help="web-download: hosts refused when allowed_hosts is empty."),
+    cfg.ListOpt("allowed_ports", default=[80, 443], item_type=cfg.types.Integer(),
+                help="web-download: ports allowed (empty: see disallowed_ports)."),
+    cfg.ListOpt("disallowed_ports", default=[], item_type=cfg.types.Integer(),
+                help="web-download: ports refused when allowed_ports is empty."),
 ]
 
 GROUPS: dict[str | None, list[cfg.Opt]] = {
@@ -198,8 +204,14 @@ def _validate(conf: cfg.ConfigOpts) -> None:
                 getattr(section, opt.dest)
             except (cfg.ConfigFileValueError, ValueError) as exc:
                 where = f"[{group or 'DEFAULT'}] {opt.name}"
-                raise ConfigError(f"Invalid value for {where}: {exc}") from exc
-    parse_size(conf.user_storage_quota)
+                # oslo.config says "Value for option X from LocationInfo(...) is not
+                # valid: REASON"; keep the reason and name the file plainly.
+                reason = str(exc).rsplit(" is not valid: ", 1)[-1]
+                source = re.search(r"detail='([^']+)'", str(exc))
+                if source:
+                    where += f" (in {source.group(1)})"
+                raise ConfigError(f"Invalid value for {where}: {reason}") from exc
+    parse_size(conf.user_storage_quota, "[DEFAULT] user_storage_quota")
     import hashlib
 
     if conf.hashing_algorithm not in hashlib.algorithms_available:
