@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections import deque
 from collections.abc import AsyncIterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,25 +72,51 @@ class Ingested:
     os_hash_value: str
 
 
-class _Aggregator:
-    """Reads the async source on the loop; hands out ``buffer_size`` buffers."""
+class _BufferPool:
+    """Reusable ``size``-byte buffers: no allocation (and no page faults) per buffer."""
 
-    def __init__(self, source: AsyncIterable[bytes], limits: Limits, buffer_size: int) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(self.size)
+
+    def put(self, buffer: bytearray) -> None:
+        with self._lock:
+            self._free.append(buffer)
+
+
+class _Aggregator:
+    """Reads the async source on the loop; fills pooled ``buffer_size`` buffers."""
+
+    def __init__(self, source: AsyncIterable[bytes], limits: Limits, pool: _BufferPool) -> None:
         self._iter = source.__aiter__()
         self._limits = limits
-        self._buffer_size = buffer_size
-        self._pending = b""
+        self._pool = pool
+        self._pending: memoryview | None = None
         self.size = 0
         self.done = False
 
-    async def next_buffer(self) -> bytes | None:
-        """The next buffer (the last may be shorter), or None at the end of the source."""
-        if self.done:
+    async def next_buffer(self) -> tuple[bytearray, memoryview] | None:
+        """The next buffer and the view of its filled part (only the last one is
+        short), or None at the end of the source. Each byte is copied once."""
+        if self.done and self._pending is None:
             return None
-        parts: list[bytes] = [self._pending] if self._pending else []
-        have = len(self._pending)
-        self._pending = b""
-        while have < self._buffer_size:
+        buffer = self._pool.get()
+        view = memoryview(buffer)
+        capacity = len(buffer)
+        filled = 0
+        if self._pending is not None:
+            pending = self._pending
+            filled = min(len(pending), capacity)
+            view[:filled] = pending[:filled]
+            self._pending = pending[filled:] if filled < len(pending) else None
+        while filled < capacity and not self.done and self._pending is None:
             try:
                 chunk = await self._iter.__anext__()
             except StopAsyncIteration:
@@ -99,14 +126,15 @@ class _Aggregator:
                 continue
             self.size += len(chunk)
             self._limits.check(self.size)
-            parts.append(chunk)
-            have += len(chunk)
-        if not parts:
+            n = min(len(chunk), capacity - filled)
+            view[filled:filled + n] = chunk if n == len(chunk) else memoryview(chunk)[:n]
+            filled += n
+            if n < len(chunk):
+                self._pending = memoryview(chunk)[n:]
+        if filled == 0:
+            self._pool.put(buffer)
             return None
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if len(data) > self._buffer_size:
-            data, self._pending = data[:self._buffer_size], data[self._buffer_size:]
-        return data
+        return buffer, view[:filled]
 
 
 async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
@@ -115,43 +143,58 @@ async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
                  ) -> Ingested:
     """Stream ``source`` into ``store`` as the data of ``image_id``; see the module doc."""
     loop = asyncio.get_running_loop()
-    aggregator = _Aggregator(source, limits, buffer_size)
+    pool = _BufferPool(buffer_size)
+    aggregator = _Aggregator(source, limits, pool)
     md5 = hashlib.md5(usedforsecurity=False)
     multihash = hashlib.new(hashing_algorithm)
     md5_worker = ThreadPoolExecutor(1, thread_name_prefix=f"md5-{image_id[:8]}")
     hash_worker = ThreadPoolExecutor(1, thread_name_prefix=f"hash-{image_id[:8]}")
     writer = ThreadPoolExecutor(1, thread_name_prefix=f"write-{image_id[:8]}")
-    hashing: deque[tuple[Future[Any], Future[Any]]] = deque()
+    # Buffers handed out and not yet back in the pool, oldest first.
+    hashing: deque[tuple[bytearray, Future[Any], Future[Any]]] = deque()
 
-    def fetch() -> Future[bytes | None]:
+    def fetch() -> Future[tuple[bytearray, memoryview] | None]:
         return asyncio.run_coroutine_threadsafe(aggregator.next_buffer(), loop)
 
-    def buffers() -> Iterator[bytes]:
+    def recycle() -> None:
+        # Called when the store asks for the next buffer: every buffer handed to
+        # it so far is written. Return those already hashed to the pool; block
+        # (on the oldest) only while more than ``max_in_flight`` wait for hashing.
+        while hashing:
+            buffer, f_md5, f_hash = hashing[0]
+            if len(hashing) <= max_in_flight and not (f_md5.done() and f_hash.done()):
+                return
+            f_md5.result()
+            f_hash.result()
+            hashing.popleft()
+            pool.put(buffer)
+
+    def buffers() -> Iterator[memoryview]:
         # Runs in the writer thread: one buffer read ahead while the store writes.
         upcoming = fetch()
         try:
             while True:
-                data = upcoming.result()
-                if data is None:
+                item = upcoming.result()
+                if item is None:
                     return
                 upcoming = fetch()
-                hashing.append((md5_worker.submit(md5.update, data),
-                                hash_worker.submit(multihash.update, data)))
-                while len(hashing) > max_in_flight:
-                    for fut in hashing.popleft():
-                        fut.result()
-                yield data
+                buffer, view = item
+                hashing.append((buffer, md5_worker.submit(md5.update, view),
+                                hash_worker.submit(multihash.update, view)))
+                yield view
+                recycle()
         finally:
             upcoming.cancel()  # stop reading the source when the store gave up
 
     try:
         location = await loop.run_in_executor(writer, store.write, image_id, buffers())
         while hashing:
-            for fut in hashing.popleft():
-                await asyncio.wrap_future(fut)
+            _, f_md5, f_hash = hashing.popleft()
+            await asyncio.wrap_future(f_md5)
+            await asyncio.wrap_future(f_hash)
     finally:
-        for pool in (writer, md5_worker, hash_worker):
-            pool.shutdown(wait=False, cancel_futures=True)
+        for worker in (writer, md5_worker, hash_worker):
+            worker.shutdown(wait=False, cancel_futures=True)
     return Ingested(location=location, size=aggregator.size, checksum=md5.hexdigest(),
                     os_hash_algo=hashing_algorithm, os_hash_value=multihash.hexdigest())
 

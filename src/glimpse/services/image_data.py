@@ -202,12 +202,12 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(size - suffix, 0), size - 1
     start = int(first)
     end = size - 1 if last == "" else int(last)
-    if end < start:
-        raise RangeNotSatisfiable("Invalid Range header.", size=size)
     if start >= size:
         raise RangeNotSatisfiable(
             "Invalid start position in Range header. Start position MUST be in the "
             f"inclusive range [0, {max(size - 1, 0)}].", size=size)
+    if end < start:
+        raise RangeNotSatisfiable("Invalid Range header.", size=size)
     return start, min(end, size - 1)
 
 

@@ -49,7 +49,9 @@ class Store(abc.ABC):
         once every chunk is durably written. If iterating ``chunks`` raises, or
         writing fails, nothing partial remains and the exception propagates
         (store failures as StorageFull/StoragePermissionDenied/StoreError).
-        Blocks for the whole transfer; ``chunks`` may block too.
+        Blocks for the whole transfer; ``chunks`` may block too. A chunk must be
+        written (or copied) before the next one is requested: the caller may
+        reuse a chunk's memory once the store asks for the next.
         """
 
     @abc.abstractmethod

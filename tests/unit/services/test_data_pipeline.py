@@ -1,0 +1,98 @@
+"""The ingest pipeline: hashes, sizes and limits over a real filesystem store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from glimpse.exceptions import QuotaExceeded, TooLarge
+from glimpse.services.data_pipeline import Limits, ingest
+from glimpse.store.filesystem import FilesystemStore
+
+
+async def source(data: bytes, seed: int = 1) -> AsyncIterator[bytes]:
+    """``data`` in chunks of random sizes (1 byte .. 70 KB), as a socket delivers them."""
+    rng = random.Random(seed)
+    i = 0
+    while i < len(data):
+        n = rng.choice([1, 7, 1000, 65_536, 70_001])
+        yield data[i:i + n]
+        i += n
+        if rng.random() < 0.1:
+            yield b""   # empty chunks happen too
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemStore:
+    return FilesystemStore(tmp_path / "images")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 300_001])
+@pytest.mark.parametrize("algo", ["sha512", "sha256"])
+def test_hashes_and_size_match_hashlib(store: FilesystemStore, size: int, algo: str) -> None:
+    data = random.Random(size).randbytes(size)
+    # Tiny buffers and few in flight: exercises buffer reuse and back-pressure.
+    result = asyncio.run(ingest(store, "img", source(data), hashing_algorithm=algo,
+                                buffer_size=4096, max_in_flight=2))
+    assert result.size == size
+    assert result.checksum == hashlib.md5(data).hexdigest()
+    assert result.os_hash_algo == algo
+    assert result.os_hash_value == hashlib.new(algo, data).hexdigest()
+    with store.read(result.location) as chunks:
+        assert b"".join(chunks) == data
+
+
+def test_default_buffers_roundtrip(store: FilesystemStore) -> None:
+    data = random.Random(9).randbytes(9_000_001)
+    result = asyncio.run(ingest(store, "img", source(data)))
+    assert result.os_hash_value == hashlib.sha512(data).hexdigest()
+    with store.read(result.location) as chunks:
+        assert b"".join(chunks) == data
+
+
+def test_size_cap_stops_the_stream_and_keeps_nothing(store: FilesystemStore) -> None:
+    consumed = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        while True:
+            consumed += 65_536
+            yield b"x" * 65_536
+
+    with pytest.raises(TooLarge) as info:
+        asyncio.run(ingest(store, "img", endless(), limits=Limits(size_cap=1_000_000),
+                           buffer_size=65_536))
+    assert not isinstance(info.value, QuotaExceeded)
+    assert consumed < 1_000_000 + 3 * 65_536   # stopped as soon as the cap was passed
+    assert list(store.datadir.iterdir()) == []
+
+
+def test_exact_size_cap_is_accepted(store: FilesystemStore) -> None:
+    data = b"y" * 100_000
+    result = asyncio.run(ingest(store, "img", source(data), limits=Limits(size_cap=100_000)))
+    assert result.size == 100_000
+
+
+def test_quota_exceeded(store: FilesystemStore) -> None:
+    with pytest.raises(QuotaExceeded, match="exceeds the quota"):
+        asyncio.run(ingest(store, "img", source(b"z" * 50_000),
+                           limits=Limits(size_cap=10**9, quota_remaining=49_999)))
+    assert list(store.datadir.iterdir()) == []
+
+
+def test_source_error_propagates_and_keeps_nothing(store: FilesystemStore) -> None:
+    class Disconnected(Exception):
+        pass
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"a" * 5_000_000
+        raise Disconnected("gone")
+
+    with pytest.raises(Disconnected):
+        asyncio.run(ingest(store, "img", broken()))
+    assert list(store.datadir.iterdir()) == []

@@ -1,0 +1,169 @@
+"""Filesystem store: atomic writes, cleanup of partial data, range reads, error mapping."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from glimpse.exceptions import NotFound, StorageFull, StoragePermissionDenied, StoreError
+from glimpse.store import filesystem
+from glimpse.store.filesystem import FilesystemStore
+
+DATA = bytes(range(256)) * 40_000 + b"tail"  # ~10 MB, not a multiple of the chunk size
+
+
+def chunks(data: bytes, size: int = 65_536) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemStore:
+    return FilesystemStore(tmp_path / "images", chunk_size=1 << 20)
+
+
+def test_write_then_read_roundtrip(store: FilesystemStore) -> None:
+    location = store.write("img-1", chunks(DATA))
+    assert location == (store.datadir / "img-1").as_uri()
+    assert files(store.datadir) == ["img-1"]
+    with store.read(location) as it:
+        parts = list(it)
+    assert b"".join(parts) == DATA
+    assert all(len(p) == 1 << 20 for p in parts[:-1])
+
+
+@pytest.mark.parametrize(("offset", "length"), [
+    (0, 1), (5, 10), (1_048_570, 20), (len(DATA) - 4, 4), (123, None), (0, len(DATA)),
+])
+def test_range_reads(store: FilesystemStore, offset: int, length: int | None) -> None:
+    location = store.write("img", chunks(DATA))
+    with store.read(location, offset, length) as it:
+        got = b"".join(it)
+    end = None if length is None else offset + length
+    assert got == DATA[offset:end]
+
+
+def test_read_past_the_end_of_the_file_is_a_store_error(store: FilesystemStore) -> None:
+    location = store.write("img", [b"abc"])
+    with store.read(location, 0, 10) as it, pytest.raises(StoreError, match="shorter"):
+        list(it)
+
+
+def test_source_failure_leaves_nothing(store: FilesystemStore) -> None:
+    class Boom(Exception):
+        pass
+
+    def failing() -> Iterator[bytes]:
+        yield b"x" * 100_000
+        raise Boom("client went away")
+
+    with pytest.raises(Boom):
+        store.write("img", failing())
+    assert files(store.datadir) == []
+
+
+def test_failure_does_not_replace_existing_data(store: FilesystemStore) -> None:
+    location = store.write("img", [b"old"])
+
+    def failing() -> Iterator[bytes]:
+        yield b"new"
+        raise RuntimeError("nope")
+
+    with pytest.raises(RuntimeError):
+        store.write("img", failing())
+    with store.read(location) as it:
+        assert b"".join(it) == b"old"
+    assert files(store.datadir) == ["img"]
+
+
+def test_enospc_maps_to_storage_full_and_removes_the_temp_file(
+        store: FilesystemStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(filesystem.os, "write", write)
+    with pytest.raises(StorageFull, match="Image storage media is full"):
+        store.write("img", chunks(DATA))
+    assert files(store.datadir) == []
+
+
+def test_eacces_maps_to_permission_denied(store: FilesystemStore,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def deny(*args: object, **kwargs: object) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(filesystem.os, "open", deny)
+    with pytest.raises(StoragePermissionDenied, match="Insufficient permissions"):
+        store.write("img", [b"data"])
+    assert files(store.datadir) == []
+
+
+def test_other_os_errors_are_store_errors(store: FilesystemStore,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(filesystem.os, "fsync", fail)
+    with pytest.raises(StoreError) as info:
+        store.write("img", [b"data"])
+    assert not isinstance(info.value, StorageFull | StoragePermissionDenied)
+    assert files(store.datadir) == []
+
+
+def test_leftover_temp_files_of_dead_processes_are_removed_on_start(tmp_path: Path) -> None:
+    datadir = tmp_path / "images"
+    datadir.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    (datadir / f".img-a.{dead_pid}.abcd1234.part").write_bytes(b"partial")
+    (datadir / f".img-b.{os.getpid()}.abcd1234.part").write_bytes(b"reused pid")
+    (datadir / ".garbage.part").write_bytes(b"no pid")
+    live = f".img-c.{os.getppid()}.abcd1234.part"          # a live writer: kept
+    (datadir / live).write_bytes(b"in progress")
+    (datadir / "img-d").write_bytes(b"complete image")       # real data: kept
+    FilesystemStore(datadir)
+    assert files(datadir) == [live, "img-d"]
+
+
+def test_delete_is_idempotent(store: FilesystemStore) -> None:
+    location = store.write("img", [b"data"])
+    store.delete(location)
+    store.delete(location)
+    assert files(store.datadir) == []
+    with pytest.raises(NotFound):
+        store.read(location).__enter__()
+
+
+def test_locations_outside_the_store_are_refused(store: FilesystemStore,
+                                                 tmp_path: Path) -> None:
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"secret")
+    with pytest.raises(StoreError):
+        store.read(outside.as_uri()).__enter__()
+    with pytest.raises(StoreError):
+        store.delete(outside.as_uri())
+    with pytest.raises(StoreError):
+        store.write("../escape", [b"x"])
+    assert outside.exists()
+
+
+def test_capacity_reports_the_filesystem(store: FilesystemStore) -> None:
+    cap = store.capacity()
+    assert 0 < cap.free <= cap.total
