@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -126,11 +127,18 @@ def api_main(argv: Sequence[str] | None = None) -> int:
     os.environ[CONFIG_ENV] = json.dumps(args)
     LOG.info("Glimpse API listening on %s:%s with %d worker(s)",
              conf.bind_host, conf.bind_port, conf.workers)
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
+    # with the handler it found: make that ours, so that a clean shutdown ends
+    # with exit status 0 rather than death by the re-raised signal.
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     uvicorn.run("glimpse.cli:create_worker_app", factory=True, host=conf.bind_host,
                 port=conf.bind_port, workers=conf.workers, log_config=None,
                 access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
                 timeout_keep_alive=60, server_header=False)
-    LOG.info("Glimpse API stopped")
+    LOG.info("Glimpse API stopped%s",
+             f" (signal {signal.Signals(received[0]).name})" if received else "")
     return 0
 
 

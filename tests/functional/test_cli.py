@@ -1,0 +1,67 @@
+"""glimpse-api as operators run it: SQLite created on start, worker processes,
+one log file for the service and the ``log`` notification driver, clean SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+
+from tests.conftest import ServerProcess
+
+MEMBER = {"X-Project-Id": "3" * 32, "X-User-Id": "u3", "X-Roles": "member,reader"}
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_two_workers_one_log_file_and_clean_sigterm(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    server = glimpse_server({"DEFAULT": {"workers": 2},
+                             "oslo_messaging_notifications": {"driver": ["log"]}})
+    db = server.state / "glimpse.sqlite"
+    assert db.exists(), "the SQLite default is created on start"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()
+
+    started = re.compile(r"Started server process \[(\d+)\]")
+    _wait_for(lambda: len(set(started.findall(server.log.read_text()))) == 2,
+              "both workers to log their start")
+    with server.client(**MEMBER) as c:
+        for _ in range(20):
+            assert c.get("/v2/info/usage").status_code == 200
+        created = c.post("/v2/images", json={"name": "logged"})
+        assert created.status_code == 201, created.text
+    image_id = created.json()["id"]
+    # The `log` driver writes through Python logging into [DEFAULT] log_file.
+    _wait_for(lambda: f'"id": "{image_id}"' in server.log.read_text()
+              and "oslo.messaging.notification.image.create" in server.log.read_text(),
+              "the image.create notification in the log file")
+
+    server.stop()
+    assert server.proc is not None and server.proc.returncode == 0
+    log = server.log.read_text()
+    assert log.count("Application shutdown complete") == 2
+    assert "Glimpse API stopped" in log
+
+
+def test_single_worker_sigterm_exits_zero(glimpse_server: Callable[..., ServerProcess]) -> None:
+    server = glimpse_server()
+    with server.client() as c:
+        assert c.get("/healthcheck").text == "OK"
+    server.stop()
+    assert server.proc is not None and server.proc.returncode == 0
+    log = server.log.read_text()
+    assert "Application shutdown complete" in log
+    assert "Glimpse API stopped (signal SIGTERM)" in log
+    # and a restart on the same state directory reuses the database
+    server.start()
+    with server.client() as c:
+        assert c.get("/versions").status_code == 200
