@@ -1,0 +1,337 @@
+"""Image data over a real server: upload, download, Range, limits, disconnects, image.send.
+
+Notifications are checked in the server's outbox (``log`` driver), read straight
+from its SQLite file: every event is recorded there in the transaction of the
+change it describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess
+
+OWNER = {"X-Project-Id": "a" * 32, "X-User-Id": "alice", "X-Roles": "member,reader"}
+ADMIN = {"X-Project-Id": "c" * 32, "X-User-Id": "root", "X-Roles": "admin,member,reader"}
+OTHER = {"X-Project-Id": "b" * 32, "X-User-Id": "bob", "X-Roles": "member,reader"}
+OCTET = {"Content-Type": "application/octet-stream"}
+LOG_DRIVER = {"oslo_messaging_notifications": {"driver": ["log"]}}
+
+Server = Callable[..., ServerProcess]
+
+
+def create_image(server: ServerProcess, headers: dict[str, str] = OWNER, **body: Any) -> str:
+    with server.client(**headers) as c:
+        r = c.post("/v2/images", json={"name": "data", "disk_format": "raw",
+                                       "container_format": "bare", **body})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def show(server: ServerProcess, image_id: str, headers: dict[str, str] = OWNER) -> dict[str, Any]:
+    with server.client(**headers) as c:
+        r = c.get(f"/v2/images/{image_id}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def upload(server: ServerProcess, image_id: str, data: bytes,
+           headers: dict[str, str] = OWNER) -> httpx.Response:
+    with server.client(**headers, **OCTET) as c:
+        return c.put(f"/v2/images/{image_id}/file", content=data)
+
+
+def store_files(server: ServerProcess) -> list[str]:
+    datadir = server.state / "images"
+    return sorted(p.name for p in datadir.iterdir()) if datadir.exists() else []
+
+
+def outbox(server: ServerProcess, event_type: str | None = None) -> list[dict[str, Any]]:
+    con = sqlite3.connect(server.state / "glimpse.sqlite")
+    try:
+        rows = con.execute("SELECT envelope FROM outbox WHERE driver = 'log' ORDER BY id").fetchall()
+    finally:
+        con.close()
+    envelopes = [json.loads(r[0]) for r in rows]
+    return [e for e in envelopes if event_type is None or e["event_type"] == event_type]
+
+
+def events_of(server: ServerProcess, image_id: str) -> list[tuple[str, str, Any]]:
+    """(event_type, priority, status-or-text) of the image's events, in order."""
+    found = []
+    for e in outbox(server):
+        p = e["payload"]
+        if isinstance(p, str):
+            if image_id in p:
+                found.append((e["event_type"], e["priority"], p))
+        elif p.get("id") == image_id or p.get("image_id") == image_id:
+            found.append((e["event_type"], e["priority"], p.get("status")))
+    return found
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def server(glimpse_server: Server) -> ServerProcess:
+    return glimpse_server(LOG_DRIVER)
+
+
+def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None:
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    image_id = create_image(server)
+    r = upload(server, image_id, data)
+    assert r.status_code == 204, r.text
+    assert r.content == b""
+    image = show(server, image_id)
+    assert image["status"] == "active"
+    assert image["size"] == len(data)
+    assert image["checksum"] == hashlib.md5(data).hexdigest()
+    assert image["os_hash_algo"] == "sha512"
+    assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    with server.client(**OWNER) as c:
+        r = c.get(f"/v2/images/{image_id}/file")
+    assert r.status_code == 200
+    assert r.content == data
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-length"] == str(len(data))
+    assert r.headers["content-md5"] == hashlib.md5(data).hexdigest()
+    assert store_files(server) == [image_id]
+    assert [(t, p, s) for t, p, s in events_of(server, image_id) if t != "image.send"] == [
+        ("image.create", "INFO", "queued"),
+        ("image.update", "INFO", "saving"),
+        ("image.prepare", "INFO", "saving"),
+        ("image.upload", "INFO", "active"),
+        ("image.activate", "INFO", "active"),
+        ("image.update", "INFO", "active"),
+    ]
+    upload_event = outbox(server, "image.upload")[-1]["payload"]
+    assert upload_event["checksum"] == hashlib.md5(data).hexdigest()
+    assert upload_event["os_glance_importing_to_stores"] == []
+    assert upload_event["os_glance_failed_import"] == []
+
+
+def test_configured_hashing_algorithm(glimpse_server: Server) -> None:
+    server = glimpse_server({"DEFAULT": {"hashing_algorithm": "sha256"}})
+    data = os.urandom(100_000)
+    image_id = create_image(server)
+    assert upload(server, image_id, data).status_code == 204
+    image = show(server, image_id)
+    assert image["os_hash_algo"] == "sha256"
+    assert image["os_hash_value"] == hashlib.sha256(data).hexdigest()
+
+
+def test_ranges(server: ServerProcess) -> None:
+    data = os.urandom(1000)
+    image_id = create_image(server)
+    assert upload(server, image_id, data).status_code == 204
+    url = f"/v2/images/{image_id}/file"
+    with server.client(**OWNER) as c:
+        for header, start, end in [("bytes=0-9", 0, 9), ("bytes=990-", 990, 999),
+                                   ("bytes=-5", 995, 999), ("bytes=995-2000", 995, 999)]:
+            r = c.get(url, headers={"Range": header})
+            assert r.status_code == 206, header
+            assert r.content == data[start:end + 1]
+            assert r.headers["content-range"] == f"bytes {start}-{end}/1000"
+            assert r.headers["content-length"] == str(end - start + 1)
+            assert r.headers["content-md5"] == hashlib.md5(data).hexdigest()
+        for header in ("bytes=1000-", "bytes=5-2", "junk"):
+            r = c.get(url, headers={"Range": header})
+            assert r.status_code == 416, header
+            assert r.headers["content-range"] == "bytes */1000"
+        r = c.get(url, headers={"Range": "bytes=0-1,5-6"})
+        assert r.status_code == 400
+        assert "multiple ranges" in r.json()["message"]
+
+
+def test_status_rules(server: ServerProcess) -> None:
+    image_id = create_image(server)
+    with server.client(**OWNER) as c:
+        assert c.get(f"/v2/images/{image_id}/file").status_code == 204   # no data yet
+        r = c.put(f"/v2/images/{image_id}/file", content=b"x",
+                  headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        r = c.put(f"/v2/images/{image_id}/file", content=b"x")
+        assert r.status_code == 415
+    # Another project's private image does not exist for it: 404 both ways.
+    with server.client(**OTHER, **OCTET) as c:
+        assert c.get(f"/v2/images/{image_id}/file").status_code == 404
+        assert c.put(f"/v2/images/{image_id}/file", content=b"x").status_code == 404
+    assert upload(server, image_id, b"first").status_code == 204
+    r = upload(server, image_id, b"second")
+    assert r.status_code == 409
+    assert "active to saving" in r.json()["message"]
+    with server.client(**OWNER) as c:
+        assert c.get(f"/v2/images/{image_id}/file").content == b"first"
+        assert c.get(f"/v2/images/{'0' * 8}-0000-0000-0000-{'0' * 12}/file").status_code == 404
+
+
+def test_deactivated_images_only_admins_download(server: ServerProcess) -> None:
+    image_id = create_image(server)
+    assert upload(server, image_id, b"payload").status_code == 204
+    with server.client(**ADMIN) as c:
+        assert c.post(f"/v2/images/{image_id}/actions/deactivate").status_code == 204
+        r = c.get(f"/v2/images/{image_id}/file")
+        assert r.status_code == 200
+        assert r.content == b"payload"
+    with server.client(**OWNER) as c:
+        r = c.get(f"/v2/images/{image_id}/file")
+    assert r.status_code == 403
+    assert "deactivated" in r.json()["message"]
+
+
+def assert_failed_upload(server: ServerProcess, image_id: str, cause: str) -> None:
+    image = show(server, image_id)
+    assert image["status"] == "queued"
+    assert image["size"] is None and image["checksum"] is None
+    assert not [f for f in store_files(server) if image_id in f]
+    events = events_of(server, image_id)
+    assert events[-4:-2] == [("image.update", "INFO", "saving"),
+                             ("image.prepare", "INFO", "saving")]
+    kind, priority, text = events[-2]
+    assert (kind, priority) == ("image.upload", "ERROR")
+    assert text.startswith(f"Failed to upload image data for image {image_id}: ")
+    assert cause in text
+    assert events[-1] == ("image.update", "INFO", "queued")
+
+
+def test_size_cap_is_413_and_keeps_nothing(glimpse_server: Server) -> None:
+    server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"image_size_cap": 1_000_000}})
+    image_id = create_image(server)
+
+    def stream() -> Any:           # no Content-Length: the cap is enforced while streaming
+        for _ in range(40):
+            yield b"x" * 65_536
+
+    with server.client(**OWNER, **OCTET) as c:
+        r = c.put(f"/v2/images/{image_id}/file", content=stream())
+    assert r.status_code == 413
+    assert "too large" in r.json()["message"]
+    assert_failed_upload(server, image_id, "too large")
+    # Declared too large up front: refused before reading the body.
+    r = upload(server, image_id, b"y" * 1_000_001)
+    assert r.status_code == 413
+    assert_failed_upload(server, image_id, "too large")
+    # The image is usable again.
+    assert upload(server, image_id, b"z" * 1_000_000).status_code == 204
+    assert show(server, image_id)["size"] == 1_000_000
+
+
+def test_quota_is_413_keeps_nothing_and_is_freed(glimpse_server: Server) -> None:
+    server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"user_storage_quota": "3MB"}})
+    first, second = create_image(server), create_image(server)
+    two_mib = os.urandom(2 * 1024 * 1024)
+    assert upload(server, first, two_mib).status_code == 204
+    r = upload(server, second, two_mib)
+    assert r.status_code == 413
+    assert "quota" in r.json()["message"]
+    assert_failed_upload(server, second, "quota")
+    # Another project has its own quota.
+    other = create_image(server, OTHER)
+    assert upload(server, other, two_mib, OTHER).status_code == 204
+    # Deleting the first image frees its bytes.
+    with server.client(**OWNER) as c:
+        assert c.delete(f"/v2/images/{first}").status_code == 204
+    assert upload(server, second, two_mib).status_code == 204
+    assert sorted(store_files(server)) == sorted([second, other])
+
+
+def test_client_disconnect_mid_upload_leaves_image_queued(server: ServerProcess) -> None:
+    image_id = create_image(server)
+    head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        sock.sendall(os.urandom(6_000_000))
+        wait_for(lambda: show(server, image_id)["status"] == "saving")
+    wait_for(lambda: show(server, image_id)["status"] == "queued")
+    assert_failed_upload(server, image_id, "disconnected")
+    assert not [f for f in store_files(server) if f.endswith(".part")]
+    assert upload(server, image_id, b"again").status_code == 204
+
+
+def test_upload_to_image_deleted_meanwhile_is_410_and_keeps_nothing(
+        server: ServerProcess) -> None:
+    image_id = create_image(server)
+    head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 3000000\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        sock.sendall(b"q" * 1_000_000)
+        wait_for(lambda: show(server, image_id)["status"] == "saving")
+        with server.client(**OWNER) as c:
+            assert c.delete(f"/v2/images/{image_id}").status_code == 204
+        sock.sendall(b"q" * 2_000_000)
+        response = sock.makefile("rb").readline()
+    assert response.startswith(b"HTTP/1.1 410"), response
+    assert store_files(server) == []
+    texts = [s for t, p, s in events_of(server, image_id) if p == "ERROR"]
+    assert texts and texts[-1].startswith(f"Image {image_id} could not be found after upload")
+
+
+def sends(server: ServerProcess, image_id: str, count: int) -> list[dict[str, Any]]:
+    def found() -> list[dict[str, Any]]:
+        events = [e for e in outbox(server, "image.send")
+                  if e["payload"]["image_id"] == image_id]
+        return events if len(events) >= count else []
+    events: list[dict[str, Any]] = wait_for(found)
+    return events
+
+
+def test_image_send_for_full_range_and_aborted_downloads(server: ServerProcess) -> None:
+    size = 64 * 1024 * 1024           # larger than the socket buffers: aborts are real
+    data = os.urandom(1024 * 1024) * 64
+    image_id = create_image(server)
+    assert upload(server, image_id, data).status_code == 204
+    with server.client(**OTHER) as c:   # not visible to others: no event
+        assert c.get(f"/v2/images/{image_id}/file").status_code == 404
+    with server.client(**OWNER) as c:
+        assert len(c.get(f"/v2/images/{image_id}/file").content) == size
+        r = c.get(f"/v2/images/{image_id}/file", headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206
+        assert c.get(f"/v2/images/{image_id}/file",
+                     headers={"Range": "bytes=999999999-"}).status_code == 416
+    # A client that reads 1 MiB and goes away.
+    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    received = 0
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request)
+        while received < 1024 * 1024:
+            received += len(sock.recv(65536))
+    events = sends(server, image_id, 3)
+    assert len(events) == 3                       # exactly one per download that streamed
+    full, ranged, aborted = events
+    expected = {"image_id": image_id, "owner_id": OWNER["X-Project-Id"],
+                "receiver_tenant_id": OWNER["X-Project-Id"],
+                "receiver_user_id": OWNER["X-User-Id"], "destination_ip": "127.0.0.1"}
+    assert full["priority"] == "INFO"
+    assert full["payload"] == {**expected, "bytes_sent": size}
+    assert ranged["priority"] == "INFO"
+    assert ranged["payload"] == {**expected, "bytes_sent": 100}
+    assert aborted["priority"] == "WARN"
+    assert received - 1024 < aborted["payload"]["bytes_sent"] < size
+    time.sleep(0.5)
+    assert len(sends(server, image_id, 3)) == 3   # and no late duplicate
