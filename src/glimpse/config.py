@@ -130,6 +130,10 @@ task_opts: list[cfg.Opt] = [
     cfg.IntOpt("max_workers", default=4, min=1, help="Concurrent tasks per process."),
     cfg.FloatOpt("download_timeout", default=60.0, min=0.1,
                  help="Seconds a web-download may stall before it fails."),
+    cfg.FloatOpt("claim_timeout", default=30.0, min=1.0,
+                 help="Seconds a process's claim on a running task lasts without renewal "
+                      "(renewed every third of it). A task whose process died is failed "
+                      "(or, if it had not started, run again) once its claim runs out."),
 ]
 
 import_filtering_opts: list[cfg.Opt] = [

@@ -1,5 +1,133 @@
-"""Placeholder: filled in by its owner."""
+"""``/v2/tasks``: create (legacy ``import``), list, show; DELETE answers 405 as Glance.
 
-from starlette.routing import BaseRoute
+Representations are Glance's, key for key: a task shows ``id, input, type,
+status, owner, message, result, created_at, updated_at, self, schema,
+request_id, user_id`` and ``expires_at`` once set; list entries leave out
+``input``, ``result`` and ``message``. Times are ``YYYY-MM-DDTHH:MM:SSZ``.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from glimpse.api import errors
+from glimpse.api.auth import context_of
+from glimpse.domain.task import Task
+from glimpse.exceptions import Invalid
+from glimpse.runtime import Runtime
+from glimpse.services import tasks as task_service
+
+
+def _runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": task.id, "input": task.input, "type": task.type, "status": task.status,
+        "owner": task.owner, "message": task.message or "", "result": task.result,
+        "created_at": _time(task.created_at), "updated_at": _time(task.updated_at),
+        "self": f"/v2/tasks/{task.id}", "schema": "/v2/schemas/task",
+        "request_id": task.request_id, "user_id": task.user_id,
+    }
+    if task.expires_at is not None:
+        view["expires_at"] = _time(task.expires_at)
+    return view
+
+
+def task_summary(task: Task) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": task.id, "type": task.type, "status": task.status, "owner": task.owner,
+        "created_at": _time(task.created_at), "updated_at": _time(task.updated_at),
+        "self": f"/v2/tasks/{task.id}", "schema": "/v2/schemas/task",
+    }
+    if task.expires_at is not None:
+        view["expires_at"] = _time(task.expires_at)
+    return view
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise Invalid("Body expected in request.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("Malformed JSON in request body.") from None
+
+
+async def create(request: Request) -> Response:
+    rt, ctx = _runtime(request), context_of(request)
+    body = await read_json(request)
+    task = await run_in_threadpool(task_service.create_task, rt, ctx, body)
+    location = f"{str(request.base_url).rstrip('/')}/v2/tasks/{task.id}"
+    return JSONResponse(task_view(task), status_code=201, headers={"Location": location})
+
+
+def parse_query(params: list[tuple[str, str]]) -> task_service.TaskQuery:
+    """Query parameters -> TaskQuery; Invalid (400) with Glance's messages."""
+    values = dict(params)
+    limit: int | None = None
+    if "limit" in values:
+        try:
+            limit = int(values["limit"])
+        except ValueError:
+            raise Invalid("limit param must be an integer") from None
+        if limit < 0:
+            raise Invalid("limit param must be positive")
+    return task_service.TaskQuery(
+        type=values.get("type"), status=values.get("status"),
+        sort_key=values.get("sort_key", "created_at"),
+        sort_dir=values.get("sort_dir", "desc"), limit=limit, marker=values.get("marker"))
+
+
+async def index(request: Request) -> Response:
+    rt, ctx = _runtime(request), context_of(request)
+    params = list(request.query_params.multi_items())
+    query = parse_query(params)
+    tasks = await run_in_threadpool(task_service.list_tasks, rt, ctx, query)
+    first = "/v2/tasks" + (f"?{request.url.query}" if request.url.query else "")
+    body: dict[str, Any] = {"tasks": [task_summary(t) for t in tasks], "first": first,
+                            "schema": "/v2/schemas/tasks"}
+    page = query.limit if query.limit is not None else rt.conf.limit_param_default
+    page = min(page, rt.conf.api_limit_max)
+    if tasks and len(tasks) >= page:
+        kept = [(k, v) for k, v in params if k != "marker"]
+        body["next"] = "/v2/tasks?" + urlencode([*kept, ("marker", tasks[-1].id)])
+    return JSONResponse(body)
+
+
+async def show(request: Request) -> Response:
+    rt, ctx = _runtime(request), context_of(request)
+    task = await run_in_threadpool(task_service.get_task, rt, ctx,
+                                   request.path_params["task_id"])
+    return JSONResponse(task_view(task))
+
+
+async def delete(request: Request) -> Response:
+    context_of(request)
+    return errors.error_response(
+        405, "This operation is currently not permitted on Glance Tasks. They are auto "
+             "deleted after reaching the time based on their expires_at property.",
+        {"Allow": "GET"})
+
+
+routes: list[BaseRoute] = [
+    Route("/v2/tasks", create, methods=["POST"]),
+    Route("/v2/tasks", index, methods=["GET"]),
+    Route("/v2/tasks/{task_id}", show, methods=["GET"]),
+    Route("/v2/tasks/{task_id}", delete, methods=["DELETE"]),
+]

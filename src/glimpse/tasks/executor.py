@@ -1,11 +1,188 @@
-"""Placeholder: filled in by its owner."""
+"""The task executor: runs pending tasks in this process with a bounded thread pool.
 
+One *scheduler* thread loops:
+
+* claims pending tasks while the pool has room (``[task] max_workers``): a claim
+  is a conditional UPDATE (see :mod:`glimpse.db.tasks_repo`), so with several
+  processes on one database each task runs exactly once; the claim and its
+  ``task.run`` event commit together;
+* renews the claims of the tasks it runs (every third of the claim time), so a
+  live process keeps its tasks while a dead one's claims run out;
+* recovers tasks whose claim ran out (their process died): a ``pending`` one is
+  released to be claimed again (nothing happened yet: safe to resume); a
+  ``processing`` one is failed with a clear message and its image put back to
+  ``queued`` with ``os_glance_failed_import`` (see ``import_flow.fail_task``);
+* purges tasks whose ``expires_at`` passed.
+
+It sleeps ``POLL_INTERVAL`` between rounds unless :meth:`Executor.wake` is
+called (after a task is created in this process). ``stop(timeout)`` stops
+claiming, waits up to ``timeout`` seconds for running tasks, and leaves any still
+running to be recovered after their claim expires (the process is going away).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from glimpse.db import tasks_repo
+from glimpse.db.engine import utcnow
+from glimpse.domain.task import PENDING, Task
+from glimpse.services import tasks as task_service
+
+LOG = logging.getLogger(__name__)
+
+POLL_INTERVAL = 1.0
+PURGE_INTERVAL = 300.0
+INTERRUPTED = ("Task interrupted: the Glimpse process running it stopped before it finished "
+               "(claim expired). The image was returned to queued; start the import again.")
 
 
 class Executor:
-    def __init__(self, runtime: Any) -> None: ...
+    """Runs tasks for one Glimpse process. ``runtime`` is a :class:`glimpse.runtime.Runtime`."""
 
-    def start(self) -> None: ...
+    def __init__(self, runtime: Any) -> None:
+        self.rt = runtime
+        self.node = f"{runtime.node_id}:executor"
+        self.max_workers = int(runtime.conf.task.max_workers)
+        self.claim_seconds = task_service.claim_seconds(runtime)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._last_purge = 0.0
+        self._last_renew = 0.0
+        runtime.extras[task_service.EXECUTOR_KEY] = self
 
-    def stop(self, timeout: float) -> None: ...
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="glimpse-task")
+        self._thread = threading.Thread(target=self._loop, name="glimpse-task-scheduler",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            running = list(self._running.values())
+        for future in running:
+            with contextlib.suppress(Exception):
+                future.result(max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.rt.extras.get(task_service.EXECUTOR_KEY) is self:
+            del self.rt.extras[task_service.EXECUTOR_KEY]
+
+    def wake(self) -> None:
+        """Look for pending tasks now (called after a task commits in this process)."""
+        self._wake.set()
+
+    # -- scheduler ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._round()
+            except Exception:
+                LOG.exception("Task executor round failed; retrying")
+            self._wake.wait(POLL_INTERVAL)
+            self._wake.clear()
+
+    def _round(self) -> None:
+        now = time.monotonic()
+        if now - self._last_renew >= self.claim_seconds / 3:
+            self._renew()
+            self._last_renew = now
+        self.recover()
+        if now - self._last_purge >= PURGE_INTERVAL:
+            with self.rt.db.write() as session:
+                purged = tasks_repo.purge_expired(session, now=utcnow())
+            if purged:
+                LOG.info("Purged %d expired task(s)", purged)
+            self._last_purge = now
+        self._claim_some()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            for task_id in [t for t, f in self._running.items() if f.done()]:
+                del self._running[task_id]
+            return self.max_workers - len(self._running)
+
+    def _claim_some(self) -> None:
+        while not self._stopping.is_set():
+            free = self._free_slots()
+            if free <= 0:
+                return
+            with self.rt.db.read() as session:
+                candidates = tasks_repo.claimable(session, limit=free)
+            if not candidates:
+                return
+            claimed_any = False
+            for task_id in candidates:
+                if self._stopping.is_set():
+                    return
+                task = task_service.claim(self.rt, task_id, self.node)
+                if task is None:
+                    continue   # another process won it
+                claimed_any = True
+                self._submit(task)
+            if not claimed_any:
+                return
+
+    def _submit(self, task: Task) -> None:
+        assert self._pool is not None
+        with self._lock:
+            self._running[task.id] = self._pool.submit(self._run, task)
+
+    def _run(self, task: Task) -> None:
+        from glimpse.tasks import import_flow
+
+        try:
+            import_flow.run(self.rt, task, self.node)
+        except Exception:
+            LOG.exception("Task %s: could not record its outcome; it will be recovered "
+                          "when its claim expires", task.id)
+        finally:
+            self._wake.set()   # a slot is free
+
+    def _renew(self) -> None:
+        with self._lock:
+            ids = [t for t, f in self._running.items() if not f.done()]
+        if not ids:
+            return
+        until = utcnow() + _seconds(self.claim_seconds)
+        with self.rt.db.write() as session:
+            tasks_repo.renew(session, ids, node=self.node, until=until)
+
+    def recover(self) -> None:
+        """Release or fail tasks whose claim expired (their process is gone)."""
+        from glimpse.tasks import import_flow
+
+        with self.rt.db.read() as session:
+            expired = tasks_repo.expired_claims(session, now=utcnow())
+        for task_id, status in expired:
+            with self._lock:
+                if task_id in self._running:
+                    continue
+            if status == PENDING:
+                with self.rt.db.write() as session:
+                    tasks_repo.release(session, task_id)
+                LOG.warning("Task %s: claim expired before it started; released", task_id)
+            else:
+                LOG.warning("Task %s: claim expired while processing; failing it", task_id)
+                import_flow.fail_task(self.rt, task_id, INTERRUPTED)
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)

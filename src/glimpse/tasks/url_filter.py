@@ -21,6 +21,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from glimpse.exceptions import Invalid
@@ -44,7 +45,7 @@ class FilterRules:
     disallowed_ports: tuple[int, ...] = ()
 
     @classmethod
-    def from_conf(cls, group: object) -> FilterRules:
+    def from_conf(cls, group: Any) -> FilterRules:
         """From ``conf.import_filtering_opts``."""
         def strs(name: str) -> tuple[str, ...]:
             values = (str(v).strip().lower() for v in getattr(group, name) or ())

@@ -1,0 +1,186 @@
+"""Task repository: the only module that reads and writes task rows.
+
+Every function takes the caller's ``Session`` and never commits. Tasks are
+returned as :class:`glimpse.domain.task.Task`. Expired tasks (``expires_at`` in
+the past) are invisible to :func:`get` and :func:`list_tasks` and removed by
+:func:`purge_expired`.
+
+Claims (the executor's "exactly once" across processes): :func:`claim` is a
+single conditional ``UPDATE ... WHERE status='pending' AND claimed_by IS NULL``;
+the database lets exactly one of several concurrent claimers change the row
+(its rowcount is 1 for the winner, 0 for the others), on SQLite and PostgreSQL.
+A claim lasts until ``claimed_until``; the holder renews it while it works.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final, cast
+
+from sqlalchemy import Table, and_, asc, delete, desc, insert, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from glimpse.db.models import TaskRow
+from glimpse.domain.task import PENDING, PROCESSING, Task
+from glimpse.exceptions import Invalid
+
+_tasks = cast(Table, TaskRow.__table__)
+
+SORT_KEYS: Final = frozenset({"id", "type", "status", "owner", "expires_at", "created_at",
+                              "updated_at"})
+
+
+def _to_task(row: Any) -> Task:
+    return Task(id=row.id, type=row.type, owner=row.owner, status=row.status,
+                input=json.loads(row.input) if row.input else {},
+                result=json.loads(row.result) if row.result else None,
+                message=row.message or "", expires_at=row.expires_at,
+                created_at=row.created_at, updated_at=row.updated_at,
+                deleted_at=row.deleted_at, image_id=row.image_id,
+                request_id=row.request_id, user_id=row.user_id)
+
+
+def _values(task: Task) -> dict[str, Any]:
+    return {"type": task.type, "status": task.status, "owner": task.owner,
+            "input": json.dumps(task.input),
+            "result": None if task.result is None else json.dumps(task.result),
+            "message": task.message or "", "image_id": task.image_id,
+            "expires_at": task.expires_at, "created_at": task.created_at,
+            "updated_at": task.updated_at, "deleted_at": task.deleted_at,
+            "request_id": task.request_id, "user_id": task.user_id}
+
+
+def _alive(now: datetime) -> ColumnElement[bool]:
+    return or_(_tasks.c.expires_at.is_(None), _tasks.c.expires_at > now)
+
+
+def insert_task(session: Session, task: Task) -> None:
+    session.execute(insert(_tasks).values(id=task.id, **_values(task)))
+
+
+def update_task(session: Session, task: Task) -> None:
+    """Write every column of ``task`` but the claim."""
+    values = _values(task)
+    del values["created_at"]
+    session.execute(update(_tasks).where(_tasks.c.id == task.id).values(**values))
+
+
+def get(session: Session, task_id: str, *, now: datetime, for_update: bool = False,
+        include_expired: bool = False) -> Task | None:
+    stmt = select(_tasks).where(_tasks.c.id == task_id, _tasks.c.deleted_at.is_(None))
+    if not include_expired:
+        stmt = stmt.where(_alive(now))
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).first()
+    return None if row is None else _to_task(row)
+
+
+def list_tasks(session: Session, *, now: datetime, owner: str | None, all_owners: bool,
+               type_: str | None = None, status: str | None = None,
+               sort_key: str = "created_at", sort_dir: str = "desc",
+               limit: int | None = None, marker: str | None = None) -> list[Task]:
+    """One page of live tasks. ``all_owners`` (admins) lists every project's.
+
+    Order is total: ``sort_key`` then ``id`` (both in ``sort_dir``). ``marker``
+    is the id of the last task of the previous page; an unknown (or invisible)
+    marker raises Invalid as Glance does (400).
+    """
+    if sort_key not in SORT_KEYS:
+        raise Invalid("Sort key supplied was not valid.")
+    order = desc if sort_dir == "desc" else asc
+    key = _tasks.c[sort_key]
+    scope: list[ColumnElement[bool]] = [_tasks.c.deleted_at.is_(None), _alive(now)]
+    if not all_owners:
+        scope.append(_tasks.c.owner == owner)
+    stmt = select(_tasks).where(*scope)
+    if type_ is not None:
+        stmt = stmt.where(_tasks.c.type == type_)
+    if status is not None:
+        stmt = stmt.where(_tasks.c.status == status)
+    if marker is not None:
+        mark = session.execute(select(_tasks).where(_tasks.c.id == marker, *scope)).first()
+        if mark is None:
+            raise Invalid(f"Task with the given id {marker} was not found")
+        mark_value = getattr(mark, sort_key)
+        beyond = (lambda col, val: col < val) if sort_dir == "desc" else (
+            lambda col, val: col > val)
+        if mark_value is None:
+            # NULLs sort first ascending / last descending on both databases here.
+            after = (and_(key.is_(None), beyond(_tasks.c.id, marker)) if sort_dir == "desc"
+                     else or_(key.is_not(None), and_(key.is_(None),
+                                                     beyond(_tasks.c.id, marker))))
+        else:
+            after = or_(beyond(key, mark_value),
+                        and_(key == mark_value, beyond(_tasks.c.id, marker)))
+            if sort_dir == "desc":
+                after = or_(after, key.is_(None))
+        stmt = stmt.where(after)
+    stmt = stmt.order_by(_ordered(key, sort_dir), order(_tasks.c.id))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_to_task(row) for row in session.execute(stmt)]
+
+
+def _ordered(key: Any, sort_dir: str) -> Any:
+    """``key`` in ``sort_dir`` with NULLs first ascending and last descending (both DBs)."""
+    return key.desc().nulls_last() if sort_dir == "desc" else key.asc().nulls_first()
+
+
+# -- executor claims ---------------------------------------------------------------------
+
+def claimable(session: Session, *, limit: int) -> list[str]:
+    """Ids of pending, unclaimed tasks, oldest first."""
+    stmt = (select(_tasks.c.id)
+            .where(_tasks.c.status == PENDING, _tasks.c.claimed_by.is_(None),
+                   _tasks.c.deleted_at.is_(None))
+            .order_by(_tasks.c.created_at, _tasks.c.id).limit(limit))
+    return [row[0] for row in session.execute(stmt)]
+
+
+def claim(session: Session, task_id: str, *, node: str, until: datetime) -> bool:
+    """Claim a pending, unclaimed task for ``node``; True when this call won it."""
+    result = session.execute(
+        update(_tasks)
+        .where(_tasks.c.id == task_id, _tasks.c.status == PENDING,
+               _tasks.c.claimed_by.is_(None))
+        .values(claimed_by=node, claimed_until=until))
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def renew(session: Session, task_ids: Sequence[str], *, node: str, until: datetime) -> None:
+    """Extend ``node``'s claims on ``task_ids``."""
+    if task_ids:
+        session.execute(update(_tasks)
+                        .where(_tasks.c.id.in_(list(task_ids)), _tasks.c.claimed_by == node)
+                        .values(claimed_until=until))
+
+
+def release(session: Session, task_id: str) -> None:
+    """Drop the claim (the task ended, or may be picked up again)."""
+    session.execute(update(_tasks).where(_tasks.c.id == task_id)
+                    .values(claimed_by=None, claimed_until=None))
+
+
+def expired_claims(session: Session, *, now: datetime) -> list[tuple[str, str]]:
+    """``(id, status)`` of pending/processing tasks whose claim ran out: their
+    process died (or hung) while holding them."""
+    stmt = select(_tasks.c.id, _tasks.c.status).where(
+        _tasks.c.claimed_by.is_not(None), _tasks.c.claimed_until < now,
+        _tasks.c.status.in_([PENDING, PROCESSING]))
+    return [(row[0], row[1]) for row in session.execute(stmt)]
+
+
+def still_claimed_by(session: Session, task_id: str, node: str) -> bool:
+    row = session.execute(select(_tasks.c.claimed_by).where(_tasks.c.id == task_id)).first()
+    return row is not None and row[0] == node
+
+
+def purge_expired(session: Session, *, now: datetime) -> int:
+    """Delete tasks whose ``expires_at`` passed; returns how many."""
+    result = session.execute(delete(_tasks).where(_tasks.c.expires_at.is_not(None),
+                                                  _tasks.c.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)

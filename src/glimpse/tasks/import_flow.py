@@ -1,0 +1,392 @@
+"""What an import task does, from ``processing`` to ``success``/``failure``.
+
+Two task types run here:
+
+* ``import`` (legacy ``POST /v2/tasks``): input ``{import_from, import_from_format,
+  image_properties}``; the image is created when the task starts processing.
+* ``api_image_import`` (``POST /v2/images/{id}/import``): input as Glance's,
+  ``{image_id, import_req: {method: {name, uri?}}, backend}``; methods
+  ``web-download`` (image ``queued``) and ``glance-direct`` (image ``uploading``,
+  data in the staging area).
+
+Steps (no transaction spans a transfer):
+
+1. tx: task pending -> processing (``task.processing``); for ``import`` the image
+   is created (``image.create``); image -> ``importing`` (``image.update``,
+   ``image.prepare``); the project's remaining quota is read.
+2. the data streams into the store through the same ingest pipeline as uploads
+   (:func:`glimpse.services.data_pipeline.ingest`: MD5 + multihash, size cap and
+   quota enforced while streaming, nothing partial kept).
+3. tx: image -> ``active`` with size/hashes/location (``image.upload``,
+   ``image.activate``, ``image.update``) and task -> ``success`` with
+   ``{"image_id": ...}`` (``task.success``), committed together.
+
+On any failure: the stored data is deleted; one tx returns the image to
+``queued`` with the store listed in ``os_glance_failed_import`` (``image.upload``
+ERROR if data had started to flow, then ``image.update``) and fails the task
+(``task.failure`` with the reason); staged data is removed.
+
+Everything here blocks; the executor calls :func:`run` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Final
+
+from glimpse.auth.context import RequestContext
+from glimpse.config import parse_size
+from glimpse.db import images_repo, tasks_repo
+from glimpse.db.engine import utcnow
+from glimpse.domain.image import ACTIVE, IMPORTING, QUEUED, UPLOADING, Image
+from glimpse.domain.task import PENDING, PROCESSING, Task
+from glimpse.exceptions import Conflict, GlimpseError, Gone, Invalid
+from glimpse.notifications import catalogue as ev
+from glimpse.notifications import payloads
+from glimpse.runtime import Runtime
+from glimpse.services import tasks as task_service
+from glimpse.services.data_pipeline import Ingested, Limits, ingest
+from glimpse.tasks import fetch, staging
+from glimpse.tasks.url_filter import FilterRules, check_url
+
+LOG = logging.getLogger(__name__)
+
+WEB_DOWNLOAD: Final = "web-download"
+GLANCE_DIRECT: Final = "glance-direct"
+IMPORT_TASK_PROP: Final = "os_glance_import_task"
+IMPORTING_PROP: Final = payloads.IMPORTING_TO_STORES
+FAILED_PROP: Final = payloads.FAILED_IMPORT
+LEGACY_INPUT_KEYS: Final = ("import_from", "import_from_format", "image_properties")
+
+
+# -- validation (API time) ---------------------------------------------------------------
+
+def rules(rt: Runtime) -> FilterRules:
+    return FilterRules.from_conf(rt.conf.import_filtering_opts)
+
+
+def validate_task_body(rt: Runtime, ctx: RequestContext, body: Any) -> tuple[str, dict[str, Any]]:
+    """Check a ``POST /v2/tasks`` body; returns ``(type, input)``. Raises Invalid."""
+    if not isinstance(body, dict):
+        raise Invalid("Task body must be a JSON object.")
+    task_type = body.get("type")
+    if task_type is None:
+        raise Invalid("Task 'type' is required")
+    if task_type not in task_service.TASK_TYPES:
+        raise Invalid(f"Invalid type value: {task_type!r} is not one of "
+                      f"{list(task_service.TASK_TYPES)}")
+    if task_type != task_service.LEGACY_IMPORT:
+        raise Invalid(f"Tasks of type {task_type!r} cannot be created through the tasks "
+                      "API; use the image import call.")
+    task_input = body.get("input")
+    if task_input is None:
+        raise Invalid("Task 'input' is required")
+    if not isinstance(task_input, dict):
+        raise Invalid("Task 'input' must be a JSON object.")
+    missing = [key for key in LEGACY_INPUT_KEYS if key not in task_input]
+    if missing:
+        raise Invalid(f"Input for import task is missing: {', '.join(missing)}")
+    for key in ("import_from", "import_from_format"):
+        if not isinstance(task_input[key], str) or not task_input[key]:
+            raise Invalid(f"Input '{key}' of an import task must be a non-empty string.")
+    properties = task_input["image_properties"]
+    if not isinstance(properties, dict):
+        raise Invalid("Input 'image_properties' of an import task must be a JSON object.")
+    validate_image_properties(properties)
+    check_url(task_input["import_from"], rules(rt), what="URI for legacy import task")
+    return task_type, task_input
+
+
+def validate_image_properties(properties: dict[str, Any]) -> None:
+    """The image an ``import`` task will create must be valid: checked against
+    Glance's image schema now, so the task cannot fail later for this."""
+    from glimpse.api import schemas
+
+    schema = schemas.image_schema()
+    props = schema.get("properties", {})
+    read_only = {name for name, spec in props.items() if spec.get("readOnly")}
+    bad = sorted(set(properties) & (read_only | {"id", "status", "owner", "location",
+                                                  "locations", "deleted", "deleted_at"}))
+    if bad:
+        raise Invalid(f"Attribute(s) {', '.join(bad)} may not be set in image_properties.")
+    import jsonschema
+
+    try:
+        jsonschema.validate(properties, {**schema, "required": []})
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "image_properties"
+        raise Invalid(f"Invalid image_properties ({where}): {exc.message}") from exc
+
+
+# -- running -----------------------------------------------------------------------------
+
+class _Failed(Exception):
+    """Carries the message the task fails with."""
+
+
+def run(rt: Runtime, task: Task, node: str | None = None) -> None:
+    """Run a task claimed by ``node`` to its end. Never raises for task-level
+    failures: those end the task as ``failure``. Raises only if the database is
+    unreachable (the claim then expires and recovery fails the task). Does nothing
+    when the task is no longer pending or no longer claimed by ``node``."""
+    state = _State(rt, task, node)
+    try:
+        state.begin()
+        if state.finished:
+            return
+        stored = state.transfer()
+        state.finish(stored)
+    except BaseException as error:
+        message = _message(error)
+        if not isinstance(error, GlimpseError | _Failed):
+            LOG.exception("Task %s failed unexpectedly", task.id)
+        state.cleanup_data()
+        state.fail(message, data_started=state.prepared, error=error)
+        if not isinstance(error, Exception):
+            raise
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, GlimpseError):
+        return error.message
+    if isinstance(error, _Failed):
+        return str(error)
+    return f"Task failed due to an internal error ({type(error).__name__})."
+
+
+class _State:
+    """One task run: what has happened so far (for clean-up on failure)."""
+
+    def __init__(self, rt: Runtime, task: Task, node: str | None) -> None:
+        self.rt = rt
+        self.node = node
+        self.task = task
+        self.image_id: str | None = task.image_id or task.input.get("image_id")
+        self.method = (task.input.get("import_req", {}).get("method", {})
+                       if task.type == task_service.API_IMAGE_IMPORT else {})
+        self.method_name = self.method.get("name") if isinstance(self.method, dict) else None
+        self.limits = Limits()
+        self.prepared = False
+        self.finished = False
+        self.stored: Ingested | None = None
+        self.staging = staging.from_conf(rt.conf)
+
+    # 1 ------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        rt = self.rt
+        with rt.db.write() as session:
+            task = task_service.load_for_update(session, self.task.id)
+            if task is None or task.status != PENDING or (
+                    self.node is not None
+                    and not tasks_repo.still_claimed_by(session, task.id, self.node)):
+                self.finished = True
+                return
+            self.task = task
+            task_service.start_processing(rt, session, task)
+            if task.type == task_service.LEGACY_IMPORT:
+                image = self._create_image(session, task)
+                task.image_id = image.id
+                self.image_id = image.id
+                tasks_repo.update_task(session, task)
+            elif task.type == task_service.API_IMAGE_IMPORT:
+                image = self._load_image(session)
+            else:
+                raise _Failed(f"Unsupported task type {task.type!r}.")
+            if self.method_name == GLANCE_DIRECT:
+                if image.status != UPLOADING or not self.staging.exists(image.id):
+                    raise _Failed(f"Image {image.id} has no staged data to import.")
+            elif image.status != QUEUED:
+                raise _Failed(f"Image {image.id} is {image.status}; only a queued image "
+                              "can be imported.")
+            image.transition(IMPORTING)
+            image.properties[IMPORTING_PROP] = self._store_id()
+            image.properties[FAILED_PROP] = ""
+            image.updated_at = utcnow()
+            images_repo.update(session, image)
+            snapshot = image.copy()
+            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+            rt.notifier.record(session, ev.IMAGE_PREPARE,
+                               lambda: payloads.image_with_import_lists(snapshot))
+            quota = parse_size(rt.conf.user_storage_quota)
+            remaining = None
+            if quota > 0 and image.owner is not None:
+                remaining = quota - images_repo.usage(session, image.owner,
+                                                      exclude_image_id=image.id)
+            self.limits = Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
+        self.prepared = True
+
+    def _store_id(self) -> str:
+        return str(getattr(self.rt.store, "id", "") or self.rt.conf.glance_store.default_store)
+
+    def _load_image(self, session: Any) -> Image:
+        if not self.image_id:
+            raise _Failed("The import task names no image.")
+        image = images_repo.get(session, self.image_id, for_update=True)
+        if image is None:
+            raise _Failed(f"Image {self.image_id} could not be found; it may have been "
+                          "deleted.")
+        return image
+
+    def _create_image(self, session: Any, task: Task) -> Image:
+        import uuid
+
+        now = utcnow()
+        props = dict(task.input.get("image_properties") or {})
+        core = {k: props.pop(k) for k in list(props)
+                if k in ("name", "visibility", "disk_format", "container_format", "min_disk",
+                         "min_ram", "protected", "os_hidden", "tags", "id")}
+        image = Image(id=str(core.get("id") or uuid.uuid4()), owner=task.owner,
+                      name=core.get("name"), visibility=core.get("visibility") or "shared",
+                      disk_format=core.get("disk_format"),
+                      container_format=core.get("container_format"),
+                      min_disk=int(core.get("min_disk") or 0),
+                      min_ram=int(core.get("min_ram") or 0),
+                      protected=bool(core.get("protected") or False),
+                      os_hidden=bool(core.get("os_hidden") or False),
+                      created_at=now, updated_at=now,
+                      tags=set(core.get("tags") or ()),
+                      properties={k: str(v) for k, v in props.items()})
+        if images_repo.exists_any(session, image.id):
+            raise _Failed(f"An image with identifier {image.id} already exists.")
+        images_repo.add(session, image)
+        created = image.copy()
+        self.rt.notifier.record(session, ev.IMAGE_CREATE, lambda: payloads.image(created))
+        return image
+
+    # 2 ------------------------------------------------------------------------------------
+    def transfer(self) -> Ingested:
+        assert self.image_id is not None
+        image_id = self.image_id
+        rt = self.rt
+        if self.method_name == GLANCE_DIRECT:
+            source: Iterator[bytes] = self.staging.read(image_id)
+            self.stored = asyncio.run(self._ingest(image_id, source))
+            return self.stored
+        url = (self.method.get("uri") if self.method_name == WEB_DOWNLOAD
+               else self.task.input.get("import_from"))
+        if self.method_name not in (None, WEB_DOWNLOAD):
+            raise _Failed(f"Unknown import method {self.method_name!r}.")
+        with fetch.open_download(str(url), rules(rt),
+                                 timeout=rt.conf.task.download_timeout) as download:
+            if download.content_length is not None:
+                self.limits.check(download.content_length)
+            self.stored = asyncio.run(self._ingest(image_id, download.iter_bytes()))
+        return self.stored
+
+    async def _ingest(self, image_id: str, chunks: Iterator[bytes]) -> Ingested:
+        return await ingest(self.rt.store, image_id, _async_chunks(chunks),
+                            hashing_algorithm=self.rt.conf.hashing_algorithm,
+                            limits=self.limits)
+
+    # 3 ------------------------------------------------------------------------------------
+    def finish(self, stored: Ingested) -> None:
+        rt = self.rt
+        with rt.db.write() as session:
+            task = task_service.load_for_update(session, self.task.id)
+            if task is None or task.status != PROCESSING:
+                raise _Failed("The task was ended by someone else during the import.")
+            image = images_repo.get(session, str(self.image_id), for_update=True,
+                                    include_deleted=True)
+            if image is None or image.deleted:
+                raise Gone(f"Image {self.image_id} could not be found after upload. The image "
+                           "may have been deleted during the upload.")
+            if image.status != IMPORTING:
+                raise Conflict(f"Image {image.id} is {image.status}, no longer importing.")
+            image.size = stored.size
+            image.checksum = stored.checksum
+            image.os_hash_algo = stored.os_hash_algo
+            image.os_hash_value = stored.os_hash_value
+            image.location = stored.location
+            if image.virtual_size is None and image.disk_format in ("raw", "iso"):
+                image.virtual_size = stored.size
+            image.properties[IMPORTING_PROP] = ""
+            image.properties[FAILED_PROP] = ""
+            image.properties.pop(IMPORT_TASK_PROP, None)
+            image.transition(ACTIVE)
+            image.updated_at = utcnow()
+            images_repo.update(session, image)
+            done = image.copy()
+            rt.notifier.record(session, ev.IMAGE_UPLOAD,
+                               lambda: payloads.image_with_import_lists(done))
+            rt.notifier.record(session, ev.IMAGE_ACTIVATE, lambda: payloads.image(done))
+            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(done))
+            task_service.succeed(rt, session, task, {"image_id": image.id})
+        self.task = task
+        self.stored = None   # committed: the data now belongs to the image
+        if self.method_name == GLANCE_DIRECT:
+            self.staging.delete(image.id)
+
+    # failure ------------------------------------------------------------------------------
+    def cleanup_data(self) -> None:
+        if self.stored is not None:
+            try:
+                self.rt.store.delete(self.stored.location)
+            except Exception:
+                LOG.exception("Could not delete data of failed import task %s", self.task.id)
+            self.stored = None
+
+    def fail(self, message: str, *, data_started: bool, error: BaseException | None) -> None:
+        try:
+            fail_task(self.rt, self.task.id, message, data_started=data_started, error=error)
+        except Exception:
+            LOG.exception("Could not record the failure of task %s", self.task.id)
+            raise
+
+
+def fail_task(rt: Runtime, task_id: str, message: str, *, data_started: bool = False,
+              error: BaseException | None = None) -> None:
+    """End ``task_id`` as failure and put its image back to ``queued`` with
+    ``os_glance_failed_import`` set; remove staged data. One transaction.
+    Also used by the executor's recovery of tasks whose process died."""
+    staging_area = staging.from_conf(rt.conf)
+    image_id: str | None = None
+    with rt.db.write() as session:
+        task = task_service.load_for_update(session, task_id)
+        if task is None or task.status not in (PENDING, PROCESSING):
+            return
+        image_id = task.image_id or task.input.get("image_id")
+        if image_id:
+            image = images_repo.get(session, image_id, for_update=True)
+            if image is not None and image.status in (IMPORTING, UPLOADING, QUEUED) and (
+                    task.type == task_service.LEGACY_IMPORT
+                    or image.properties.get(IMPORT_TASK_PROP) == task.id
+                    or image.status == IMPORTING):
+                _image_back_to_queued(rt, session, image, message, data_started, error)
+        task_service.fail(rt, session, task, message)
+    if image_id:
+        with contextlib.suppress(Exception):
+            if task.type == task_service.API_IMAGE_IMPORT and task.input.get(
+                    "import_req", {}).get("method", {}).get("name") == GLANCE_DIRECT:
+                staging_area.delete(image_id)
+
+
+def _image_back_to_queued(rt: Runtime, session: Any, image: Image, message: str,
+                          data_started: bool, error: BaseException | None) -> None:
+    store_id = str(getattr(rt.store, "id", "") or rt.conf.glance_store.default_store)
+    if data_started and image.status == IMPORTING:
+        text = (f"Failed to upload image data for image {image.id}: {message}"
+                if not isinstance(error, GlimpseError) or image.id not in message else message)
+        rt.notifier.record(session, ev.IMAGE_UPLOAD, lambda: text, priority=ev.ERROR)
+    if image.status != QUEUED:
+        image.transition(QUEUED)
+    image.size = None if image.location is None else image.size
+    image.properties[IMPORTING_PROP] = ""
+    image.properties[FAILED_PROP] = store_id
+    image.properties.pop(IMPORT_TASK_PROP, None)
+    image.updated_at = utcnow()
+    images_repo.update(session, image)
+    queued = image.copy()
+    rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(queued))
+
+
+async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking chunk iterator as an async one (each ``next`` in a worker thread)."""
+    while True:
+        chunk = await asyncio.to_thread(next, chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
