@@ -125,7 +125,7 @@ def api_main(argv: Sequence[str] | None = None) -> int:
         print(f"glimpse-api: {message}", file=sys.stderr)
         return 1
     os.environ[CONFIG_ENV] = json.dumps(args)
-    LOG.info("Glimpse API listening on %s:%s with %d worker(s)",
+    LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",
              conf.bind_host, conf.bind_port, conf.workers)
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
     # with the handler it found: make that ours, so that a clean shutdown ends
