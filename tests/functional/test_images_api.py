@@ -23,21 +23,58 @@ IMAGE_KEYS = ["name", "disk_format", "container_format", "visibility", "size", "
               "self", "file", "schema"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the module, with the `log` notification driver (outbox rows)."""
-    state = tmp_path_factory.mktemp("images-api")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per database for the module, with the `log` notification driver
+    (events become outbox rows). PostgreSQL gets a fresh database, migrated the
+    way ``glimpse-manage db sync`` does it."""
+    state = tmp_path_factory.mktemp(f"images-api-{request.param}")
     port = free_port()
-    options = server_options(state, port, {
+    extra: dict[str, dict[str, Any]] = {
         "oslo_messaging_notifications": {"driver": ["log"]},
         "DEFAULT": {"image_tag_quota": 5, "image_property_quota": 4, "image_member_quota": 2},
-    })
+    }
+    pg_name = None
+    if request.param == "postgresql":
+        pg_name, url = _create_pg_database(request.getfixturevalue("pg_url"))
+        extra["database"] = {"connection": url}
+    options = server_options(state, port, extra)
     srv = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
                         config_file=write_config(state / "glimpse-api.conf", options),
                         log=state / "glimpse.log", options=options)
     srv.start()
     yield srv
     srv.stop()
+    if pg_name is not None:
+        _drop_pg_database(request.getfixturevalue("pg_url"), pg_name)
+
+
+def _pg_admin(pg_url: str) -> str:
+    return (pg_url.rsplit("/", 1)[0] + "/postgres").replace("postgresql+psycopg", "postgresql")
+
+
+def _create_pg_database(pg_url: str) -> tuple[str, str]:
+    import psycopg
+
+    from glimpse.db import migrate
+    from glimpse.db.engine import make_engine
+
+    name = f"glimpse_api_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_url.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return name, url
+
+
+def _drop_pg_database(pg_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def as_(server: ServerProcess, project: str = P1, roles: str = MEMBER) -> httpx.Client:
@@ -424,10 +461,23 @@ def test_marker_of_an_invisible_image_is_400_not_403(server: ServerProcess) -> N
 
 
 def outbox(server: ServerProcess) -> list[dict[str, Any]]:
-    db = Path(server.options["DEFAULT"]["state_path"]) / "glimpse.sqlite"
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT envelope FROM outbox WHERE driver = 'log' ORDER BY id")
-        return [json.loads(text) for (text,) in rows]
+    """Envelopes the `log` driver's outbox rows hold, oldest first (either database)."""
+    from sqlalchemy import create_engine, text
+
+    url = server.options.get("database", {}).get("connection")
+    if url is None:
+        db = Path(server.options["DEFAULT"]["state_path"]) / "glimpse.sqlite"
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT envelope FROM outbox WHERE driver = 'log' ORDER BY id")
+            return [json.loads(envelope) for (envelope,) in rows]
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT envelope FROM outbox WHERE driver = 'log' "
+                                     "ORDER BY id"))
+            return [json.loads(envelope) for (envelope,) in rows]
+    finally:
+        engine.dispose()
 
 
 def test_events_land_in_the_outbox(server: ServerProcess) -> None:
