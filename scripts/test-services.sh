@@ -42,6 +42,11 @@ if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
 fi
 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 rabbitmqctl -q start_app >/dev/null 2>&1 || true   # in case a test left it stopped
+# A test may have just stopped/started the app (outage tests): give it a minute.
+for _ in $(seq 1 60); do
+  rabbitmq-diagnostics -q check_running >/dev/null 2>&1 && break
+  sleep 1
+done
 rabbitmq-diagnostics -q check_running >/dev/null
 export GLIMPSE_TEST_RABBIT_URL="rabbit://guest:guest@127.0.0.1:5672/"
 echo "[services] PostgreSQL on 127.0.0.1:$PG_PORT, RabbitMQ on 127.0.0.1:5672" >&2
