@@ -184,3 +184,11 @@ def purge_expired(session: Session, *, now: datetime) -> int:
     result = session.execute(delete(_tasks).where(_tasks.c.expires_at.is_not(None),
                                                   _tasks.c.expires_at <= now))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def of_image(session: Session, image_id: str, *, now: datetime) -> list[Task]:
+    """Live tasks that worked on ``image_id``, newest first."""
+    stmt = (select(_tasks)
+            .where(_tasks.c.image_id == image_id, _tasks.c.deleted_at.is_(None), _alive(now))
+            .order_by(desc(_tasks.c.created_at), desc(_tasks.c.id)))
+    return [_to_task(row) for row in session.execute(stmt)]

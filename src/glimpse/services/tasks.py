@@ -135,6 +135,16 @@ def list_tasks(rt: Runtime, ctx: RequestContext, query: TaskQuery) -> list[Task]
             sort_dir=query.sort_dir, limit=query_limit, marker=query.marker)
 
 
+def tasks_of_image(rt: Runtime, ctx: RequestContext, image_id: str) -> list[Task]:
+    """``GET /v2/images/{id}/tasks``: the image's import tasks, for callers who may
+    see the image (NotFound otherwise)."""
+    from glimpse.services import access
+
+    with rt.db.read() as session:
+        access.get_visible_image(session, ctx, image_id)
+        return tasks_repo.of_image(session, image_id, now=utcnow())
+
+
 # -- executor ------------------------------------------------------------------------------
 
 def _copy(task: Task) -> Task:

@@ -1,0 +1,218 @@
+"""Interoperable image import: discovery, staging (``glance-direct``) and the import call.
+
+* :func:`import_methods` - ``GET /v2/info/import``: ``[DEFAULT] enabled_import_methods``.
+* :func:`stage` - ``PUT /v2/images/{id}/stage``: tx1 ``queued`` -> ``uploading``
+  (``image.update``); the body streams into the staging area (``image_size_cap``
+  and ``user_storage_quota`` enforced while streaming; nothing partial kept);
+  tx2 records the staged size (``image.update``). On failure the staged data is
+  removed and the image goes back to ``queued`` (``image.update``).
+* :func:`request_import` - ``POST /v2/images/{id}/import``: checks the method
+  and the image, then in one transaction creates a pending ``api_image_import``
+  task (``task.create``) and marks the image with ``os_glance_import_task``;
+  the executor does the rest (:mod:`glimpse.tasks.import_flow`).
+
+Errors: NotFound (image not visible), Forbidden (not allowed), Invalid (bad
+request, URL refused), Conflict (image status or an import already running),
+TooLarge/QuotaExceeded (staging over the limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterable
+from typing import Any
+
+from glimpse.auth.context import RequestContext
+from glimpse.config import parse_size
+from glimpse.db import images_repo, tasks_repo
+from glimpse.db.engine import utcnow
+from glimpse.domain.image import QUEUED, UPLOADING, Image
+from glimpse.domain.task import PENDING, PROCESSING
+from glimpse.exceptions import Conflict, Invalid, NotFound, StorageFull, StoreError
+from glimpse.notifications import catalogue as ev
+from glimpse.notifications import payloads
+from glimpse.runtime import Runtime
+from glimpse.services import access
+from glimpse.services import tasks as task_service
+from glimpse.services.data_pipeline import Limits
+from glimpse.tasks import import_flow, staging
+from glimpse.tasks.url_filter import check_url
+
+LOG = logging.getLogger(__name__)
+KNOWN_METHODS = (import_flow.GLANCE_DIRECT, import_flow.WEB_DOWNLOAD, "copy-image",
+                 "glance-download")
+
+
+def import_methods(rt: Runtime) -> list[str]:
+    return list(rt.conf.enabled_import_methods)
+
+
+# -- stage ---------------------------------------------------------------------------------
+
+def _begin_stage(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
+    quota = parse_size(rt.conf.user_storage_quota)
+    with rt.db.write() as session:
+        image = access.get_visible_image(session, ctx, image_id, for_update=True)
+        access.authorize(ctx, access.UPLOAD_IMAGE, image)
+        if import_flow.GLANCE_DIRECT not in rt.conf.enabled_import_methods:
+            raise NotFound("The glance-direct import method is not enabled.")
+        image.transition(UPLOADING)
+        image.updated_at = utcnow()
+        images_repo.update(session, image)
+        remaining = None
+        if quota > 0 and image.owner is not None:
+            remaining = quota - images_repo.usage(session, image.owner,
+                                                  exclude_image_id=image.id)
+        snapshot = image.copy()
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+    return Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
+
+
+def _finish_stage(rt: Runtime, image_id: str, size: int) -> None:
+    with rt.db.write() as session:
+        image = images_repo.get(session, image_id, for_update=True)
+        if image is None or image.status != UPLOADING:
+            raise Conflict(f"Image {image_id} changed while its data was being staged.")
+        image.size = size
+        image.updated_at = utcnow()
+        images_repo.update(session, image)
+        snapshot = image.copy()
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+
+
+def _fail_stage(rt: Runtime, image_id: str) -> None:
+    with rt.db.write() as session:
+        image = images_repo.get(session, image_id, for_update=True)
+        if image is None or image.status != UPLOADING:
+            return
+        image.transition(QUEUED)
+        image.size = None
+        image.updated_at = utcnow()
+        images_repo.update(session, image)
+        snapshot = image.copy()
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+
+
+async def _write_staged(area: staging.StagingArea, image_id: str,
+                        body: AsyncIterable[bytes], limits: Limits) -> int:
+    """Stream ``body`` to a temporary file, checking limits per chunk; rename at the end."""
+    await asyncio.to_thread(area.root.mkdir, parents=True, exist_ok=True)
+    tmp = area.root / f".{image_id}.{uuid.uuid4().hex[:8]}.part"
+    handle = await asyncio.to_thread(open, tmp, "wb")
+    size = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                limits.check(size)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= staging.CHUNK:
+                    await asyncio.to_thread(handle.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await asyncio.to_thread(handle.write, b"".join(pending))
+            await asyncio.to_thread(handle.flush)
+            await asyncio.to_thread(os.fsync, handle.fileno())
+        finally:
+            await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, tmp, area.path(image_id))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in (28, 122):
+            raise StorageFull(f"Image storage media is full: {exc}") from exc
+        raise StoreError(f"Cannot write to the staging area: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return size
+
+
+async def stage(rt: Runtime, ctx: RequestContext, image_id: str, body: AsyncIterable[bytes],
+                *, content_length: int | None = None) -> None:
+    """``PUT /v2/images/{id}/stage`` (see the module doc). Blocks only in threads."""
+    limits = await asyncio.to_thread(_begin_stage, rt, ctx, image_id)
+    area = staging.from_conf(rt.conf)
+    try:
+        if content_length is not None:
+            limits.check(content_length)
+        size = await _write_staged(area, image_id, body, limits)
+        await asyncio.to_thread(_finish_stage, rt, image_id, size)
+    except BaseException:
+        await asyncio.to_thread(area.delete, image_id)
+        try:
+            await asyncio.to_thread(_fail_stage, rt, image_id)
+        except Exception:
+            LOG.exception("Could not put image %s back to queued after failed staging",
+                          image_id)
+        raise
+
+
+# -- import ----------------------------------------------------------------------------------
+
+def _method_of(rt: Runtime, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid("Import request body must be a JSON object.")
+    method = body.get("method")
+    if method is None:
+        raise Invalid("Import request requires a 'method' field.")
+    if not isinstance(method, dict):
+        raise Invalid("Import request 'method' must be a JSON object.")
+    name = method.get("name")
+    if name not in KNOWN_METHODS:
+        raise Invalid(f"Unknown import method name '{name}'.")
+    if name not in rt.conf.enabled_import_methods or name not in (
+            import_flow.GLANCE_DIRECT, import_flow.WEB_DOWNLOAD):
+        raise Invalid(f"Import method {name} is not enabled.")
+    if name == import_flow.WEB_DOWNLOAD:
+        check_url(method.get("uri"), import_flow.rules(rt), what="URI for web-download")
+    stores = body.get("stores")
+    if stores is not None:
+        known = {str(getattr(rt.store, "id", "") or "file")}
+        if not isinstance(stores, list) or not set(stores) <= known:
+            raise Invalid(f"Unknown stores {stores!r}: this service has {sorted(known)}.")
+    return method
+
+
+def _active_import(session: Any, image: Image) -> bool:
+    task_id = image.properties.get(import_flow.IMPORT_TASK_PROP)
+    if not task_id:
+        return False
+    task = tasks_repo.get(session, task_id, now=utcnow(), include_expired=True)
+    return task is not None and task.status in (PENDING, PROCESSING)
+
+
+def request_import(rt: Runtime, ctx: RequestContext, image_id: str, body: Any) -> str:
+    """``POST /v2/images/{id}/import``: returns the new task's id (see the module doc)."""
+    method = _method_of(rt, body)
+    name = method["name"]
+    with rt.db.write() as session:
+        image = access.get_visible_image(session, ctx, image_id, for_update=True)
+        access.authorize(ctx, access.MODIFY_IMAGE, image)
+        if _active_import(session, image):
+            raise Conflict("Image has active task")
+        if name == import_flow.GLANCE_DIRECT:
+            if image.status != UPLOADING or not staging.from_conf(rt.conf).exists(image.id):
+                raise Conflict("Image needs to be staged before 'glance-direct' method can "
+                               "be used")
+        elif image.status != QUEUED:
+            raise Conflict(f"Image with status {image.status} cannot be target for import")
+        for attr in ("container_format", "disk_format"):
+            if not getattr(image, attr):
+                raise Conflict(f"'{attr}' needs to be set before import")
+        task_input = {"image_id": image.id, "import_req": body, "backend": [None]}
+        task = task_service.insert_pending(rt, session, ctx, task_service.API_IMAGE_IMPORT,
+                                           task_input, image_id=image.id)
+        image.properties[import_flow.IMPORT_TASK_PROP] = task.id
+        images_repo.update(session, image)
+    return task.id

@@ -1,0 +1,389 @@
+"""Interoperable import (web-download, glance-direct) against a real Glimpse server and a
+real HTTP source on 127.0.0.1: success, every failure mode, restart, and exactly-once
+execution with two processes on one PostgreSQL database."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.import_helpers import (
+    events_for,
+    headers,
+    import_options,
+    outbox,
+    task_payloads,
+    wait_image,
+    wait_task,
+)
+from tests.import_source import SourceServer, generated
+
+
+@pytest.fixture
+def source() -> Iterator[SourceServer]:
+    with SourceServer() as server:
+        yield server
+
+
+def new_image(client: httpx.Client, **extra: Any) -> str:
+    resp = client.post("/v2/images", json={"name": "imp", "disk_format": "raw",
+                                           "container_format": "bare", **extra})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+def web_download(client: httpx.Client, image_id: str, uri: str) -> str:
+    """Start a web-download import; returns the task id (from the image's tasks)."""
+    resp = client.post(f"/v2/images/{image_id}/import",
+                       json={"method": {"name": "web-download", "uri": uri}})
+    assert resp.status_code == 202, resp.text
+    assert resp.content == b""
+    tasks = client.get(f"/v2/images/{image_id}/tasks").json()["tasks"]
+    return str(tasks[0]["id"])
+
+
+def stored_files(state: Path) -> list[Path]:
+    return [p for p in (state / "images").rglob("*") if p.is_file()]
+
+
+SUCCESS_EVENTS = [
+    ("task.create", "INFO", "pending"),
+    ("task.run", "INFO", "pending"),
+    ("task.processing", "INFO", "processing"),
+    ("image.update", "INFO", "importing"),
+    ("image.prepare", "INFO", "importing"),
+    ("image.upload", "INFO", "active"),
+    ("image.activate", "INFO", "active"),
+    ("image.update", "INFO", "active"),
+    ("task.success", "INFO", "success"),
+]
+
+
+def test_info_import_lists_enabled_methods(glimpse_server: Any) -> None:
+    server = glimpse_server({"DEFAULT": {"enabled_import_methods": "web-download"}})
+    with server.client(**headers()) as client:
+        assert client.get("/v2/info/import").json() == {"import-methods": {
+            "description": "Import methods available.", "type": "array",
+            "value": ["web-download"]}}
+        image_id = new_image(client)
+        resp = client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "glance-direct"}})
+        assert resp.status_code == 400
+
+
+def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None:
+    n = 3 * 1024 * 1024 + 5
+    data = b"".join(generated(n))
+    server = glimpse_server(import_options(source.port))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url(f"/big/{n}"))
+        task = wait_task(client, task_id)
+        assert task["status"] == "success", task
+        assert task["type"] == "api_image_import"
+        assert task["result"] == {"image_id": image_id}
+        assert task["input"]["image_id"] == image_id
+        assert task["input"]["import_req"]["method"]["name"] == "web-download"
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert image["status"] == "active"
+        assert image["size"] == n
+        assert image["checksum"] == hashlib.md5(data).hexdigest()
+        assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
+        assert "os_glance_import_task" not in image
+        assert image["os_glance_failed_import"] == ""
+        assert client.get(f"/v2/images/{image_id}/file").content == data
+        image_tasks = client.get(f"/v2/images/{image_id}/tasks").json()["tasks"]
+        assert [t["id"] for t in image_tasks] == [task_id]
+    events = events_for(server.state, task_id=task_id, image_id=image_id)
+    assert events == [("image.create", "INFO", "queued"), *SUCCESS_EVENTS]
+    upload = next(e["payload"] for e in outbox(server.state)
+                  if e["event_type"] == "image.upload")
+    assert upload["size"] == n and upload["checksum"] == hashlib.md5(data).hexdigest()
+    assert task_payloads(server.state, task_id)[-1]["result"] == {"image_id": image_id}
+
+
+def assert_failed_import(server: Any, client: httpx.Client, image_id: str, task_id: str,
+                         *, message: str, data_started: bool = True) -> dict[str, Any]:
+    task = wait_task(client, task_id)
+    assert task["status"] == "failure", task
+    assert message in task["message"], task["message"]
+    assert task["result"] is None
+    image = wait_image(client, image_id, ("queued",))
+    assert image["os_glance_failed_import"] == "file"
+    assert image["os_glance_importing_to_stores"] == ""
+    assert "os_glance_import_task" not in image
+    assert image["size"] is None and image["checksum"] is None
+    assert stored_files(server.state) == []
+    events = events_for(server.state, task_id=task_id, image_id=image_id)
+    kinds = [(kind, priority) for kind, priority, _ in events]
+    expected = [("image.create", "INFO"), ("task.create", "INFO"), ("task.run", "INFO"),
+                ("task.processing", "INFO"), ("image.update", "INFO"),
+                ("image.prepare", "INFO")]
+    if data_started:
+        expected.append(("image.upload", "ERROR"))
+    expected += [("image.update", "INFO"), ("task.failure", "INFO")]
+    assert kinds == expected
+    assert events[-2][2] == "queued"
+    if data_started:
+        assert image_id in events[-3][2]
+    assert task_payloads(server.state, task_id)[-1]["message"] == task["message"]
+    # The image can be imported again once the failure is recorded.
+    return task
+
+
+def test_web_download_404(glimpse_server: Any, source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/nothere"))
+        assert_failed_import(server, client, image_id, task_id, message="404")
+        # Retrying with a good URL works: the failed import left the image consistent.
+        source.files["ok"] = b"fine"
+        task_id = web_download(client, image_id, source.url("/files/ok"))
+        assert wait_task(client, task_id)["status"] == "success"
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert image["status"] == "active" and image["os_glance_failed_import"] == ""
+
+
+def test_web_download_connection_refused(glimpse_server: Any) -> None:
+    port = free_port()   # nothing listens there
+    server = glimpse_server(import_options(port))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, f"http://127.0.0.1:{port}/x")
+        assert_failed_import(server, client, image_id, task_id, message="Could not connect")
+
+
+@pytest.mark.parametrize("query", ["", "?nolength"])
+def test_web_download_larger_than_size_cap(glimpse_server: Any, source: SourceServer,
+                                           query: str) -> None:
+    options = import_options(source.port)
+    options["DEFAULT"] = {"image_size_cap": 1_000_000}
+    server = glimpse_server(options)
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url(f"/big/5000000{query}"))
+        assert_failed_import(server, client, image_id, task_id, message="size cap")
+
+
+def test_web_download_over_quota(glimpse_server: Any, source: SourceServer) -> None:
+    options = import_options(source.port)
+    options["DEFAULT"] = {"user_storage_quota": "2MB"}
+    server = glimpse_server(options)
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/big/3000000?nolength"))
+        assert_failed_import(server, client, image_id, task_id, message="quota")
+
+
+def test_web_download_stalled_server(glimpse_server: Any, source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port, download_timeout=1))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/stall/5000000"))
+        assert_failed_import(server, client, image_id, task_id, message="stalled")
+
+
+def test_disallowed_host_is_refused_before_any_task(glimpse_server: Any,
+                                                    source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        for uri in ("http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data/",
+                    f"http://127.0.0.1:{source.port + 1 if source.port < 65535 else 1}/x",
+                    f"ftp://127.0.0.1:{source.port}/x", None):
+            method: dict[str, Any] = {"name": "web-download"}
+            if uri is not None:
+                method["uri"] = uri
+            resp = client.post(f"/v2/images/{image_id}/import", json={"method": method})
+            assert resp.status_code == 400, uri
+            assert "URI for web-download does not pass filtering" in resp.json()["message"]
+        for body, message in [({}, "Import request requires a 'method' field."),
+                              ({"method": {"name": "bogus"}},
+                               "Unknown import method name 'bogus'.")]:
+            resp = client.post(f"/v2/images/{image_id}/import", json=body)
+            assert (resp.status_code, resp.json()["message"]) == (400, message)
+        assert client.get(f"/v2/images/{image_id}/tasks").json()["tasks"] == []
+        assert client.get(f"/v2/images/{image_id}").json()["status"] == "queued"
+    assert source.requests == []
+    assert not any(e["event_type"].startswith("task.") for e in outbox(server.state))
+
+
+def test_redirect_to_disallowed_host_fails_the_task(glimpse_server: Any,
+                                                    source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        uri = source.url("/redirect?to=http://169.254.169.254/latest/meta-data/")
+        task_id = web_download(client, image_id, uri)
+        assert_failed_import(server, client, image_id, task_id,
+                             message="does not pass filtering", data_started=True)
+    assert source.requests == ["/redirect?to=http://169.254.169.254/latest/meta-data/"]
+
+
+def test_import_conflicts(glimpse_server: Any, source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port))
+    with server.client(**headers()) as client:
+        bare = client.post("/v2/images", json={"name": "x"}).json()["id"]
+        resp = client.post(f"/v2/images/{bare}/import",
+                           json={"method": {"name": "web-download",
+                                            "uri": source.url("/files/a")}})
+        assert (resp.status_code, resp.json()["message"]) == (
+            409, "'container_format' needs to be set before import")
+        image_id = new_image(client)
+        resp = client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "glance-direct"}})
+        assert resp.status_code == 409
+        assert "needs to be staged" in resp.json()["message"]
+        # A second import while one is running is refused.
+        web_download(client, image_id, source.url("/stall/100000"))
+        resp = client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "web-download",
+                                            "uri": source.url("/files/a")}})
+        assert resp.status_code == 409
+        source.release()
+        missing = "00000000-0000-0000-0000-000000000000"
+        resp = client.post(f"/v2/images/{missing}/import",
+                           json={"method": {"name": "web-download",
+                                            "uri": source.url("/files/a")}})
+        assert resp.status_code == 404
+
+
+def test_glance_direct_stage_and_import(glimpse_server: Any) -> None:
+    data = b"staged-bytes" * 100000
+    server = glimpse_server({"oslo_messaging_notifications": {"driver": "log"}})
+    staging = server.state / "staging"
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        resp = client.put(f"/v2/images/{image_id}/stage", content=data,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == 204, resp.text
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert image["status"] == "uploading" and image["size"] == len(data)
+        assert (staging / image_id).read_bytes() == data
+        resp = client.put(f"/v2/images/{image_id}/stage", content=b"again",
+                          headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == 409
+        resp = client.put(f"/v2/images/{image_id}/stage", content=b"x",
+                          headers={"Content-Type": "application/json"})
+        assert resp.status_code == 415
+
+        resp = client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "glance-direct"}})
+        assert resp.status_code == 202
+        task_id = client.get(f"/v2/images/{image_id}/tasks").json()["tasks"][0]["id"]
+        assert wait_task(client, task_id)["status"] == "success"
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert image["status"] == "active"
+        assert image["checksum"] == hashlib.md5(data).hexdigest()
+        assert client.get(f"/v2/images/{image_id}/file").content == data
+        assert not (staging / image_id).exists()
+    events = events_for(server.state, task_id=task_id, image_id=image_id)
+    assert events == [("image.create", "INFO", "queued"),
+                      ("image.update", "INFO", "uploading"),
+                      ("image.update", "INFO", "uploading"),
+                      *SUCCESS_EVENTS]
+
+
+def test_staging_over_size_cap_keeps_nothing(glimpse_server: Any) -> None:
+    server = glimpse_server({"DEFAULT": {"image_size_cap": 1000},
+                             "oslo_messaging_notifications": {"driver": "log"}})
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        resp = client.put(f"/v2/images/{image_id}/stage", content=b"x" * 5000,
+                          headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == 413
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert image["status"] == "queued" and image["size"] is None
+        staging = server.state / "staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
+    statuses = [s for _, _, s in events_for(server.state, image_id=image_id)]
+    assert statuses == ["queued", "uploading", "queued"]
+
+
+def test_restart_while_importing_fails_task_and_restores_image(
+        glimpse_server: Any, source: SourceServer) -> None:
+    server = glimpse_server(import_options(source.port, claim_timeout=2, download_timeout=60))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/stall/5000000"))
+        assert source.stalled.wait(30)
+        assert client.get(f"/v2/tasks/{task_id}").json()["status"] == "processing"
+    server.kill()
+    server.start()
+    with server.client(**headers()) as client:
+        task = assert_failed_import(server, client, image_id, task_id,
+                                    message="interrupted", data_started=False)
+        assert "start the import again" in task["message"]
+    source.release()
+
+
+def test_pending_task_of_a_dead_process_is_run_after_restart(
+        glimpse_server: Any, source: SourceServer) -> None:
+    """A task claimed but never started (its process died) runs again: safe to resume."""
+    source.files["ok"] = b"resumed"
+    server = glimpse_server(import_options(source.port, claim_timeout=2))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/files/ok"))
+        assert wait_task(client, task_id)["status"] == "success"
+    server.stop()
+    # Simulate a crash right after a claim: a pending task with an expired claim.
+    import sqlite3
+
+    with sqlite3.connect(server.state / "glimpse.sqlite") as db:
+        db.execute("UPDATE tasks SET status='pending', expires_at=NULL, "
+                   "claimed_by='dead-node', claimed_until='2000-01-01 00:00:00' "
+                   "WHERE id=?", (task_id,))
+        db.execute("UPDATE images SET status='queued', size=NULL, checksum=NULL, "
+                   "location=NULL WHERE id=?", (image_id,))
+    server.start()
+    with server.client(**headers()) as client:
+        assert wait_task(client, task_id)["status"] == "success"
+        assert client.get(f"/v2/images/{image_id}/file").content == b"resumed"
+
+
+@pytest.mark.postgres
+def test_each_task_runs_once_with_two_processes_on_postgresql(
+        glimpse_server: Any, source: SourceServer, pg_database: str) -> None:
+    source.files["one"] = b"1" * 70000
+    options = import_options(source.port)
+    options["database"] = {"connection": pg_database}
+    first = glimpse_server(options, start=False)
+    subprocess.run([sys.executable, "-c", "import sys; from glimpse.cli import manage_main; "
+                    "sys.exit(manage_main())", "--config-file", str(first.config_file),
+                    "db", "sync"], check=True, capture_output=True)
+    second = glimpse_server(options, start=False)
+    first.start()
+    second.start()
+    count = 12
+    with first.client(**headers()) as a, second.client(**headers()) as b:
+        task_ids = []
+        for i in range(count):
+            client = a if i % 2 == 0 else b
+            task_ids.append(web_download(client, new_image(client),
+                                         source.url("/files/one")))
+        for task_id in task_ids:
+            assert wait_task(a, task_id)["status"] == "success"
+    assert source.requests.count("/files/one") == count
+    import psycopg
+
+    with psycopg.connect(pg_database.replace("postgresql+psycopg", "postgresql")) as conn:
+        rows = conn.execute("SELECT event_type, envelope FROM outbox WHERE driver = 'log' "
+                            "AND event_type LIKE 'task.%'").fetchall()
+    import json
+
+    runs: dict[str, int] = {}
+    for event_type, envelope in rows:
+        if event_type == "task.run":
+            task_id = json.loads(envelope)["payload"]["id"]
+            runs[task_id] = runs.get(task_id, 0) + 1
+    assert runs == {task_id: 1 for task_id in task_ids}
