@@ -58,7 +58,9 @@ def test_glance_cli_full_lifecycle(glimpse_server: Any, image_file: Path,
     image_id = created["id"]
     assert created["status"] == "active"
     assert created["checksum"] == hashlib.md5(data).hexdigest()
-    assert created["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    with server.client() as http:   # the CLI's table truncates long values
+        full = http.get(f"/v2/images/{image_id}").json()
+    assert full["os_hash_value"] == hashlib.sha512(data).hexdigest()
     assert int(created["size"]) == len(data)
 
     listed = glance(server, "image-list")
@@ -115,7 +117,7 @@ def test_openstacksdk_create_download_update_delete(glimpse_server: Any,
     updated = conn.image.update_image(image, name="sdk-renamed", os_distro="fedora")
     assert updated.name == "sdk-renamed"
     fetched = conn.image.get_image(image.id)
-    assert fetched.name == "sdk-renamed" and fetched.properties.get("os_distro") == "fedora"
+    assert fetched.name == "sdk-renamed" and fetched.os_distro == "fedora"
 
     names = {i.name for i in conn.image.images()}
     assert "sdk-renamed" in names
