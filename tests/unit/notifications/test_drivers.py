@@ -146,3 +146,38 @@ def test_log_driver_logger_level_and_masking(caplog: pytest.LogCaptureFixture) -
     assert third["payload"] == "Failed to upload image data for image c: boom"
     assert list(first) == list(json.loads(events[0].envelope))
     assert first["message_id"] == events[0].message_id
+
+
+# -- pre-framed publishes ------------------------------------------------------------------
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+class _Conn:
+    frame_max = 4096 + 8
+    bytes_sent = 0
+
+
+@pytest.mark.parametrize("size", [0, 10, 4096 - 100, 4096, 3 * 4096 + 5])
+def test_framer_writes_the_same_bytes_as_py_amqp(size: int) -> None:
+    import amqp
+    from amqp import spec
+    from amqp.method_framing import frame_writer
+
+    from glimpse.notifications.drivers.amqp import _PublishFramer
+
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    sink = _Sink()
+    write = frame_writer(_Conn(), sink)
+    message = amqp.Message(body, content_type="application/json", content_encoding="utf-8",
+                           delivery_mode=2)
+    write(1, 7, spec.Basic.Publish,
+          amqp.serialization.dumps("Bssbb", (0, "glance", "notifications.info", False, False)),
+          message)
+    ours = _PublishFramer(7, _Conn.frame_max, "glance").frames("notifications.info", body)
+    assert ours == bytes(sink.data)

@@ -19,8 +19,9 @@ options), so that an unmodified oslo.messaging notification listener with
   ``delivery_mode`` 2 (persistent).
 
 Delivery: the channel is in publisher-confirm mode; a batch is published in
-one go and the driver then waits (up to ``confirm_timeout``) for the broker's
-acks, so confirms cost one round trip per batch, not per message. An event
+one go (pre-framed, a few socket writes: see ``_PublishFramer``) and the
+driver then waits (up to ``confirm_timeout``) for the broker's acks, so
+confirms cost one round trip per batch, not per message. An event
 counts as delivered once every message carrying it (one per topic) is acked.
 
 Connections: ``[oslo_messaging_notifications] transport_url`` or else
@@ -35,16 +36,19 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import os
+import struct
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import amqp
 import kombu
 from amqp import exceptions as amqp_exc
-from amqp.method_framing import frame_writer
+from amqp import spec
+from amqp.serialization import dumps as amqp_dumps
 
 from glimpse.exceptions import ConfigError
 from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent
@@ -56,32 +60,47 @@ _TRUE = ("1", "true", "yes", "on")
 _FLUSH_BYTES = 256 * 1024
 
 
-class _CorkedWrites:
-    """Sits between py-amqp's frame writer and the socket. While ``corked``, frames
-    are copied into one buffer and written together by ``flush``: a batch of
-    publishes costs a few ``sendall`` calls instead of one per message."""
+_FRAME_END = b"\xce"
+_BASIC_PUBLISH = struct.pack(">HH", *spec.Basic.Publish)
 
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self.corked = False
-        self._pending = bytearray()
 
-    def write(self, data: Any) -> None:
-        if not self.corked:
-            self._transport.write(data)
-            return
-        self._pending += data                   # copies: py-amqp reuses its buffer
-        if len(self._pending) >= _FLUSH_BYTES:
-            self.flush()
+class _PublishFramer:
+    """Builds the AMQP frames of ``basic.publish`` for one channel, fast.
 
-    def flush(self) -> None:
-        if self._pending:
-            data, self._pending = bytes(self._pending), bytearray()
-            self._transport.write(data)
+    py-amqp serialises the method and the (identical) properties again for
+    every message and writes each message with its own ``sendall``; on a busy
+    host that caps a publisher near 1,500 messages/s. Here the method frame
+    per routing key and the properties are serialised once (with py-amqp's own
+    ``dumps`` and ``Message``), each message only adds its body, and a batch
+    goes to the socket in a few large writes. Same bytes on the wire as
+    ``channel.basic_publish``; the broker numbers confirms per channel exactly
+    as for py-amqp's own publishes.
+    """
 
-    def discard(self) -> None:
-        self._pending = bytearray()
-        self.corked = False
+    def __init__(self, channel_id: int, frame_max: int, exchange: str) -> None:
+        self.channel_id = channel_id
+        self.chunk = max(4096, frame_max - 8)
+        self.exchange = exchange
+        self._methods: dict[str, bytes] = {}
+        props = amqp.Message(b"", content_type="application/json", content_encoding="utf-8",
+                             delivery_mode=2)
+        self._properties: bytes = props._serialize_properties()
+
+    def _frame(self, frame_type: int, payload: bytes) -> bytes:
+        return (struct.pack(">BHI", frame_type, self.channel_id, len(payload)) + payload
+                + _FRAME_END)
+
+    def frames(self, routing_key: str, body: bytes) -> bytes:
+        method = self._methods.get(routing_key)
+        if method is None:
+            args = amqp_dumps("Bssbb", (0, self.exchange, routing_key, False, False))
+            method = self._methods[routing_key] = self._frame(1, _BASIC_PUBLISH + args)
+        header = self._frame(2, struct.pack(">HHQ", spec.Basic.Publish[0], 0, len(body))
+                             + self._properties)
+        parts = [method, header]
+        parts.extend(self._frame(3, body[i:i + self.chunk])
+                     for i in range(0, len(body), self.chunk))
+        return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -153,7 +172,7 @@ def add_unique_id(envelope_json: str) -> str:
     text = envelope_json.rstrip()
     if not text.endswith("}") or text == "{}":
         raise ValueError("envelope is not a non-empty JSON object")
-    return f'{text[:-1]}, "_unique_id": "{uuid.uuid4().hex}"}}'
+    return f'{text[:-1]}, "_unique_id": "{os.urandom(16).hex()}"}}'
 
 
 def message_body(envelope_json: str, *, v2: bool) -> str:
@@ -185,14 +204,13 @@ class AmqpDriver(Driver):
         self._host_index = 0
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
-        self._producer: kombu.Producer | None = None
         self._exchange: kombu.Exchange | None = None
         self._declared: set[str] = set()
         self._next_tag = 1          # delivery tag of the next publish on this channel
         self._acked_upto = 0        # every tag <= this is acked
         self._acked_single: set[int] = set()
         self._nacked: list[int] = []
-        self._cork: _CorkedWrites | None = None
+        self._framer: _PublishFramer | None = None
 
     @classmethod
     def from_conf(cls, conf: Any, *, v2: bool) -> AmqpDriver:
@@ -215,19 +233,23 @@ class AmqpDriver(Driver):
             keys = [[f"{topic}.{ev.priority.lower()}" for topic in self.topics] for ev in events]
             for key in dict.fromkeys(k for ks in keys for k in ks):
                 self._declare_queue(key)
-            producer, cork = self._producer, self._cork
-            assert producer is not None and cork is not None
-            cork.corked = True
+            framer, conn = self._framer, self._conn
+            assert framer is not None and conn is not None
+            write = conn.connection.transport.write
+            out: list[bytes] = []
+            size = 0
             for ev, ev_keys in zip(events, keys, strict=True):
                 for key in ev_keys:
-                    producer.publish(message_body(ev.envelope, v2=self.v2),
-                                     exchange=self._exchange, routing_key=key,
-                                     content_type="application/json",
-                                     content_encoding="utf-8", delivery_mode=2)
+                    data = framer.frames(key, message_body(ev.envelope, v2=self.v2).encode())
+                    out.append(data)
+                    size += len(data)
                     self._next_tag += 1
+                    if size >= _FLUSH_BYTES:
+                        write(b"".join(out))
+                        out, size = [], 0
                 last_tags.append(self._next_tag - 1)
-            cork.corked = False
-            cork.flush()
+            if out:
+                write(b"".join(out))
             self._wait_for_confirms(last_tags[-1])
         except Exception as exc:
             confirmed = bisect.bisect_right(last_tags, self._acked_upto)
@@ -278,15 +300,9 @@ class AmqpDriver(Driver):
             conn = kombu.Connection(
                 hostname=host.hostname, port=host.port, userid=host.userid,
                 password=host.password, virtual_host=host.virtual_host, ssl=host.ssl,
-                transport="pyamqp", connect_timeout=self.connect_timeout, heartbeat=0,
-                transport_options={"frame_writer": self._make_frame_writer})
+                transport="pyamqp", connect_timeout=self.connect_timeout, heartbeat=0)
             try:
                 conn.connect()
-                # py-amqp polls the socket before every publish when the broker may
-                # send connection.blocked (a syscall per message). Skip the poll: a
-                # blocked connection shows up as a confirm timeout instead.
-                caps = conn.connection.client_properties.get("capabilities", {})
-                caps["connection.blocked"] = False
                 self._conn = conn
                 self._open_channel()
                 LOG.info("Notification driver %s connected to %s", self.name, host.describe())
@@ -296,10 +312,6 @@ class AmqpDriver(Driver):
                 self._drop_connection()
                 self._host_index = (self._host_index + 1) % len(self.hosts)
         raise ConnectionError("no broker reachable (" + "; ".join(errors) + ")")
-
-    def _make_frame_writer(self, connection: Any, transport: Any) -> Any:
-        self._cork = _CorkedWrites(transport)
-        return frame_writer(connection, self._cork)
 
     def _open_channel(self) -> None:
         """A confirm-mode channel with the exchange declared (once per connection)."""
@@ -330,7 +342,9 @@ class AmqpDriver(Driver):
         self._next_tag, self._acked_upto = 1, 0
         self._acked_single.clear()
         self._nacked.clear()
-        self._producer = kombu.Producer(channel, exchange=self._exchange, auto_declare=False)
+        assert self._exchange is not None
+        self._framer = _PublishFramer(channel.channel_id, self._conn.connection.frame_max,
+                                      self._exchange.name)
 
     def _declare_queue(self, routing_key: str) -> None:
         """Declare and bind the queue named ``routing_key`` (once per channel)."""
@@ -350,10 +364,8 @@ class AmqpDriver(Driver):
         self._declared.add(routing_key)
 
     def _drop_connection(self) -> None:
-        if self._cork is not None:
-            self._cork.discard()
         conn, self._conn = self._conn, None
-        self._channel = self._producer = None
+        self._channel = self._framer = None
         self._declared.clear()
         if conn is not None:
             try:
@@ -363,7 +375,7 @@ class AmqpDriver(Driver):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        self._channel = self._producer = None
+        self._channel = self._framer = None
         self._declared.clear()
         if conn is not None:
             try:
