@@ -130,7 +130,7 @@ class DriverWorker:
         self.delivered = 0                       # events delivered by this worker
         self._lease_renewed_at: float | None = None   # monotonic time of last renewal
         self._lease_row_ensured = False
-        self._last_prune = 0.0
+        self._last_prune: float | None = None   # None: prune at the first step
 
     # -- lease ---------------------------------------------------------------
 
@@ -209,9 +209,9 @@ class DriverWorker:
         (0 = more work is due now)."""
         if not self.hold_lease():
             return max(self.settings.poll_interval, min(1.0, self.settings.lease_seconds / 5))
+        self._maybe_prune()
         rows = self.pending(self.settings.batch_size)
         if not rows:
-            self._maybe_prune()
             return self.settings.poll_interval
         now = self.clock()
         due = due_prefix(rows, now)
@@ -255,7 +255,8 @@ class DriverWorker:
 
     def _maybe_prune(self, force: bool = False) -> int:
         now_mono = time.monotonic()
-        if not force and now_mono - self._last_prune < PRUNE_INTERVAL:
+        if (not force and self._last_prune is not None
+                and now_mono - self._last_prune < PRUNE_INTERVAL):
             return 0
         self._last_prune = now_mono
         return self.prune()
