@@ -226,6 +226,11 @@ class Bench:
         self.result["raw"]["download"] = [d.as_dict() for d in downs]
         self.result["rows"]["upload_mb_s"] = statistics.median(u.mb_per_s for u in ups)
         self.result["rows"]["download_mb_s"] = statistics.median(d.mb_per_s for d in downs)
+        gib = size / 2**30
+        self.result["rows"]["upload_cpu_s_per_gib"] = statistics.median(
+            u.server_cpu_pct / 100 * u.seconds / gib for u in ups)
+        self.result["rows"]["download_cpu_s_per_gib"] = statistics.median(
+            d.server_cpu_pct / 100 * d.seconds / gib for d in downs)
         self.result["rows"]["upload_client_cpu_pct"] = max(u.client_cpu_pct for u in ups)
         self.result["rows"]["download_client_cpu_pct"] = max(d.client_cpu_pct for d in downs)
 
@@ -256,6 +261,9 @@ class Bench:
                 rows[f"{key}_p50_ms"] = res.p50_ms
                 rows[f"{key}_p99_ms"] = res.p99_ms
                 rows[f"{key}_client_cpu_pct"] = res.client_cpu_pct
+                # CPU cost per request: robust to other load on the machine
+                rows[f"{key}_cpu_ms"] = (res.server_cpu_pct / 100 * res.duration_s * 1000
+                                         / max(res.requests, 1))
                 bad = {k: v for k, v in res.errors.items() if v}
                 self.log(f"{key}: {res.rps:.1f} req/s p50 {res.p50_ms:.2f} ms "
                          f"p99 {res.p99_ms:.2f} ms (wrk CPU {res.client_cpu_pct:.0f}%, "

@@ -31,7 +31,9 @@ def row_specs(concurrency: list[int], ops: list[str]) -> list[tuple[str, str, st
     """(key, label, client-cpu key) in table order."""
     specs: list[tuple[str, str, str | None]] = [
         ("upload_mb_s", "upload 1 GiB, MB/s", "upload_client_cpu_pct"),
+        ("upload_cpu_s_per_gib", "upload, server CPU s per GiB", None),
         ("download_mb_s", "download 1 GiB (warm), MB/s", "download_client_cpu_pct"),
+        ("download_cpu_s_per_gib", "download, server CPU s per GiB", None),
     ]
     for op in ops:
         for c in concurrency:
@@ -39,6 +41,8 @@ def row_specs(concurrency: list[int], ops: list[str]) -> list[tuple[str, str, st
             specs.append((f"{base}_rps", f"{LABELS[op]} c={c}, req/s", f"{base}_client_cpu_pct"))
             specs.append((f"{base}_p50_ms", f"{LABELS[op]} c={c}, p50 ms", None))
             specs.append((f"{base}_p99_ms", f"{LABELS[op]} c={c}, p99 ms", None))
+        mid = 4 if 4 in concurrency else concurrency[-1]
+        specs.append((f"{op}_c{mid}_cpu_ms", f"{LABELS[op]} c={mid}, server CPU ms/req", None))
     specs.append(("idle_rss_mib", "RSS after start, MiB (all processes)", None))
     specs.append(("peak_rss_mib", "peak RSS, MiB (all processes)", None))
     return specs
