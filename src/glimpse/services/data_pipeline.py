@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import mmap
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, Iterator
@@ -73,20 +74,23 @@ class Ingested:
 
 
 class _BufferPool:
-    """Reusable ``size``-byte buffers: no allocation (and no page faults) per buffer."""
+    """Reusable ``size``-byte buffers: no allocation (and no page faults) per buffer.
+
+    Buffers are anonymous memory maps, so they are page-aligned: a store may
+    write them with direct I/O (see the filesystem store)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._free: list[bytearray] = []
+        self._free: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
-    def get(self) -> bytearray:
+    def get(self) -> mmap.mmap:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return bytearray(self.size)
+        return mmap.mmap(-1, self.size)
 
-    def put(self, buffer: bytearray) -> None:
+    def put(self, buffer: mmap.mmap) -> None:
         with self._lock:
             self._free.append(buffer)
 
@@ -102,7 +106,7 @@ class _Aggregator:
         self.size = 0
         self.done = False
 
-    async def next_buffer(self) -> tuple[bytearray, memoryview] | None:
+    async def next_buffer(self) -> tuple[mmap.mmap, memoryview] | None:
         """The next buffer and the view of its filled part (only the last one is
         short), or None at the end of the source. Each byte is copied once."""
         if self.done and self._pending is None:
@@ -151,9 +155,9 @@ async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
     hash_worker = ThreadPoolExecutor(1, thread_name_prefix=f"hash-{image_id[:8]}")
     writer = ThreadPoolExecutor(1, thread_name_prefix=f"write-{image_id[:8]}")
     # Buffers handed out and not yet back in the pool, oldest first.
-    hashing: deque[tuple[bytearray, Future[Any], Future[Any]]] = deque()
+    hashing: deque[tuple[mmap.mmap, Future[Any], Future[Any]]] = deque()
 
-    def fetch() -> Future[tuple[bytearray, memoryview] | None]:
+    def fetch() -> Future[tuple[mmap.mmap, memoryview] | None]:
         return asyncio.run_coroutine_threadsafe(aggregator.next_buffer(), loop)
 
     def recycle() -> None:

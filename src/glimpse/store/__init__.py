@@ -12,8 +12,9 @@ from glimpse.store.base import Capacity, Store
 
 __all__ = ["Capacity", "Store", "from_config"]
 
-#: Bytes per read when streaming data out; large reads keep downloads fast.
-MIN_READ_CHUNK = 1 << 20
+#: Bytes per read when streaming data out: large reads keep downloads fast
+#: (``filesystem_store_chunk_size`` applies when it is larger).
+MIN_READ_CHUNK = 4 << 20
 
 
 def from_config(conf: Any) -> Store:

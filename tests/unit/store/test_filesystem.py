@@ -167,3 +167,36 @@ def test_locations_outside_the_store_are_refused(store: FilesystemStore,
 def test_capacity_reports_the_filesystem(store: FilesystemStore) -> None:
     cap = store.capacity()
     assert 0 < cap.free <= cap.total
+
+
+def test_aligned_chunks_use_direct_io_and_the_short_tail_is_buffered(
+        store: FilesystemStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import mmap
+
+    opened: list[int] = []
+    switched: list[int] = []
+    real_open, real_fcntl = os.open, fcntl.fcntl
+
+    def spy_open(path: object, flags: int, *args: object) -> int:
+        opened.append(flags)
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    def spy_fcntl(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL:
+            switched.append(arg)
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(filesystem.os, "open", spy_open)
+    monkeypatch.setattr(filesystem.fcntl, "fcntl", spy_fcntl)
+    buffers = []
+    for i in range(3):
+        buf = mmap.mmap(-1, 1 << 20)
+        buf.write(bytes([i]) * (1 << 20))
+        buffers.append(buf)
+    tail = b"end-of-image"
+    location = store.write("img", [memoryview(b) for b in buffers] + [tail])
+    assert opened[0] & os.O_DIRECT            # this filesystem supports it
+    assert len(switched) == 1 and not switched[0] & os.O_DIRECT   # only for the tail
+    with store.read(location) as it:
+        assert b"".join(it) == b"".join(bytes(b) for b in buffers) + tail
