@@ -176,6 +176,16 @@ class PropertyProtections:
                     raise ReservedAttribute(f"Property '{name}' is protected")
                 self.check_write(ctx, "delete", name)
 
+    def readable_image(self, ctx: RequestContext, image: Any) -> Any:
+        """``image`` itself when nothing is hidden from ``ctx``, else a copy whose
+        properties are only the readable ones (for API responses)."""
+        hidden = self.hidden(ctx, image.properties)
+        if not hidden:
+            return image
+        shown = image.copy()
+        shown.properties = {k: v for k, v in image.properties.items() if k not in hidden}
+        return shown
+
     def merge_hidden(self, ctx: RequestContext, before: Mapping[str, Any],
                      after_visible: Mapping[str, Any]) -> dict[str, Any]:
         """``after_visible`` (what the caller sent/saw) plus the properties of

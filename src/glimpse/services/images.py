@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
+from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo
 from glimpse.db.engine import utcnow
@@ -145,13 +146,16 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     _authorize_visibility(ctx, image)
     check_tag_quota(runtime, image.tags)
     check_property_quota(runtime, image.properties)
+    protections = property_protection.current()
+    protections.check_changes(ctx, {}, image.properties)
+    hidden = protections.hidden(ctx, image.properties)
     with runtime.db.write() as session:
         if images_repo.exists_any(session, image.id):
             raise Duplicate(f"Image ID {image.id} already exists!")
         images_repo.add(session, image)
         runtime.notifier.record(session, catalogue.IMAGE_CREATE,
-                                lambda: payloads.image(image))
-    return image
+                                lambda: payloads.image(image, hidden_properties=hidden))
+    return protections.readable_image(ctx, image)
 
 
 # -- read -------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def get_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> Image:
     with runtime.db.read() as session:
         image = access.get_visible_image(session, ctx, image_id)
         access.authorize(ctx, access.GET_IMAGE, image)
-        return image
+        return property_protection.current().readable_image(ctx, image)
 
 
 def list_images(runtime: Runtime, ctx: RequestContext,
@@ -184,7 +188,8 @@ def list_images(runtime: Runtime, ctx: RequestContext,
         except NotFound as error:
             raise Invalid(error.message) from None
     next_marker = images[-1].id if images and len(images) == request.limit else None
-    return images, next_marker
+    protections = property_protection.current()
+    return [protections.readable_image(ctx, i) for i in images], next_marker
 
 
 # -- update -----------------------------------------------------------------------------------
@@ -200,10 +205,15 @@ def _authorize_change(ctx: RequestContext, image: Image, change: Change) -> None
             access.authorize(ctx, access.COMMUNITIZE_IMAGE, image)
 
 
-def _save(runtime: Runtime, session: Session, image: Image) -> None:
+def _save(runtime: Runtime, session: Session, image: Image, before: Image,
+          ctx: RequestContext | None = None) -> None:
+    """Persist ``image`` (``before``: as loaded in this transaction) and record image.update."""
     image.updated_at = utcnow()
-    images_repo.update(session, image)
-    runtime.notifier.record(session, catalogue.IMAGE_UPDATE, lambda: payloads.image(image))
+    images_repo.update(session, image, before=before)
+    hidden = (property_protection.current().hidden(ctx, image.properties) if ctx is not None
+              else frozenset())
+    runtime.notifier.record(session, catalogue.IMAGE_UPDATE,
+                            lambda: payloads.image(image, hidden_properties=hidden))
 
 
 def update_image(runtime: Runtime, ctx: RequestContext, image_id: str,
@@ -217,16 +227,17 @@ def update_image(runtime: Runtime, ctx: RequestContext, image_id: str,
         image = access.get_visible_image(session, ctx, image_id, for_update=True)
         if not changes:
             return image
-        before = set(image.properties)
+        before = image.copy()
         for change in changes:
             _authorize_change(ctx, image, change)
             apply_change(image, change)
-        if set(image.properties) - before:
+        property_protection.current().check_changes(ctx, before.properties, image.properties)
+        if set(image.properties) - set(before.properties):
             check_property_quota(runtime, image.properties)
         if any(change.name == "tags" for change in changes):
             check_tag_quota(runtime, image.tags)
-        _save(runtime, session, image)
-        return image
+        _save(runtime, session, image, before, ctx)
+        return property_protection.current().readable_image(ctx, image)
 
 
 # -- delete -----------------------------------------------------------------------------------
@@ -249,8 +260,9 @@ def delete_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> None:
             raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
         location = image.location
         images_repo.soft_delete(session, image, when=utcnow())
+        hidden = property_protection.current().hidden(ctx, image.properties)
         runtime.notifier.record(session, catalogue.IMAGE_DELETE,
-                                lambda: payloads.image(image))
+                                lambda: payloads.image(image, hidden_properties=hidden))
     if location:
         try:
             runtime.store.delete(location)
@@ -274,13 +286,14 @@ def add_tag(runtime: Runtime, ctx: RequestContext, image_id: str, tag: str) -> N
     """Add ``tag`` (saved and ``image.update`` recorded even if already present, as Glance)."""
     with runtime.db.write() as session:
         image = _image_for_tags(session, ctx, image_id)
+        before = image.copy()
         image.tags.add(tag)
         try:
             check_tag_quota(runtime, image.tags)
         except QuotaExceeded as error:
             raise QuotaExceeded(f"Image tag limit exceeded for image {image_id}: "
                                 f"{error.message}:") from None
-        _save(runtime, session, image)
+        _save(runtime, session, image, before, ctx)
 
 
 def delete_tag(runtime: Runtime, ctx: RequestContext, image_id: str, tag: str) -> None:
@@ -289,8 +302,9 @@ def delete_tag(runtime: Runtime, ctx: RequestContext, image_id: str, tag: str) -
         image = _image_for_tags(session, ctx, image_id)
         if tag not in image.tags:
             raise NotFound("The resource could not be found.")
+        before = image.copy()
         image.tags.discard(tag)
-        _save(runtime, session, image)
+        _save(runtime, session, image, before, ctx)
 
 
 # -- deactivate / reactivate ------------------------------------------------------------------
@@ -304,8 +318,9 @@ def _set_active_state(runtime: Runtime, ctx: RequestContext, image_id: str, *,
             return  # nothing to do; nothing saved, no event (as Glance)
         if image.status != source:
             raise Forbidden(f"Not allowed to {rule} image in status '{image.status}'")
+        before = image.copy()
         image.transition(target)
-        _save(runtime, session, image)
+        _save(runtime, session, image, before, ctx)
 
 
 def deactivate(runtime: Runtime, ctx: RequestContext, image_id: str) -> None:
