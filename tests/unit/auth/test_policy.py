@@ -1,0 +1,108 @@
+"""oslo.policy with Glance's defaults, operator overrides, and 404-vs-403."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from glimpse import config
+from glimpse.auth import policy
+from glimpse.auth.context import RequestContext
+from glimpse.exceptions import Forbidden, NotFound
+
+ADMIN = frozenset({"admin", "member", "reader"})
+MEMBER = frozenset({"member", "reader"})
+READER = frozenset({"reader"})
+
+
+def ctx(project: str, roles: frozenset[str]) -> RequestContext:
+    return RequestContext(project_id=project, user_id="u", roles=roles)
+
+
+def image(owner: str = "p1", visibility: str = "private") -> SimpleNamespace:
+    return SimpleNamespace(id="img-1", owner=owner, visibility=visibility)
+
+
+@pytest.fixture
+def enforcer(tmp_path: Path) -> policy.Policy:
+    return policy.Policy(config.load([]))
+
+
+def test_defaults_are_glances(enforcer: policy.Policy) -> None:
+    own = policy.image_target("p1", "private")
+    assert enforcer.check(ctx("p1", MEMBER), "modify_image", own)
+    assert not enforcer.check(ctx("p1", READER), "modify_image", own)
+    assert enforcer.check(ctx("p1", READER), "get_image", own)
+    assert not enforcer.check(ctx("p1", READER), "download_image", own)   # Glance: member
+    assert not enforcer.check(ctx("p2", MEMBER), "get_image", own)
+    assert enforcer.check(ctx("p2", ADMIN), "modify_image", own)
+    assert not enforcer.check(ctx("p1", MEMBER), "publicize_image", own)
+    assert enforcer.check(ctx("p1", MEMBER), "communitize_image", own)
+    assert not enforcer.check(ctx("p1", frozenset()), "get_images", {"project_id": "p1"})
+    assert not enforcer.check(ctx("p1", MEMBER), "tasks_api_access", {})
+    assert enforcer.check(ctx("p1", ADMIN), "tasks_api_access", {})
+
+
+def test_only_the_member_project_changes_its_membership(enforcer: policy.Policy) -> None:
+    shared = policy.image_target("p1", "shared", member_id="p2")
+    assert enforcer.check(ctx("p2", MEMBER), "modify_member", shared)
+    assert not enforcer.check(ctx("p2", READER), "modify_member", shared)
+    assert not enforcer.check(ctx("p3", MEMBER), "modify_member", shared)
+    assert not enforcer.check(ctx("p1", MEMBER), "modify_member",
+                              policy.image_target("p1", "shared"))
+
+
+def test_a_project_less_caller_never_matches_a_missing_member(enforcer: policy.Policy) -> None:
+    nobody = RequestContext(project_id=None, user_id="u", roles=MEMBER)
+    assert not enforcer.check(nobody, "get_members", policy.image_target("p1", "shared"))
+
+
+def test_unknown_rule_names_raise(enforcer: policy.Policy) -> None:
+    with pytest.raises(KeyError):
+        enforcer.check(ctx("p1", ADMIN), "modify_imagee", {})
+
+
+def test_authorize_hides_images_the_caller_may_not_get(enforcer: policy.Policy) -> None:
+    with pytest.raises(NotFound):
+        policy.authorize(ctx("p1", frozenset()), "modify_image", image(), policy=enforcer)
+    with pytest.raises(Forbidden):
+        policy.authorize(ctx("p1", READER), "modify_image", image(), policy=enforcer)
+    with pytest.raises(Forbidden):   # visible to the caller: 403, not 404
+        policy.authorize(ctx("p2", MEMBER), "modify_image", image(visibility="public"),
+                         policy=enforcer)
+    policy.authorize(ctx("p1", MEMBER), "modify_image", image(), policy=enforcer)
+
+
+def test_authorize_add_image_for_another_owner(enforcer: policy.Policy) -> None:
+    with pytest.raises(Forbidden, match="owned by 'p9'"):
+        policy.authorize(ctx("p1", MEMBER), "add_image", image(owner="p9"), policy=enforcer)
+    policy.authorize(ctx("p1", MEMBER), "add_image", image(owner=None), policy=enforcer)
+    policy.authorize(ctx("p1", ADMIN), "add_image", image(owner="p9"), policy=enforcer)
+
+
+def test_member_of_a_shared_image_may_list_members(enforcer: policy.Policy) -> None:
+    policy.authorize(ctx("p2", READER), "get_members", image(visibility="shared"),
+                     policy=enforcer)
+    policy.authorize(ctx("p2", MEMBER), "modify_member", image(visibility="shared"),
+                     member_id="p2", policy=enforcer)
+    with pytest.raises(Forbidden):
+        policy.authorize(ctx("p2", MEMBER), "modify_member", image(visibility="shared"),
+                         member_id="p3", policy=enforcer)
+
+
+def test_operator_policy_file_overrides_defaults(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"modify_image": "role:reader and project_id:%(project_id)s"\n'
+                     '"publicize_image": "role:member"\n'
+                     '"prop_reader": "role:reader"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    enforcer = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    own = policy.image_target("p1", "private")
+    assert enforcer.check(ctx("p1", READER), "modify_image", own)
+    assert enforcer.check(ctx("p1", MEMBER), "publicize_image", own)
+    assert enforcer.check_expression(ctx("p1", READER), "rule:prop_reader")
+    assert not enforcer.check_expression(ctx("p1", MEMBER - {"reader"}), "rule:prop_reader")
+    assert not enforcer.check_expression(ctx("p1", ADMIN), "rule:undefined_rule")
