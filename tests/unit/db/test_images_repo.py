@@ -69,6 +69,23 @@ def test_round_trip_with_tags_and_properties(db: Database) -> None:
     assert again.name is None
 
 
+def test_update_against_a_snapshot(db: Database) -> None:
+    img = make(1, tags={"a", "b"}, properties={"k": "v", "x": "y"})
+    with db.write() as s:
+        repo.add(s, img)
+    with db.write() as s:
+        loaded = repo.get(s, img.id, for_update=True)
+        assert loaded is not None
+        before = loaded.copy()
+        loaded.tags = {"b", "c"}
+        loaded.properties = {"k": "v2", "z": "1"}
+        repo.update(s, loaded, before=before)
+    with db.read() as s:
+        again = repo.get(s, img.id)
+    assert again is not None
+    assert (again.tags, again.properties) == ({"b", "c"}, {"k": "v2", "z": "1"})
+
+
 def test_get_for_update_and_deleted(db: Database) -> None:
     img = make(1, size=5)
     with db.write() as s:
@@ -180,7 +197,7 @@ def test_list_loads_children_in_batches(db: Database) -> None:
         event.remove(db.engine, "before_cursor_execute", count)
     assert len(images) == 7 and all(i.properties for i in images)
     selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 3  # rows, tags, properties
+    assert len(selects) == 2  # the rows, then their tags and properties in one query
 
 
 def test_members_crud(db: Database) -> None:
