@@ -335,3 +335,26 @@ def test_image_send_for_full_range_and_aborted_downloads(server: ServerProcess) 
     assert received - 1024 < aborted["payload"]["bytes_sent"] < size
     time.sleep(0.5)
     assert len(sends(server, image_id, 3)) == 3   # and no late duplicate
+
+
+def test_store_read_failures_are_error_image_sends(server: ServerProcess) -> None:
+    mib = 1024 * 1024
+    data = os.urandom(12 * mib)
+    truncated, missing = create_image(server), create_image(server)
+    for image_id in (truncated, missing):
+        assert upload(server, image_id, data).status_code == 204
+    datadir = server.state / "images"
+    os.truncate(datadir / truncated, 5 * mib)     # data lost after 5 MiB
+    (datadir / missing).unlink()                  # data lost entirely
+    with server.client(**OWNER) as c:
+        r = c.get(f"/v2/images/{missing}/file")
+        assert r.status_code == 500                # a clean error, no broken 200
+        assert "file://" not in r.text             # store locations never leak
+        with pytest.raises(httpx.HTTPError):       # headers were sent: the body breaks off
+            c.get(f"/v2/images/{truncated}/file")
+    (gone,) = sends(server, missing, 1)
+    assert gone["priority"] == "ERROR"
+    assert gone["payload"]["bytes_sent"] == 0
+    (cut,) = sends(server, truncated, 1)
+    assert cut["priority"] == "ERROR"
+    assert cut["payload"]["bytes_sent"] == 5 * mib

@@ -114,11 +114,25 @@ class ImageDataResponse(Response):
         self.priority: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
         if self.head:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        length = self.download.length
+        chunks = image_data.read_chunks(self.rt, self.download)
+        first = b""
+        if length:
+            # Read the first chunk before answering: a store that fails here gets a
+            # clean error response (and its ERROR image.send), not a broken 200.
+            try:
+                first = await chunks.__anext__()
+            except Exception:
+                await chunks.aclose()
+                await self._record(ERROR)
+                raise
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
         cycle: Any = getattr(receive, "__self__", None)
         watcher: asyncio.Task[None] | None = None
         gone = asyncio.Event()
@@ -130,13 +144,11 @@ class ImageDataResponse(Response):
                 return bool(cycle.disconnected)
             return gone.is_set()
 
-        length = self.download.length
-        chunks = image_data.read_chunks(self.rt, self.download)
         try:
             if length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
-                async for data in chunks:
+                async for data in _prepend(first, chunks):
                     if disconnected():
                         break
                     after = self.bytes_sent + len(data)
@@ -154,10 +166,13 @@ class ImageDataResponse(Response):
             await chunks.aclose()
             if watcher is not None:
                 watcher.cancel()
-            await asyncio.shield(asyncio.to_thread(
-                image_data.record_send, self.rt, self.ctx, self.download, self.bytes_sent,
-                self.priority or WARN))
+            await self._record(self.priority or WARN)
         # An ERROR leaves the response incomplete: the server closes the connection.
+
+    async def _record(self, priority: str) -> None:
+        await asyncio.shield(asyncio.to_thread(
+            image_data.record_send, self.rt, self.ctx, self.download, self.bytes_sent,
+            priority))
 
     @staticmethod
     async def _watch(receive: Receive, gone: asyncio.Event) -> None:
@@ -166,6 +181,13 @@ class ImageDataResponse(Response):
             if message["type"] == "http.disconnect":
                 gone.set()
                 return
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 routes: list[BaseRoute] = [

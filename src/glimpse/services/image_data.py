@@ -43,9 +43,11 @@ from glimpse.exceptions import (
     GlimpseError,
     Gone,
     Invalid,
+    NotFound,
     RangeNotSatisfiable,
     StorageFull,
     StoragePermissionDenied,
+    StoreError,
 )
 from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
@@ -248,10 +250,14 @@ def prepare_download(rt: Runtime, ctx: RequestContext, image_id: str,
 
 async def read_chunks(rt: Runtime, download: Download) -> AsyncGenerator[bytes, None]:
     """The requested bytes, in store-sized chunks, reading one chunk ahead in a
-    worker thread. Store failures (NotFound, StoreError) propagate."""
+    worker thread. Store failures propagate as StoreError (missing data too)."""
     loop = asyncio.get_running_loop()
     reader = rt.store.read(download.location, download.start, download.length)
-    chunks = await asyncio.to_thread(reader.__enter__)
+    try:
+        chunks = await asyncio.to_thread(reader.__enter__)
+    except NotFound as exc:   # the record says active, the data is gone: a store fault
+        raise StoreError(f"The data of image {download.image.id} is missing from the store "
+                         f"({exc.message})") from exc
     upcoming: asyncio.Future[bytes | None] | None = None
     try:
         upcoming = loop.run_in_executor(None, next, chunks, None)
