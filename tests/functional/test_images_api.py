@@ -133,6 +133,20 @@ def test_create_with_id_and_duplicate(server: ServerProcess) -> None:
         assert message(r) == f"Image ID {image_id} already exists!"
 
 
+def test_concurrent_creates_with_one_id(server: ServerProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    image_id = str(uuid.uuid4())
+
+    def post(_: int) -> int:
+        with as_(server) as c:
+            return c.post("/v2/images", json={"id": image_id}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(post, range(8)))
+    assert codes == [201] + [409] * 7
+
+
 @pytest.mark.parametrize(("body", "status", "text"), [
     ({"self": "x"}, 403, "Attribute 'self' is read-only."),
     ({"status": "active"}, 403, "Attribute 'status' is read-only."),

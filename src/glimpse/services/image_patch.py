@@ -125,6 +125,8 @@ def parse_patch(body: Any, draft: int,
             raise Invalid(f'Operation "{op}" requires a member named "value".')
         change = Change(op=op, path=path, value=raw.get("value"), draft=draft)
         check_attribute_name(change.name)
+        if len(change.name) > 255:  # the column's size; Glance on PostgreSQL would fail
+            raise Invalid("Custom property should not be greater than 255 characters.")
         if op != "remove" and len(path) == 1:
             validate({change.name: change.value})
         changes.append(change)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Final
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from glimpse.auth import property_protection
@@ -152,7 +153,10 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     with runtime.db.write() as session:
         if images_repo.exists_any(session, image.id):
             raise Duplicate(f"Image ID {image.id} already exists!")
-        images_repo.add(session, image)
+        try:
+            images_repo.add(session, image)
+        except IntegrityError:  # a concurrent create with the same id won the race
+            raise Duplicate(f"Image ID {image.id} already exists!") from None
         runtime.notifier.record(session, catalogue.IMAGE_CREATE,
                                 lambda: payloads.image(image, hidden_properties=hidden))
     return protections.readable_image(ctx, image)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from glimpse.auth.context import RequestContext
@@ -92,7 +93,10 @@ def create_member(runtime: Runtime, ctx: RequestContext, image_id: str,
         now = utcnow()
         member = Member(image_id=image_id, member_id=member_id, status=PENDING,
                         created_at=now, updated_at=now)
-        images_repo.add_member(session, member)
+        try:
+            images_repo.add_member(session, member)
+        except IntegrityError:  # a concurrent add of the same member won the race
+            raise Duplicate(f"Member {member_id} is duplicated for image {image_id}") from None
         runtime.notifier.record(session, catalogue.MEMBER_CREATE,
                                 lambda: payloads.member(member))
         return member

@@ -52,6 +52,8 @@ def test_parses_draft4() -> None:
     ([{"op": "add", "path": "/a~2", "value": 1}], "recognized escape sequence"),
     ([{"op": "add", "path": "/a/b", "value": 1}], "Invalid JSON pointer for this resource: '/a/b'"),
     ([{"op": "add", "path": "/name"}], 'Operation "add" requires a member named "value".'),
+    ([{"op": "add", "path": "/" + "k" * 256, "value": "v"}],
+     "Custom property should not be greater than 255 characters."),
 ])
 def test_bad_documents_are_400(body: Any, message: str) -> None:
     with pytest.raises(Invalid) as caught:
