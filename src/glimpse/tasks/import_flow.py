@@ -95,30 +95,36 @@ def validate_task_body(rt: Runtime, ctx: RequestContext, body: Any) -> tuple[str
     properties = task_input["image_properties"]
     if not isinstance(properties, dict):
         raise Invalid("Input 'image_properties' of an import task must be a JSON object.")
-    validate_image_properties(properties)
+    validate_image_properties(rt, ctx, properties)
     check_url(task_input["import_from"], rules(rt), what="URI for legacy import task")
     return task_type, task_input
 
 
-def validate_image_properties(properties: dict[str, Any]) -> None:
-    """The image an ``import`` task will create must be valid: checked against
-    Glance's image schema now, so the task cannot fail later for this."""
+def validate_image_properties(rt: Runtime, ctx: RequestContext,
+                              properties: dict[str, Any]) -> None:
+    """The image an ``import`` task will create must be valid and allowed: checked
+    now with the images service's own rules (schema, read-only and reserved
+    attributes, ``add_image`` policy, visibility, quotas), so that the task cannot
+    fail later for this. Every refusal is Invalid (400) naming the cause."""
     from glimpse.api import schemas
-
-    schema = schemas.image_schema()
-    props = schema.get("properties", {})
-    read_only = {name for name, spec in props.items() if spec.get("readOnly")}
-    bad = sorted(set(properties) & (read_only | {"id", "status", "owner", "location",
-                                                  "locations", "deleted", "deleted_at"}))
-    if bad:
-        raise Invalid(f"Attribute(s) {', '.join(bad)} may not be set in image_properties.")
-    import jsonschema
+    from glimpse.services import access
+    from glimpse.services import images as image_service
 
     try:
-        jsonschema.validate(properties, {**schema, "required": []})
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "image_properties"
-        raise Invalid(f"Invalid image_properties ({where}): {exc.message}") from exc
+        image_service.check_create_allowed(properties)
+        schemas.validate_image(properties)
+        image = image_service.image_from_body(ctx, properties)
+        access.authorize(ctx, access.ADD_IMAGE, image)
+        if image.visibility == "public":
+            access.authorize(ctx, access.PUBLICIZE_IMAGE, image)
+        elif image.visibility == "community":
+            access.authorize(ctx, access.COMMUNITIZE_IMAGE, image)
+        image_service.check_tag_quota(rt, image.tags)
+        image_service.check_property_quota(rt, image.properties)
+    except Invalid as exc:
+        raise Invalid(f"Invalid image_properties: {exc.message}") from exc
+    except GlimpseError as exc:
+        raise Invalid(f"Invalid image_properties: {exc.message}") from exc
 
 
 # -- running -----------------------------------------------------------------------------
@@ -231,26 +237,16 @@ class _State:
         return image
 
     def _create_image(self, session: Any, task: Task) -> Image:
-        import uuid
+        """The image of a legacy ``import`` task, owned by the task's project, built by
+        the images service's own rules (validated when the task was created)."""
+        from glimpse.services import images as image_service
 
-        now = utcnow()
-        props = dict(task.input.get("image_properties") or {})
-        core = {k: props.pop(k) for k in list(props)
-                if k in ("name", "visibility", "disk_format", "container_format", "min_disk",
-                         "min_ram", "protected", "os_hidden", "tags", "id")}
-        image = Image(id=str(core.get("id") or uuid.uuid4()), owner=task.owner,
-                      name=core.get("name"), visibility=core.get("visibility") or "shared",
-                      disk_format=core.get("disk_format"),
-                      container_format=core.get("container_format"),
-                      min_disk=int(core.get("min_disk") or 0),
-                      min_ram=int(core.get("min_ram") or 0),
-                      protected=bool(core.get("protected") or False),
-                      os_hidden=bool(core.get("os_hidden") or False),
-                      created_at=now, updated_at=now,
-                      tags=set(core.get("tags") or ()),
-                      properties={k: str(v) for k, v in props.items()})
+        owner_ctx = RequestContext(project_id=task.owner, user_id=task.user_id,
+                                   roles=frozenset({"member"}))
+        image = image_service.image_from_body(owner_ctx,
+                                              dict(task.input.get("image_properties") or {}))
         if images_repo.exists_any(session, image.id):
-            raise _Failed(f"An image with identifier {image.id} already exists.")
+            raise _Failed(f"Image ID {image.id} already exists!")
         images_repo.add(session, image)
         created = image.copy()
         self.rt.notifier.record(session, ev.IMAGE_CREATE, lambda: payloads.image(created))
