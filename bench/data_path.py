@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/data_path.py [--size-mib 1024] [--rss-size-mib 5120] [--workers 1]
 
-Starts a Glimpse server (SQLite + filesystem store in a temporary directory on
-the same disk as the repository), creates an image, uploads ``--size-mib`` MiB
-with a streaming client (a random 4 MiB block repeated, sent with a
-Content-Length so nothing is buffered), downloads it twice (the first warms the
-page cache, the second is measured) with a client that reads into one reused
-buffer, then uploads ``--rss-size-mib`` MiB to a second image while sampling
-the resident memory of the server's process tree (psutil). Prints a table.
+Starts a Glimpse server (SQLite + filesystem store in a fresh directory under
+the system's temporary directory, or under ``--dir``), creates an image,
+uploads ``--size-mib`` MiB with a streaming client (a random 4 MiB block
+repeated, sent with a Content-Length so nothing is buffered), downloads it
+(once to warm the page cache, then best of 3) with a client that reads into one
+reused buffer, then uploads ``--rss-size-mib`` MiB to a second image while
+sampling the resident memory of the server's process tree (psutil). Prints a
+table, with the server's and the client's CPU seconds per GiB: on a loaded
+machine wall-clock rates say little, CPU per GiB still does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +47,10 @@ def start_server(state: Path, port: int, workers: int) -> subprocess.Popen[bytes
     conf.write_text(f"[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = {port}\n"
                     f"state_path = {state}\nworkers = {workers}\n"
                     f"log_file = {state / 'glimpse.log'}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "--config-file", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=open(state / "stderr.log", "wb"),
-                            start_new_session=True)
+    with open(state / "stderr.log", "wb") as stderr:   # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "glimpse.cli", "--config-file", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -61,25 +63,12 @@ def start_server(state: Path, port: int, workers: int) -> subprocess.Popen[bytes
     raise SystemExit("server did not start")
 
 
-def create_image(client: httpx.Client, state: Path) -> str:
+def create_image(client: httpx.Client) -> str:
     response = client.post("/v2/images", json={"name": "bench", "disk_format": "raw",
                                                "container_format": "bare"})
-    if response.status_code == 201:
-        return str(response.json()["id"])
-    # The images API is not there: create the record directly in the database.
-    from glimpse.db import images_repo
-    from glimpse.db.engine import Database, utcnow
-    from glimpse.domain.image import Image
-
-    db = Database(f"sqlite:///{state}/glimpse.sqlite")
-    image_id = str(uuid.uuid4())
-    with db.write() as session:
-        now = utcnow()
-        images_repo.add(session, Image(id=image_id, owner="bench", created_at=now,
-                                       updated_at=now, disk_format="raw",
-                                       container_format="bare"))
-    db.dispose()
-    return image_id
+    if response.status_code != 201:
+        raise SystemExit(f"image create failed: {response.status_code} {response.text}")
+    return str(response.json()["id"])
 
 
 def body(size: int) -> Iterator[bytes]:
@@ -132,6 +121,37 @@ def download(port: int, image_id: str, size: int) -> float:
     return elapsed
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class Measured:
+    """Wall time, server CPU and client CPU of one phase."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __enter__(self) -> Measured:
+        self.server0 = tree_cpu(self.pid)
+        self.client0 = time.process_time()
+        self.wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.server = tree_cpu(self.pid) - self.server0
+        self.client = time.process_time() - self.client0
+
+
 class RssSampler(threading.Thread):
     """Peak RSS (bytes) of a process and its children, sampled every 20 ms."""
 
@@ -163,16 +183,20 @@ def main() -> int:
                         help="size of the upload during which RSS is sampled "
                              "(default: --size-mib)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--dir", default=str(Path(__file__).resolve().parent / ".state"),
-                        help="parent of the temporary state directory")
+    parser.add_argument("--dir", default=None,
+                        help="parent of the temporary state directory (default: the "
+                             "system's temporary directory; it decides which disk is measured)")
     args = parser.parse_args()
     size = args.size_mib * MiB
     rss_size = (args.rss_size_mib or args.size_mib) * MiB
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     state = Path(tempfile.mkdtemp(prefix="glimpse-bench-", dir=args.dir))
     port = free_port()
     proc = start_server(state, port, args.workers)
     rows: list[tuple[str, str]] = []
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS,
                           timeout=600) as client:
@@ -180,29 +204,45 @@ def main() -> int:
             idle_rss.start()
             time.sleep(0.2)
             idle = idle_rss.stop()
-            image_id = create_image(client, state)
-            t = upload(client, image_id, size)
-            rows.append((f"upload {args.size_mib} MiB", f"{size / t / 1e6:8.0f} MB/s"))
+            image_id = create_image(client)
+            gib = size / (1 << 30)
+            with Measured(proc.pid) as up:
+                upload(client, image_id, size)
+            rows.append((f"upload {args.size_mib} MiB", f"{size / up.wall / 1e6:8.0f} MB/s"))
             download(port, image_id, size)                     # warm the page cache
-            t = min(download(port, image_id, size) for _ in range(3))
+            best: Measured | None = None
+            for _ in range(3):
+                with Measured(proc.pid) as down:
+                    download(port, image_id, size)
+                if best is None or down.wall < best.wall:
+                    best = down
+            assert best is not None
             rows.append((f"download {args.size_mib} MiB (warm cache, best of 3)",
-                         f"{size / t / 1e6:8.0f} MB/s"))
-            second = create_image(client, state)
+                         f"{size / best.wall / 1e6:8.0f} MB/s"))
+            second = create_image(client)
             sampler = RssSampler(proc.pid)
             sampler.start()
-            t = upload(client, second, rss_size)
+            with Measured(proc.pid) as big:
+                upload(client, second, rss_size)
             peak = sampler.stop()
             rows.append((f"upload {rss_size // MiB} MiB while sampling RSS",
-                         f"{rss_size / t / 1e6:8.0f} MB/s"))
+                         f"{rss_size / big.wall / 1e6:8.0f} MB/s"))
             rows.append(("server RSS idle", f"{idle / MiB:8.0f} MiB"))
             rows.append((f"server peak RSS during the {rss_size // MiB} MiB upload",
                          f"{peak / MiB:8.0f} MiB"))
+            for label, m, amount in (("upload", up, gib), ("download", best, gib)):
+                rows.append((f"{label}: server / client CPU per GiB",
+                             f"{m.server / amount:.2f} s / {m.client / amount:.2f} s"))
+                ceiling = cores * (1 << 30) / (m.server + m.client) * amount / 1e6
+                rows.append((f"{label}: CPU-bound ceiling on {cores} idle cores",
+                             f"{ceiling:8.0f} MB/s"))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
         shutil.rmtree(state, ignore_errors=True)
     width = max(len(name) for name, _ in rows)
-    print(f"Glimpse data path - {os.cpu_count()} cores, workers={args.workers}")
+    print(f"Glimpse data path - {cores} cores, workers={args.workers}, "
+          f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after")
     print(f"{'measure':<{width}} | value")
     print(f"{'-' * width}-|-------------")
     for name, value in rows:
