@@ -1,0 +1,157 @@
+"""Executor claims, recovery and task expiry against a real SQLite database."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from glimpse import config
+from glimpse.db import images_repo, tasks_repo
+from glimpse.db.engine import utcnow
+from glimpse.db.models import OutboxRow, TaskRow
+from glimpse.domain.image import IMPORTING, Image
+from glimpse.domain.task import PENDING, PROCESSING, Task
+from glimpse.runtime import Runtime, build
+from glimpse.tasks.executor import INTERRUPTED, Executor
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Any:
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\n"
+                         "[oslo_messaging_notifications]\ndriver = log\n")
+    runtime = build(config.load(["--config-file", str(conf_file)]))
+    yield runtime
+    runtime.db.dispose()
+
+
+def add_task(rt: Runtime, *, status: str = PENDING, image_id: str | None = None,
+             claimed_by: str | None = None, claim_age: float = 0.0, expires_in: float | None = None,
+             created_offset: float = 0.0, task_type: str = "api_image_import") -> str:
+    now = utcnow() + timedelta(seconds=created_offset)
+    task = Task(id=str(uuid.uuid4()), type=task_type, owner="p1", status=status,
+                input={"image_id": image_id,
+                       "import_req": {"method": {"name": "web-download", "uri": "http://x/"}}},
+                created_at=now, updated_at=now, image_id=image_id,
+                expires_at=None if expires_in is None else now + timedelta(seconds=expires_in))
+    with rt.db.write() as session:
+        tasks_repo.insert_task(session, task)
+        if claimed_by:
+            session.execute(update(TaskRow).where(TaskRow.id == task.id).values(
+                claimed_by=claimed_by, claimed_until=utcnow() - timedelta(seconds=claim_age)))
+    return task.id
+
+
+def events(rt: Runtime) -> list[tuple[str, Any]]:
+    with rt.db.read() as session:
+        rows = session.execute(select(OutboxRow.event_type, OutboxRow.envelope)
+                               .order_by(OutboxRow.id)).all()
+    return [(kind, json.loads(env)["payload"]) for kind, env in rows]
+
+
+def test_only_one_of_many_concurrent_claimers_wins(rt: Runtime) -> None:
+    task_id = add_task(rt)
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def claimer(n: int) -> None:
+        barrier.wait()
+        with rt.db.write() as session:
+            wins.append(tasks_repo.claim(session, task_id, node=f"node-{n}",
+                                         until=utcnow() + timedelta(seconds=30)))
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_recovery_fails_processing_task_and_restores_image(rt: Runtime) -> None:
+    now = utcnow()
+    image = Image(id=str(uuid.uuid4()), owner="p1", status=IMPORTING, disk_format="raw",
+                  container_format="bare", created_at=now, updated_at=now,
+                  properties={"os_glance_importing_to_stores": "file"})
+    with rt.db.write() as session:
+        images_repo.add(session, image)
+    task_id = add_task(rt, status=PROCESSING, image_id=image.id, claimed_by="dead",
+                       claim_age=5)
+    with rt.db.write() as session:
+        img = images_repo.get(session, image.id)
+        assert img is not None
+        img.properties["os_glance_import_task"] = task_id
+        images_repo.update(session, img)
+    alive = add_task(rt, status=PROCESSING, claimed_by="alive", claim_age=-30)
+
+    Executor(rt).recover()
+
+    with rt.db.read() as session:
+        task = tasks_repo.get(session, task_id, now=utcnow())
+        img = images_repo.get(session, image.id)
+        other = tasks_repo.get(session, alive, now=utcnow())
+    assert task is not None and task.status == "failure" and task.message == INTERRUPTED
+    assert task.expires_at is not None
+    assert img is not None and img.status == "queued"
+    assert img.properties["os_glance_failed_import"] == "file"
+    assert "os_glance_import_task" not in img.properties
+    assert other is not None and other.status == PROCESSING   # its claim is still valid
+    kinds = [(k, p["status"]) for k, p in events(rt)]
+    assert kinds == [("image.update", "queued"), ("task.failure", "failure")]
+    assert events(rt)[-1][1]["message"] == INTERRUPTED
+
+
+def test_recovery_releases_a_pending_task_to_run_again(rt: Runtime) -> None:
+    task_id = add_task(rt, claimed_by="dead", claim_age=5)
+    Executor(rt).recover()
+    with rt.db.read() as session:
+        assert tasks_repo.claimable(session, limit=10) == [task_id]
+    assert events(rt) == []
+
+
+def test_expired_tasks_are_invisible_and_purged(rt: Runtime) -> None:
+    gone = add_task(rt, status="success", expires_in=-1)
+    kept = add_task(rt, status="success", expires_in=3600)
+    now = utcnow()
+    with rt.db.read() as session:
+        assert tasks_repo.get(session, gone, now=now) is None
+        listed = tasks_repo.list_tasks(session, now=now, owner="p1", all_owners=False)
+        assert [t.id for t in listed] == [kept]
+    with rt.db.write() as session:
+        assert tasks_repo.purge_expired(session, now=now) == 1
+    with rt.db.read() as session:
+        assert tasks_repo.get(session, gone, now=now, include_expired=True) is None
+
+
+@pytest.mark.parametrize("sort_dir", ["asc", "desc"])
+def test_marker_paging_over_a_nullable_sort_key(rt: Runtime, sort_dir: str) -> None:
+    ids = [add_task(rt, status="success" if i % 2 else PENDING,
+                    expires_in=None if i % 2 == 0 else 1000 + (i // 3) * 10,
+                    created_offset=i) for i in range(9)]
+    with rt.db.read() as session:
+        everything = tasks_repo.list_tasks(session, now=utcnow(), owner="p1", all_owners=False,
+                                           sort_key="expires_at", sort_dir=sort_dir)
+        assert sorted(t.id for t in everything) == sorted(ids)
+        paged: list[str] = []
+        marker = None
+        while True:
+            page = tasks_repo.list_tasks(session, now=utcnow(), owner="p1", all_owners=False,
+                                         sort_key="expires_at", sort_dir=sort_dir, limit=2,
+                                         marker=marker)
+            if not page:
+                break
+            paged += [t.id for t in page]
+            marker = page[-1].id
+    assert paged == [t.id for t in everything]
+    nulls = [t.id for t in everything if t.expires_at is None]
+    if sort_dir == "asc":
+        assert [t.id for t in everything[:len(nulls)]] == nulls
+    else:
+        assert [t.id for t in everything[-len(nulls):]] == nulls
