@@ -351,6 +351,18 @@ def test_deactivate_and_reactivate_an_active_image(server: ServerProcess) -> Non
         assert not [p for p in data_dir.rglob("*") if image_id in p.name]
 
 
+def test_delete_removes_staged_data(server: ServerProcess) -> None:
+    with as_(server) as c:
+        image_id = create(c, disk_format="raw", container_format="bare")["id"]
+        r = c.put(f"/v2/images/{image_id}/stage", content=b"staged bytes",
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 204, r.text
+        staged = Path(server.options["DEFAULT"]["state_path"]) / "staging" / image_id
+        assert staged.read_bytes() == b"staged bytes"
+        assert c.delete(f"/v2/images/{image_id}").status_code == 204
+        assert not staged.exists()
+
+
 def test_members(server: ServerProcess) -> None:
     with as_(server) as owner, as_(server, P2) as p2, as_(server, P3) as p3:
         image_id = create(owner, name="shared")["id"]

@@ -248,7 +248,8 @@ def update_image(runtime: Runtime, ctx: RequestContext, image_id: str,
 
 def delete_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> None:
     """Soft-delete the image (status ``deleted``) and record ``image.delete``; then,
-    after the commit, remove its data from the store. A store failure is logged:
+    after the commit, remove its data from the store and any data staged for a
+    glance-direct import. A store failure is logged:
     the image stays deleted and the data is orphaned (never the reverse).
 
     Raises NotFound ("Failed to find image ... to delete"), Forbidden (403:
@@ -273,6 +274,17 @@ def delete_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> None:
         except Exception:
             LOG.exception("Image %s is deleted but its data at %s could not be removed",
                           image_id, location)
+    _remove_staged_data(runtime, image_id)
+
+
+def _remove_staged_data(runtime: Runtime, image_id: str) -> None:
+    """Data staged for a glance-direct import goes with the image (as Glance)."""
+    from glimpse.tasks import staging
+
+    try:
+        staging.from_conf(runtime.conf).delete(image_id)
+    except Exception:
+        LOG.exception("Image %s is deleted but its staged data could not be removed", image_id)
 
 
 # -- tags -------------------------------------------------------------------------------------
