@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -60,7 +59,8 @@ def store_files(server: ServerProcess) -> list[str]:
 def outbox(server: ServerProcess, event_type: str | None = None) -> list[dict[str, Any]]:
     con = sqlite3.connect(server.state / "glimpse.sqlite")
     try:
-        rows = con.execute("SELECT envelope FROM outbox WHERE driver = 'log' ORDER BY id").fetchall()
+        rows = con.execute(
+            "SELECT envelope FROM outbox WHERE driver = 'log' ORDER BY id").fetchall()
     finally:
         con.close()
     envelopes = [json.loads(r[0]) for r in rows]
