@@ -179,3 +179,72 @@ def test_openstacksdk_create_image_with_import_methods(glimpse_server: Any,
 
     info = conn.image.get_import_info()
     assert set(info.import_methods["value"]) == {"glance-direct", "web-download"}
+
+
+@pytest.mark.rabbitmq
+def test_import_events_reach_an_oslo_messaging_listener(glimpse_server: Any,
+                                                        source: SourceServer,
+                                                        rabbit_url: str) -> None:
+    """A successful and a failed web-download, as an unmodified oslo.messaging
+    notification listener on RabbitMQ sees them."""
+    import uuid
+
+    from tests.integration.listener import NotificationListener
+
+    topic = f"imports_{uuid.uuid4().hex[:8]}"
+    listener = NotificationListener(rabbit_url, topic).start()
+    try:
+        options = import_options(source.port)
+        options["DEFAULT"] = {"transport_url": rabbit_url}
+        options["oslo_messaging_notifications"] = {"driver": ["messagingv2"], "topics": topic}
+        server = glimpse_server(options)
+        with server.client() as http:
+            ids = []
+            for path in ("/files/disk.raw", "/nothere"):
+                image_id = http.post("/v2/images", json={
+                    "name": "mq", "disk_format": "raw", "container_format": "bare"}).json()["id"]
+                resp = http.post(f"/v2/images/{image_id}/import", json={
+                    "method": {"name": "web-download", "uri": source.url(path)}})
+                assert resp.status_code == 202
+                ids.append(image_id)
+
+        def ended(events: list[Any]) -> bool:
+            return sum(e.event_type in ("task.success", "task.failure") for e in events) == 2
+
+        events = listener.wait_for(ended, timeout=60, what="both task ends")
+    finally:
+        listener.stop()
+
+    def sequence(image_id: str) -> list[tuple[str, str, Any]]:
+        task_ids = {e.payload["id"] for e in events if e.event_type == "task.create"
+                    and e.payload["task_input"]["image_id"] == image_id}
+        out = []
+        for e in events:
+            p = e.payload
+            if e.event_type.startswith("task.") and p["id"] in task_ids:
+                out.append((e.event_type, e.priority, p["status"]))
+            elif e.event_type.startswith("image.") and (
+                    (isinstance(p, dict) and p.get("id") == image_id)
+                    or (isinstance(p, str) and image_id in p)):
+                out.append((e.event_type, e.priority,
+                            p["status"] if isinstance(p, dict) else "text"))
+        return out
+
+    good, bad = ids
+    assert sequence(good) == [
+        ("image.create", "INFO", "queued"), ("task.create", "INFO", "pending"),
+        ("task.run", "INFO", "pending"), ("task.processing", "INFO", "processing"),
+        ("image.update", "INFO", "importing"), ("image.prepare", "INFO", "importing"),
+        ("image.upload", "INFO", "active"), ("image.activate", "INFO", "active"),
+        ("image.update", "INFO", "active"), ("task.success", "INFO", "success")]
+    assert sequence(bad) == [
+        ("image.create", "INFO", "queued"), ("task.create", "INFO", "pending"),
+        ("task.run", "INFO", "pending"), ("task.processing", "INFO", "processing"),
+        ("image.update", "INFO", "importing"), ("image.prepare", "INFO", "importing"),
+        ("image.upload", "ERROR", "text"), ("image.update", "INFO", "queued"),
+        ("task.failure", "INFO", "failure")]
+    success = next(e for e in events if e.event_type == "task.success")
+    assert success.payload["result"] == {"image_id": good}
+    assert success.payload["task_type"] == "api_image_import"
+    failure = next(e for e in events if e.event_type == "task.failure")
+    assert "404" in failure.payload["message"] and failure.payload["expires_at"]
