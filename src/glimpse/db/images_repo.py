@@ -81,8 +81,8 @@ class ImageQuery:
 
     ``scope`` is the visibility predicate from ``services.access.list_scope``
     (None: every image). ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at``
-    and ``id`` are appended (in the first key's direction... as Glance: the
-    default direction) so that the order is total and marker paging is exact.
+    and ``id`` are appended in ``default_dir`` (as Glance) so that the order is
+    total and marker paging is exact. NULLs sort as the type's empty value.
     ``marker`` is the id of the last image of the previous page; it must exist
     (not deleted) or ``list_images`` raises NotFound.
     """

@@ -92,7 +92,8 @@ def parse_sort(params: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], st
             key, _sep, direction = part.partition(":")
             keys.append(_sort_key(key.strip()))
             dirs.append(_sort_dir(direction.strip() or "desc"))
-        return list(zip(keys, dirs, strict=True)), "desc"
+        # Glance: with one key, its direction also orders the created_at/id tie-breakers.
+        return list(zip(keys, dirs, strict=True)), dirs[0] if len(dirs) == 1 else "desc"
     keys = [_sort_key(v.strip()) for k, v in params if k == "sort_key"]
     dirs = [_sort_dir(v.strip()) for k, v in params if k == "sort_dir"]
     if len(dirs) > 1 and len(dirs) != len(keys):

@@ -90,6 +90,8 @@ def test_bad_parameters(query: str, message: str) -> None:
 
 def test_sorting_syntaxes() -> None:
     assert parse("sort=name:asc,size").query.sort == [("name", "asc"), ("size", "desc")]
+    assert parse("sort=name:asc,size").query.default_dir == "desc"
+    assert parse("sort=name:asc").query.default_dir == "asc"
     classic = parse("sort_key=name&sort_key=size&sort_dir=asc")
     assert classic.query.sort == [("name", "asc"), ("size", "asc")]
     assert classic.query.default_dir == "asc"
