@@ -66,7 +66,7 @@ EOF
     chmod 700 "$KS_DIR/fernet-keys" "$KS_DIR/credential-keys"
     # One process (the token cache is per process), a few threads.
     OS_KEYSTONE_CONFIG_DIR="$KS_DIR" setsid nohup "$KS_VENV/bin/uwsgi" \
-      --http-socket "127.0.0.1:${KS_PORT}" --module keystone.wsgi.api:application \
+      --http11-socket "127.0.0.1:${KS_PORT}" --module keystone.wsgi.api:application \
       --master --processes 1 --threads 8 --enable-threads --die-on-term \
       --pidfile "$KS_DIR/uwsgi.pid" --env "OS_KEYSTONE_CONFIG_DIR=$KS_DIR" \
       >>"$KS_DIR/uwsgi.log" 2>&1 < /dev/null &
@@ -77,7 +77,8 @@ EOF
     _ks_up || { echo "[keystone] did not come up, see $KS_DIR/uwsgi.log" >&2; return 1; }
     if [ "$fresh" = 1 ]; then
       GLIMPSE_TEST_KEYSTONE_URL="$KS_URL" GLIMPSE_TEST_KEYSTONE_ADMIN_PASSWORD="$KS_ADMIN_PASSWORD" \
-        "$KS_ROOT/.venv/bin/python" "$KS_ROOT/tests/integration/keystone_fixture.py" provision
+        "$KS_ROOT/.venv/bin/python" "$KS_ROOT/tests/integration/keystone_fixture.py" provision \
+        || { echo "[keystone] provisioning failed" >&2; return 1; }
       rm -rf "$KS_CACHE.tmp" && mkdir -p "$KS_CACHE.tmp"
       "$KS_ROOT/.venv/bin/python" -c "import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); s.backup(d); d.close()" \
         "$KS_DIR/keystone.db" "$KS_CACHE.tmp/keystone.db"

@@ -326,6 +326,7 @@ def _root_conftest() -> Any:
         "glimpse_tests_conftest", Path(__file__).parents[1] / "conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["glimpse_tests_conftest"] = module
     spec.loader.exec_module(module)
     return module
 
