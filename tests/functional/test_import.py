@@ -326,6 +326,25 @@ def test_restart_while_importing_fails_task_and_restores_image(
     source.release()
 
 
+def test_graceful_stop_during_a_stalled_download_fails_the_task_cleanly(
+        glimpse_server: Any, source: SourceServer) -> None:
+    """SIGTERM while a download is blocked on a stalled server: the process exits
+    (no kill needed), the task ends as failure saying why, the image is queued."""
+    server = glimpse_server(import_options(source.port, download_timeout=120))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/stall/5000000"))
+        assert source.stalled.wait(30)
+    server.stop(timeout=15)
+    assert server.proc is not None and server.proc.returncode == 0
+    server.start()
+    with server.client(**headers()) as client:
+        task = assert_failed_import(server, client, image_id, task_id,
+                                    message="shut down during the import")
+        assert task["message"] == "Glimpse was shut down during the import; start the " \
+                                  "import again."
+
+
 def test_pending_task_of_a_dead_process_is_run_after_restart(
         glimpse_server: Any, source: SourceServer) -> None:
     """A task claimed but never started (its process died) runs again: safe to resume."""

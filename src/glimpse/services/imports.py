@@ -202,7 +202,9 @@ def request_import(rt: Runtime, ctx: RequestContext, image_id: str, body: Any) -
         if _active_import(session, image):
             raise Conflict("Image has active task")
         if name == import_flow.GLANCE_DIRECT:
-            if image.status != UPLOADING or not staging.from_conf(rt.conf).exists(image.id):
+            # Staged = uploading with its size recorded (staging committed) and data there.
+            if image.status != UPLOADING or image.size is None or not staging.from_conf(
+                    rt.conf).exists(image.id):
                 raise Conflict("Image needs to be staged before 'glance-direct' method can "
                                "be used")
         elif image.status != QUEUED:

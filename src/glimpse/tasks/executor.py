@@ -38,6 +38,7 @@ LOG = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
 PURGE_INTERVAL = 300.0
+CANCEL_GRACE = 5.0
 INTERRUPTED = ("Task interrupted: the Glimpse process running it stopped before it finished "
                "(claim expired). The image was returned to queued; start the import again.")
 
@@ -52,6 +53,7 @@ class Executor:
         self.claim_seconds = task_service.claim_seconds(runtime)
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._cancel = threading.Event()
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -68,6 +70,9 @@ class Executor:
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
+        """Stop claiming; give running tasks ``timeout`` seconds to finish, then cancel
+        them (they fail with a message saying so, image back to ``queued``) and wait
+        a few more seconds for that to be recorded."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -75,6 +80,11 @@ class Executor:
         deadline = time.monotonic() + timeout
         with self._lock:
             running = list(self._running.values())
+        for future in running:
+            with contextlib.suppress(Exception):
+                future.result(max(0.0, deadline - time.monotonic()))
+        self._cancel.set()
+        deadline = time.monotonic() + CANCEL_GRACE
         for future in running:
             with contextlib.suppress(Exception):
                 future.result(max(0.0, deadline - time.monotonic()))
@@ -108,6 +118,9 @@ class Executor:
                 purged = tasks_repo.purge_expired(session, now=utcnow())
             if purged:
                 LOG.info("Purged %d expired task(s)", purged)
+            from glimpse.tasks import import_flow
+
+            import_flow.sweep_staging(self.rt)
             self._last_purge = now
         self._claim_some()
 
@@ -147,7 +160,7 @@ class Executor:
         from glimpse.tasks import import_flow
 
         try:
-            import_flow.run(self.rt, task, self.node)
+            import_flow.run(self.rt, task, self.node, self._cancel)
         except Exception:
             LOG.exception("Task %s: could not record its outcome; it will be recovered "
                           "when its claim expires", task.id)

@@ -15,6 +15,7 @@ Invalid, for a refused URL) with a message fit for the task's ``message``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,15 @@ class Download:
     content_length: int | None
     _response: httpx.Response
     _timeout: float
+
+    def abort(self) -> None:
+        """From another thread: make a read blocked on this response fail at once
+        (shuts the socket down; the iterator then raises ImportFailed)."""
+        stream = self._response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def iter_bytes(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the body in chunks; raises ImportFailed on a stall or a broken connection."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
@@ -43,7 +44,7 @@ from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, IMPORTING, QUEUED, UPLOADING, Image
 from glimpse.domain.task import PENDING, PROCESSING, Task
-from glimpse.exceptions import Conflict, GlimpseError, Gone, Invalid
+from glimpse.exceptions import Conflict, GlimpseError, Gone, ImportFailed, Invalid
 from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
@@ -59,6 +60,7 @@ GLANCE_DIRECT: Final = "glance-direct"
 IMPORT_TASK_PROP: Final = "os_glance_import_task"
 IMPORTING_PROP: Final = payloads.IMPORTING_TO_STORES
 FAILED_PROP: Final = payloads.FAILED_IMPORT
+SHUTDOWN: Final = "Glimpse was shut down during the import; start the import again."
 LEGACY_INPUT_KEYS: Final = ("import_from", "import_from_format", "image_properties")
 
 
@@ -133,12 +135,14 @@ class _Failed(Exception):
     """Carries the message the task fails with."""
 
 
-def run(rt: Runtime, task: Task, node: str | None = None) -> None:
+def run(rt: Runtime, task: Task, node: str | None = None,
+        cancel: threading.Event | None = None) -> None:
     """Run a task claimed by ``node`` to its end. Never raises for task-level
     failures: those end the task as ``failure``. Raises only if the database is
     unreachable (the claim then expires and recovery fails the task). Does nothing
-    when the task is no longer pending or no longer claimed by ``node``."""
-    state = _State(rt, task, node)
+    when the task is no longer pending or no longer claimed by ``node``. Setting
+    ``cancel`` (service shutdown) fails the task at the next chunk."""
+    state = _State(rt, task, node, cancel or threading.Event())
     try:
         state.begin()
         if state.finished:
@@ -166,9 +170,11 @@ def _message(error: BaseException) -> str:
 class _State:
     """One task run: what has happened so far (for clean-up on failure)."""
 
-    def __init__(self, rt: Runtime, task: Task, node: str | None) -> None:
+    def __init__(self, rt: Runtime, task: Task, node: str | None,
+                 cancel: threading.Event) -> None:
         self.rt = rt
         self.node = node
+        self.cancel = cancel
         self.task = task
         self.image_id: str | None = task.image_id or task.input.get("image_id")
         self.method = (task.input.get("import_req", {}).get("method", {})
@@ -258,7 +264,7 @@ class _State:
         image_id = self.image_id
         rt = self.rt
         if self.method_name == GLANCE_DIRECT:
-            source: Iterator[bytes] = self.staging.read(image_id)
+            source: Iterator[bytes] = self._watch(self.staging.read(image_id))
             self.stored = asyncio.run(self._ingest(image_id, source))
             return self.stored
         url = (self.method.get("uri") if self.method_name == WEB_DOWNLOAD
@@ -269,8 +275,34 @@ class _State:
                                  timeout=rt.conf.task.download_timeout) as download:
             if download.content_length is not None:
                 self.limits.check(download.content_length)
-            self.stored = asyncio.run(self._ingest(image_id, download.iter_bytes()))
+            done = threading.Event()
+
+            def abort_on_cancel() -> None:
+                # A read blocked on a stalled server would not see ``cancel``.
+                while not done.wait(0.5):
+                    if self.cancel.is_set():
+                        download.abort()
+                        return
+
+            threading.Thread(target=abort_on_cancel, daemon=True,
+                             name=f"abort-{image_id[:8]}").start()
+            try:
+                self.stored = asyncio.run(self._ingest(image_id,
+                                                       self._watch(download.iter_bytes())))
+            finally:
+                done.set()
         return self.stored
+
+    def _watch(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in chunks:
+                if self.cancel.is_set():
+                    raise _Failed(SHUTDOWN)
+                yield chunk
+        except ImportFailed:
+            if self.cancel.is_set():
+                raise _Failed(SHUTDOWN) from None
+            raise
 
     async def _ingest(self, image_id: str, chunks: Iterator[bytes]) -> Ingested:
         return await ingest(self.rt.store, image_id, _async_chunks(chunks),
@@ -386,3 +418,31 @@ async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
             return
         yield chunk
 
+
+
+def sweep_staging(rt: Runtime, *, part_age: float = 3600.0) -> int:
+    """Remove staged data no image needs any more: its image was deleted or is no
+    longer ``uploading``/``importing``; and temporary files older than ``part_age``
+    seconds (left by a crash while staging). Returns how many files were removed."""
+    import time
+
+    area = staging.from_conf(rt.conf)
+    if not area.root.is_dir():
+        return 0
+    removed = 0
+    for path in area.root.iterdir():
+        try:
+            if path.name.startswith("."):
+                if path.name.endswith(".part") and \
+                        time.time() - path.stat().st_mtime > part_age:
+                    path.unlink()
+                    removed += 1
+                continue
+            with rt.db.read() as session:
+                image = images_repo.get(session, path.name)
+            if image is None or image.status not in (UPLOADING, IMPORTING):
+                area.delete(path.name)
+                removed += 1
+        except OSError:
+            LOG.warning("Could not sweep staged file %s", path, exc_info=True)
+    return removed

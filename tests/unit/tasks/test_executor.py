@@ -155,3 +155,26 @@ def test_marker_paging_over_a_nullable_sort_key(rt: Runtime, sort_dir: str) -> N
         assert [t.id for t in everything[:len(nulls)]] == nulls
     else:
         assert [t.id for t in everything[-len(nulls):]] == nulls
+
+
+def test_sweep_staging_removes_only_data_no_image_needs(rt: Runtime) -> None:
+    from glimpse.tasks import import_flow, staging
+
+    area = staging.from_conf(rt.conf)
+    now = utcnow()
+    keep = Image(id=str(uuid.uuid4()), owner="p1", status="uploading", created_at=now,
+                 updated_at=now)
+    done = Image(id=str(uuid.uuid4()), owner="p1", status="active", created_at=now,
+                 updated_at=now)
+    with rt.db.write() as session:
+        images_repo.add(session, keep)
+        images_repo.add(session, done)
+    orphan = str(uuid.uuid4())
+    for image_id in (keep.id, done.id, orphan):
+        area.write(image_id, [b"data"])
+    young_part = area.root / f".{orphan}.abcd.part"
+    young_part.write_bytes(b"x")
+    assert import_flow.sweep_staging(rt) == 2
+    assert sorted(p.name for p in area.root.iterdir()) == sorted([keep.id, young_part.name])
+    assert import_flow.sweep_staging(rt, part_age=-1) == 1
+    assert [p.name for p in area.root.iterdir()] == [keep.id]
