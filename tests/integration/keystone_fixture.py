@@ -6,16 +6,16 @@ create two projects with an admin, a member and a reader each, and the
 service user Glimpse validates tokens with. The set-up is then cached.
 
 Fixtures: ``keystone`` (session; fails when ``GLIMPSE_TEST_KEYSTONE_URL`` is
-missing: a missing service is a failure), ``keystone_glimpse`` (a Glimpse
-server with ``auth_strategy = keystone`` whose URL is registered as the
-``image`` endpoint of Keystone's catalog for the duration of the test).
+missing: a missing service is a failure), ``keystone_glimpse`` (module scope: a
+Glimpse server with ``auth_strategy = keystone`` whose URL is registered as the
+``image`` endpoint of Keystone's catalog).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,18 +143,44 @@ def keystone() -> KeystoneInfo:
     return keystone_info()
 
 
-@pytest.fixture
-def keystone_glimpse(keystone: KeystoneInfo, glimpse_server: Callable[..., Any],
-                     ) -> Iterator[Callable[..., Any]]:
-    """Factory: a Glimpse with ``auth_strategy = keystone`` registered in the catalog."""
+def _root_conftest() -> Any:
+    """tests/conftest.py as a module (its server helpers)."""
+    import importlib.util
+    from pathlib import Path
 
-    def make(**authtoken: Any) -> Any:
-        server = glimpse_server({"DEFAULT": {"auth_strategy": "keystone"},
-                                 "keystone_authtoken": keystone.authtoken_options(**authtoken)})
+    path = Path(__file__).parents[1] / "conftest.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(path):
+            return module
+    spec = importlib.util.spec_from_file_location("glimpse_tests_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["glimpse_tests_conftest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def keystone_glimpse(keystone: KeystoneInfo, tmp_path_factory: pytest.TempPathFactory,
+                     ) -> Iterator[Any]:
+    """One Glimpse per module with ``auth_strategy = keystone`` (no token cache, so a
+    revoked token is refused at once), registered as the catalog's ``image`` endpoint."""
+    conftest = _root_conftest()
+    state = tmp_path_factory.mktemp("keystone-glimpse")
+    port = conftest.free_port()
+    options = conftest.server_options(state, port, {
+        "DEFAULT": {"auth_strategy": "keystone"},
+        "keystone_authtoken": keystone.authtoken_options(token_cache_time=-1)})
+    config_file = conftest.write_config(state / "glimpse-api.conf", options)
+    server = conftest.ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
+                                    config_file=config_file, log=state / "glimpse.log",
+                                    options=options)
+    server.start()
+    try:
         keystone.set_image_endpoint(server.url)
-        return server
-
-    yield make
+        yield server
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

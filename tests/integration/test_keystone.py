@@ -64,7 +64,7 @@ class Tokens:
 
 
 def test_tokens_decide_identity(keystone: KeystoneInfo, keystone_glimpse: Any) -> None:
-    server = keystone_glimpse()
+    server = keystone_glimpse
     token = Tokens(keystone)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.get("/versions").status_code in (200, 300)
@@ -99,7 +99,7 @@ def test_tokens_decide_identity(keystone: KeystoneInfo, keystone_glimpse: Any) -
 
 
 def test_a_revoked_token_is_refused(keystone: KeystoneInfo, keystone_glimpse: Any) -> None:
-    server = keystone_glimpse(token_cache_time=-1)
+    server = keystone_glimpse
     session = keystone.session(A, "member")
     user_token = session.get_token()
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -120,7 +120,7 @@ def test_glanceclient_finds_glimpse_in_the_catalog(keystone: KeystoneInfo,
                                                    keystone_glimpse: Any) -> None:
     from glanceclient import Client
 
-    server = keystone_glimpse()
+    server = keystone_glimpse
     glance = Client("2", session=keystone.session(A, "member"), region_name=REGION)
     assert glance.http_client.get_endpoint().rstrip("/") == server.url
     data = uuid.uuid4().bytes * 1000
@@ -139,7 +139,6 @@ def test_openstacksdk_finds_glimpse_in_the_catalog(keystone: KeystoneInfo,
                                                    keystone_glimpse: Any) -> None:
     import openstack
 
-    keystone_glimpse()
     name = user_name(B, "member")
     conn = openstack.connect(auth_url=keystone.url, username=name, password=password_of(name),
                              project_name=B, user_domain_id="default",
@@ -159,7 +158,7 @@ def test_isolation_matrix_slice_with_keystone_tokens(keystone: KeystoneInfo,
                                                      keystone_glimpse: Any) -> None:
     """The matrix's rules, with real tokens: project A owns, project B is the member."""
     matrix = _matrix()
-    server = keystone_glimpse()
+    server = keystone_glimpse
     token = Tokens(keystone)
     relation_project = {"owner": A, "member": B}
 
