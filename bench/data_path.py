@@ -16,6 +16,7 @@ machine wall-clock rates say little, CPU per GiB still does.
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import shutil
 import signal
@@ -120,6 +121,29 @@ def download(port: int, image_id: str, size: int) -> float:
     if got != size:
         raise SystemExit(f"download returned {got} bytes, expected {size}")
     return elapsed
+
+
+def disk_write_rate(directory: Path, size: int) -> float:
+    """Bytes/s of writing ``size`` bytes to a new file in ``directory`` and fsyncing it,
+    with direct I/O where the filesystem allows (as the store does): the ceiling of
+    a durable upload."""
+    buffer = mmap.mmap(-1, 4 * MiB)
+    buffer.write(BLOCK)
+    path = directory / "disk-rate.bin"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o600)
+    except OSError:
+        fd = os.open(path, flags, 0o600)
+    started = time.perf_counter()
+    try:
+        for _ in range(size // len(buffer)):
+            os.write(fd, buffer)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return size / (time.perf_counter() - started)
 
 
 def tree_cpu(pid: int) -> float:
@@ -228,6 +252,8 @@ def main() -> int:
             peak = sampler.stop()
             rows.append((f"upload {rss_size // MiB} MiB while sampling RSS",
                          f"{rss_size / big.wall / 1e6:8.0f} MB/s"))
+            rows.append((f"disk: write + fsync {args.size_mib} MiB (direct I/O)",
+                         f"{disk_write_rate(state, size) / 1e6:8.0f} MB/s"))
             rows.append(("server RSS idle", f"{idle / MiB:8.0f} MiB"))
             rows.append((f"server peak RSS during the {rss_size // MiB} MiB upload",
                          f"{peak / MiB:8.0f} MiB"))
