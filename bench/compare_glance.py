@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-md", help="where to append the table (default bench/RESULTS.md; "
                                         "--tiny appends only when this is given)")
     p.add_argument("--no-results-md", action="store_true")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each server, wait up to SECONDS for the machine to be quiet "
+                        "(other processes below 30%% of one core)")
     p.add_argument("--profile", metavar="DIR",
                    help="also record py-spy profiles of the Glimpse workers per row into DIR "
                         "(profiled numbers are slower: they go to the JSON, not the table)")
@@ -290,18 +293,34 @@ class Bench:
         self.result["other_cpu_pct_max"] = max(others, default=0.0)
         rows = self.result["rows"]
         rows["peak_rss_mib"] = self.monitor.peak_rss / 2**20
+        rows["peak_pss_mib"] = self.monitor.peak_pss / 2**20
         self.result["raw"]["phase_peak_rss_mib"] = {
             k: round(v / 2**20, 1) for k, v in self.monitor.phase_peaks.items()}
         return self.result
 
 
+def wait_quiet(limit_s: float, threshold_pct: float = 30.0) -> float:
+    """Wait (up to ``limit_s``) until the machine's busy CPU over 2 s is below
+    ``threshold_pct`` of one core; return the last busy figure."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        b0, t0 = _busy_seconds(), time.perf_counter()
+        time.sleep(2)
+        busy = 100.0 * (_busy_seconds() - b0) / (time.perf_counter() - t0)
+        if busy < threshold_pct or time.monotonic() >= deadline:
+            return busy
+        print(f"[{time.strftime('%H:%M:%S')}] machine busy ({busy:.0f}% CPU), waiting", flush=True)
+
+
 def run_server(server: Server, args: argparse.Namespace, blob: Path) -> dict[str, Any]:
+    busy = wait_quiet(args.wait_quiet) if args.wait_quiet else None
     server.start()
     try:
         bench = Bench(server, args, blob)
         idle = bench.result["rows"]["idle_rss_mib"] = bench.monitor.rss() / 2**20
         bench.log(f"up at {server.url}, root pid {server.root_pid}, workers "
                   f"{server.worker_pids()}, idle RSS {idle:.0f} MiB")
+        bench.result["busy_before_pct"] = busy
         bench.transfers()
         bench.requests()
         return bench.finish()

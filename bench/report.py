@@ -45,6 +45,7 @@ def row_specs(concurrency: list[int], ops: list[str]) -> list[tuple[str, str, st
         specs.append((f"{op}_c{mid}_cpu_ms", f"{LABELS[op]} c={mid}, server CPU ms/req", None))
     specs.append(("idle_rss_mib", "RSS after start, MiB (all processes)", None))
     specs.append(("peak_rss_mib", "peak RSS, MiB (all processes)", None))
+    specs.append(("peak_pss_mib", "peak PSS, MiB (all processes, shared pages once)", None))
     return specs
 
 
