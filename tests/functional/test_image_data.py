@@ -167,6 +167,10 @@ def test_status_rules(server: ServerProcess) -> None:
     image_id = create_image(server)
     with server.client(**OWNER) as c:
         assert c.get(f"/v2/images/{image_id}/file").status_code == 204   # no data yet
+        for method in ("HEAD", "POST", "DELETE"):                         # as Glance
+            r = c.request(method, f"/v2/images/{image_id}/file")
+            assert r.status_code == 405, method
+            assert sorted(r.headers["allow"].split(", ")) == ["GET", "PUT"]
         r = c.put(f"/v2/images/{image_id}/file", content=b"x",
                   headers={"Content-Type": "text/plain"})
         assert r.status_code == 415

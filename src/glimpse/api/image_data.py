@@ -85,7 +85,7 @@ async def download(request: Request) -> Response:
                                        request.headers.get("range"))
     if prepared is None:
         return Response(status_code=204)
-    return ImageDataResponse(rt, ctx, prepared, head=request.method == "HEAD")
+    return ImageDataResponse(rt, ctx, prepared)
 
 
 class ImageDataResponse(Response):
@@ -97,8 +97,8 @@ class ImageDataResponse(Response):
     to watching ``receive()`` for ``http.disconnect``.
     """
 
-    def __init__(self, rt: Runtime, ctx: RequestContext, download: image_data.Download,
-                 *, head: bool = False) -> None:
+    def __init__(self, rt: Runtime, ctx: RequestContext,
+                 download: image_data.Download) -> None:
         headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(download.length)}
         if download.image.checksum:
             headers["Content-MD5"] = download.image.checksum
@@ -109,16 +109,10 @@ class ImageDataResponse(Response):
         self.rt = rt
         self.ctx = ctx
         self.download = download
-        self.head = head
         self.bytes_sent = 0
         self.priority: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.head:
-            await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
         length = self.download.length
         chunks = image_data.read_chunks(self.rt, self.download)
         first = b""
@@ -190,7 +184,13 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-routes: list[BaseRoute] = [
-    Route("/v2/images/{image_id}/file", upload, methods=["PUT"]),
-    Route("/v2/images/{image_id}/file", download, methods=["GET"]),
-]
+def _file_route() -> Route:
+    async def endpoint(request: Request) -> Response:
+        return await (upload(request) if request.method == "PUT" else download(request))
+
+    route = Route("/v2/images/{image_id}/file", endpoint, methods=["GET", "PUT"])
+    route.methods = {"GET", "PUT"}   # as Glance: HEAD (and the rest) -> 405, Allow: GET, PUT
+    return route
+
+
+routes: list[BaseRoute] = [_file_route()]
