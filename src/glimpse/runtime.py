@@ -82,4 +82,8 @@ def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True) -> Runtime:
     notifier = Notifier(conf.oslo_messaging_notifications.driver,
                         publisher_id=default_publisher_id(conf.default_publisher_id),
                         disabled=conf.disabled_notifications)
-    return Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier)
+    runtime = Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier)
+    from glimpse.services.image_data import recover_interrupted_uploads
+
+    recover_interrupted_uploads(runtime)   # uploads that died with a crashed process
+    return runtime

@@ -362,3 +362,26 @@ def test_store_read_failures_are_error_image_sends(server: ServerProcess) -> Non
     (cut,) = sends(server, truncated, 1)
     assert cut["priority"] == "ERROR"
     assert cut["payload"]["bytes_sent"] == 5 * mib
+
+
+def test_upload_interrupted_by_a_crash_is_queued_again_after_restart(
+        server: ServerProcess) -> None:
+    image_id = create_image(server)
+    head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head)
+        sock.sendall(os.urandom(9_000_000))
+        wait_for(lambda: show(server, image_id)["status"] == "saving")
+        wait_for(lambda: [f for f in store_files(server) if f.endswith(".part")])
+        server.kill()                                  # SIGKILL: no clean-up ran
+    assert [f for f in store_files(server) if f.endswith(".part")]
+    server.start()
+    assert store_files(server) == []                   # partial data removed on start
+    assert show(server, image_id)["status"] == "queued"
+    kind, priority, text = events_of(server, image_id)[-2]
+    assert (kind, priority) == ("image.upload", "ERROR")
+    assert "stopped while the data was being written" in text
+    assert events_of(server, image_id)[-1] == ("image.update", "INFO", "queued")
+    assert upload(server, image_id, b"after the crash").status_code == 204

@@ -145,6 +145,25 @@ def fail_upload(rt: Runtime, image_id: str, error: BaseException) -> None:
             rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(queued))
 
 
+def recover_interrupted_uploads(rt: Runtime) -> list[str]:
+    """At start-up: images whose upload died with its process (the store found and
+    removed their partial data, see ``FilesystemStore.interrupted_uploads``) and
+    that are still ``saving`` go back to ``queued``, with ``image.upload`` ERROR
+    and ``image.update`` as for any failed upload. Returns their ids."""
+    recovered: list[str] = []
+    error = StoreError("the service stopped while the data was being written")
+    for image_id in getattr(rt.store, "interrupted_uploads", ()):
+        with rt.db.read() as session:
+            image = images_repo.get(session, image_id)
+        if image is None or image.status != SAVING:
+            continue
+        fail_upload(rt, image_id, error)
+        recovered.append(image_id)
+        LOG.warning("Image %s was being uploaded when the service stopped: back to queued",
+                    image_id)
+    return recovered
+
+
 async def upload_data(rt: Runtime, ctx: RequestContext, image_id: str,
                       body: AsyncIterable[bytes], *, content_length: int | None = None,
                       ) -> Image:

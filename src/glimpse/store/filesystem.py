@@ -1,11 +1,14 @@
 """Filesystem store: one file per image in ``[glance_store] filesystem_store_datadir``.
 
 Writes are atomic: data goes to a temporary file in the same directory
-(``.<image_id>.<pid>.<random>.part``), is fsynced, renamed into place, and the
-directory is fsynced. Any failure - of the source, of the disk, or a crash -
-leaves no file under the image's name; a crash may leave a ``.part`` file,
-which the next start of the store removes (only files whose writing process
-is gone, so that several worker processes can share the directory).
+(``.<image_id>.<host>.<pid>.<random>.part``), is fsynced, renamed into place,
+and the directory is fsynced. Any failure - of the source, of the disk, or a
+crash - leaves no file under the image's name; a crash may leave a ``.part``
+file, which the next start of the store on that host removes (only files whose
+writing process is gone, so that several worker processes, or hosts sharing
+the directory, never lose an upload in progress). The ids of the images whose
+partial data was removed are kept in ``interrupted_uploads`` so that the
+service can put those images back to ``queued``.
 
 Direct I/O: where the filesystem supports ``O_DIRECT``, chunks that are
 page-aligned in memory and a multiple of the page size long (the ingest
@@ -26,7 +29,9 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import secrets
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -66,6 +71,7 @@ def _load_sync_file_range() -> ctypes._CFuncPtr | None:  # type: ignore[name-def
 _SYNC_FILE_RANGE = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 _ALIGN = 4096
 
 
@@ -100,6 +106,7 @@ class FilesystemStore(Store):
                  direct_io: bool = True) -> None:
         self.datadir = Path(datadir).absolute()
         self.direct_io = direct_io
+        self.interrupted_uploads: list[str] = []
         self.chunk_size = chunk_size
         self.flush_every = flush_every
         self.fsync = fsync
@@ -132,7 +139,8 @@ class FilesystemStore(Store):
 
     def write(self, image_id: str, chunks: Iterable[bytes | bytearray | memoryview]) -> str:
         final = self.path_for(image_id)
-        temp = self.datadir / f".{image_id}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        temp = self.datadir / (f".{image_id}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}"
+                               f"{TEMP_SUFFIX}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         direct = bool(self.direct_io and _O_DIRECT)
         try:
@@ -255,19 +263,34 @@ class FilesystemStore(Store):
     # -- start-up --------------------------------------------------------
 
     def remove_leftovers(self) -> list[Path]:
-        """Remove ``.part`` files left by processes that are gone (crash, kill)."""
+        """Remove ``.part`` files that this host's dead processes left (crash, kill);
+        record their image ids in ``interrupted_uploads``."""
         removed: list[Path] = []
         for temp in self.datadir.glob(f".*{TEMP_SUFFIX}"):
-            pieces = temp.name[:-len(TEMP_SUFFIX)].rsplit(".", 2)
-            try:
-                pid = int(pieces[1])
-            except (IndexError, ValueError):
-                pid = -1
+            image_id, host, pid = _parse_temp_name(temp.name)
+            if host is not None and host != _HOST:
+                continue            # another host's upload (shared directory)
             # Our own pid cannot have written it yet (we are starting): a reused pid.
             if pid > 0 and pid != os.getpid() and _pid_alive(pid):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
                 removed.append(temp)
+                if image_id:
+                    self.interrupted_uploads.append(image_id)
                 LOG.info("Removed partial image data left by an earlier run: %s", temp.name)
         return removed
+
+
+def _parse_temp_name(name: str) -> tuple[str | None, str | None, int]:
+    """``.<image_id>.<host>.<pid>.<random>.part`` -> (image_id, host, pid); unknown
+    parts are None / -1 (such files are leftovers of nobody alive: removed)."""
+    stem = name[1:-len(TEMP_SUFFIX)] if name.endswith(TEMP_SUFFIX) else name[1:]
+    image_id, _, rest = stem.partition(".")
+    pieces = rest.rsplit(".", 2)
+    if len(pieces) != 3:
+        return image_id or None, None, -1
+    try:
+        return image_id, pieces[0], int(pieces[1])
+    except ValueError:
+        return image_id, pieces[0], -1

@@ -132,14 +132,32 @@ def test_leftover_temp_files_of_dead_processes_are_removed_on_start(tmp_path: Pa
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    (datadir / f".img-a.{dead_pid}.abcd1234.part").write_bytes(b"partial")
-    (datadir / f".img-b.{os.getpid()}.abcd1234.part").write_bytes(b"reused pid")
+    host = filesystem._HOST
+    (datadir / f".img-a.{host}.{dead_pid}.abcd1234.part").write_bytes(b"partial")
+    (datadir / f".img-b.{host}.{os.getpid()}.abcd1234.part").write_bytes(b"reused pid")
     (datadir / ".garbage.part").write_bytes(b"no pid")
-    live = f".img-c.{os.getppid()}.abcd1234.part"          # a live writer: kept
+    live = f".img-c.{host}.{os.getppid()}.abcd1234.part"    # a live writer: kept
     (datadir / live).write_bytes(b"in progress")
+    remote = f".img-e.other-host.{dead_pid}.abcd1234.part"  # another host's: kept
+    (datadir / remote).write_bytes(b"elsewhere")
     (datadir / "img-d").write_bytes(b"complete image")       # real data: kept
-    FilesystemStore(datadir)
-    assert files(datadir) == [live, "img-d"]
+    store = FilesystemStore(datadir)
+    assert files(datadir) == sorted([remote, live, "img-d"])
+    assert sorted(store.interrupted_uploads) == ["garbage", "img-a", "img-b"]
+
+
+def test_temp_names_carry_image_host_and_pid(store: FilesystemStore,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def source() -> Iterator[bytes]:
+        seen.extend(p.name for p in store.datadir.iterdir())
+        yield b"data"
+
+    store.write("6f1c3c2e-1d7a-4d8e-9a55-0b7d1c2e3f40", source())
+    (name,) = seen
+    assert filesystem._parse_temp_name(name) == (
+        "6f1c3c2e-1d7a-4d8e-9a55-0b7d1c2e3f40", filesystem._HOST, os.getpid())
 
 
 def test_delete_is_idempotent(store: FilesystemStore) -> None:
