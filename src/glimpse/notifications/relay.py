@@ -17,7 +17,11 @@ confirm timeout never delays another driver). Each worker loops:
    ``[outbox] batch_size`` at a time. The batch is cut at the first row whose
    ``next_attempt_at`` is still in the future: a row waiting for its retry
    holds back every later row of that driver, which keeps the order.
-3. **Send** through the driver, which returns once the transport confirmed.
+3. **Send** through the driver, which confirms once the transport accepted
+   the batch. Pipelined: batch N+1 is published (``Driver.publish``) before
+   batch N is confirmed and marked (``Driver.confirm``), so the broker works
+   while the database does; rows in flight are left out of the next read. If
+   batch N fails, batch N+1 is discarded unmarked and sent again after N.
 4. **Mark** the confirmed rows delivered in one UPDATE. On failure the first
    unconfirmed row gets ``attempts+1``, ``last_error`` and ``next_attempt_at =
    now + min(max_backoff, initial_backoff * 2**(attempts-1))``; the worker
@@ -46,6 +50,7 @@ request thread: requests never wait for the relay.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -60,7 +65,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from glimpse.db.engine import Database, utcnow
 from glimpse.db.models import OutboxRow, RelayLeaseRow
-from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, load_driver
+from glimpse.notifications.drivers import (
+    DeliveryError,
+    Driver,
+    OutboxEvent,
+    Ticket,
+    load_driver,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -131,6 +142,7 @@ class DriverWorker:
         self._lease_renewed_at: float | None = None   # monotonic time of last renewal
         self._lease_row_ensured = False
         self._last_prune: float | None = None   # None: prune at the first step
+        self._in_flight: tuple[list[PendingRow], Ticket] | None = None
 
     # -- lease ---------------------------------------------------------------
 
@@ -193,12 +205,15 @@ class DriverWorker:
 
     # -- delivery ------------------------------------------------------------
 
-    def pending(self, limit: int) -> list[PendingRow]:
+    def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
+        """Undelivered rows in id order, leaving out ``exclude`` (the batch in flight)."""
         stmt = (select(_outbox.c.id, _outbox.c.message_id, _outbox.c.event_type,
                        _outbox.c.priority, _outbox.c.envelope, _outbox.c.attempts,
                        _outbox.c.next_attempt_at)
                 .where(_outbox.c.driver == self.driver_name, _outbox.c.delivered_at.is_(None))
                 .order_by(_outbox.c.id).limit(limit))
+        if exclude:
+            stmt = stmt.where(_outbox.c.id.not_in(list(exclude)))
         with self.db.read() as session:
             return [PendingRow(OutboxEvent(r.id, r.message_id, r.event_type, r.priority,
                                            r.envelope), r.attempts, r.next_attempt_at)
@@ -206,31 +221,58 @@ class DriverWorker:
 
     def step(self) -> float:
         """One unit of work. Returns how long to wait before the next step
-        (0 = more work is due now)."""
+        (0 = more work is due now).
+
+        Pipelined: the next batch is published before the one in flight is
+        confirmed and marked, so the broker works while the database does. A
+        batch published behind one that then fails is discarded unmarked (it
+        is sent again after the failed one: duplicates, never reordering).
+        """
         if not self.hold_lease():
+            self.finish()
             return max(self.settings.poll_interval, min(1.0, self.settings.lease_seconds / 5))
         self._maybe_prune()
-        rows = self.pending(self.settings.batch_size)
-        if not rows:
-            return self.settings.poll_interval
+        in_flight = [r.event.id for r in self._in_flight[0]] if self._in_flight else []
+        rows = self.pending(self.settings.batch_size, exclude=in_flight)
         now = self.clock()
         due = due_prefix(rows, now)
-        if not due:
+        ticket = self.driver.publish([row.event for row in due]) if due else None
+        wait = self.finish()
+        if wait is not None:                        # the previous batch failed
+            if ticket is not None:
+                with contextlib.suppress(Exception):
+                    self.driver.confirm(ticket)
+            return wait
+        if ticket is not None:
+            self._in_flight = (due, ticket)
+            if ticket.done:                         # a driver that does not pipeline
+                wait = self.finish()
+            return 0.0 if wait is None else wait
+        if rows:                                    # the first row waits for its retry
             assert rows[0].next_attempt_at is not None
-            wait = (rows[0].next_attempt_at - now).total_seconds()
-            return max(0.01, min(wait, self.settings.poll_interval * 5, 1.0))
+            until = (rows[0].next_attempt_at - now).total_seconds()
+            return max(0.01, min(until, self.settings.poll_interval * 5, 1.0))
+        return self.settings.poll_interval
+
+    def finish(self) -> float | None:
+        """Confirm and mark the batch in flight. Returns None on success (or when
+        nothing is in flight), else how long to wait before retrying."""
+        if self._in_flight is None:
+            return None
+        due, ticket = self._in_flight
+        self._in_flight = None
         events = [row.event for row in due]
+        error: BaseException | None = None
         try:
-            delivered = self.driver.send_batch(events)
-            error: BaseException | None = None
+            delivered = self.driver.confirm(ticket)
         except DeliveryError as exc:
             delivered, error = max(0, min(exc.delivered, len(events))), exc
         except Exception as exc:
             delivered, error = 0, exc
         self._mark_delivered([e.id for e in events[:delivered]])
         self.delivered += delivered
-        if error is None:
-            return 0.0          # look again at once: more rows may be due
+        if error is None or delivered >= len(due):
+            return None
         failed = due[delivered]
         attempts = failed.attempts + 1
         delay = backoff_delay(attempts, self.settings.initial_backoff, self.settings.max_backoff)
@@ -279,6 +321,8 @@ class DriverWorker:
                 return removed
 
     def has_due(self) -> bool:
+        if self._in_flight is not None:
+            return True
         rows = self.pending(1)
         return bool(rows) and bool(due_prefix(rows, self.clock()))
 
@@ -357,6 +401,10 @@ class Relay:
             if wait > 0:
                 worker.wakeup.wait(wait)
                 worker.wakeup.clear()
+        try:
+            worker.finish()                 # settle a batch still in flight
+        except Exception:
+            LOG.exception("Relay for %s: could not settle the last batch", worker.driver_name)
         try:
             worker.release_lease()
         except SQLAlchemyError:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import OutboxRow
-from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent
+from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.recorder import Notifier
 from glimpse.notifications.relay import (
     DriverWorker,
@@ -267,3 +267,68 @@ def test_stop_gives_up_after_timeout_and_keeps_rows(db: Database) -> None:
     assert [r.delivered_at for r in rows(db)] == [None, None]
     assert not any(t.is_alive() for t in threading.enumerate()
                    if t.name.startswith("glimpse-relay-fake"))
+
+
+class PipeliningDriver(FakeDriver):
+    """Tickets stay open until ``confirm``; ``fail_confirm`` scripts confirm outcomes
+    (an int k: k events of that batch confirmed, then the connection died)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, list[str]]] = []
+        self.fail_confirm: list[int | None] = []
+        self.open: list[Ticket] = []
+
+    def publish(self, events: Sequence[OutboxEvent]) -> Ticket:
+        ticket = Ticket(len(events))
+        ticket.events = list(events)  # type: ignore[attr-defined]
+        self.log.append(("publish", [e.message_id for e in events]))
+        self.open.append(ticket)
+        return ticket
+
+    def confirm(self, ticket: Ticket) -> int:
+        if not ticket.done:
+            plan = self.fail_confirm.pop(0) if self.fail_confirm else None
+            events = ticket.events  # type: ignore[attr-defined]
+            self.log.append(("confirm", [e.message_id for e in events]))
+            if plan is None:
+                self.sent.extend(events)
+                ticket.settle(len(events))
+                self.open.remove(ticket)
+            else:                     # the connection died: every open batch fails
+                self.sent.extend(events[:plan])
+                for t in self.open:
+                    t.settle(plan if t is ticket else 0, DeliveryError(
+                        plan if t is ticket else 0, "connection lost"))
+                self.open.clear()
+        return ticket.outcome()
+
+
+def test_pipelined_driver_overlaps_batches(db: Database) -> None:
+    ids = record(db, 10)
+    fake, clock = PipeliningDriver(), Clock()
+    w = worker(db, fake, clock)
+    while w.step() == 0.0:
+        pass
+    assert [e.message_id for e in fake.sent] == ids
+    assert [kind for kind, _ in fake.log] == ["publish", "publish", "confirm", "publish",
+                                              "confirm", "confirm"]
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_pipelined_failure_discards_the_batch_behind_it(db: Database) -> None:
+    ids = record(db, 10)
+    fake, clock = PipeliningDriver(), Clock()
+    fake.fail_confirm = [1]          # batch 1: one event confirmed, then the connection died
+    w = worker(db, fake, clock)
+    w.step()                         # publish batch 1
+    w.step()                         # publish batch 2, confirm batch 1 -> failure
+    state = rows(db)
+    assert [r.delivered_at is not None for r in state] == [True] + [False] * 9
+    assert state[1].attempts == 1 and state[1].next_attempt_at is not None
+    assert all(r.attempts == 0 for r in state[2:])      # batch 2 was void, not failed
+    clock.advance(1)
+    while w.step() == 0.0:
+        pass
+    assert [e.message_id for e in fake.sent] == ids       # in order, each confirmed once
+    assert all(r.delivered_at is not None for r in rows(db))

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from glimpse.exceptions import ConfigError
-from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent
+from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent, Ticket
 
-__all__ = ["DRIVER_NAMES", "DeliveryError", "Driver", "OutboxEvent", "load_driver"]
+__all__ = ["DRIVER_NAMES", "DeliveryError", "Driver", "OutboxEvent", "Ticket", "load_driver"]
 
 DRIVER_NAMES = ("log", "messaging", "messagingv2")
 

@@ -51,7 +51,7 @@ from amqp import spec
 from amqp.serialization import dumps as amqp_dumps
 
 from glimpse.exceptions import ConfigError
-from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent
+from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent, Ticket
 
 LOG = logging.getLogger(__name__)
 
@@ -183,6 +183,12 @@ def message_body(envelope_json: str, *, v2: bool) -> str:
     return inner
 
 
+class _AmqpTicket(Ticket):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.last_tags: list[int] = []      # per event: the tag of its last message
+
+
 class AmqpDriver(Driver):
     """kombu publisher with batched publisher confirms. Not thread-safe: one relay
     thread uses it. ``send_batch`` blocks for at most about ``connect_timeout``
@@ -211,6 +217,7 @@ class AmqpDriver(Driver):
         self._acked_single: set[int] = set()
         self._nacked: list[int] = []
         self._framer: _PublishFramer | None = None
+        self._outstanding: list[_AmqpTicket] = []     # published, not yet settled
 
     @classmethod
     def from_conf(cls, conf: Any, *, v2: bool) -> AmqpDriver:
@@ -225,9 +232,14 @@ class AmqpDriver(Driver):
     # -- delivery ---------------------------------------------------------------
 
     def send_batch(self, events: Sequence[OutboxEvent]) -> int:
+        return self.confirm(self.publish(events))
+
+    def publish(self, events: Sequence[OutboxEvent]) -> Ticket:
+        """Write the batch to the broker without waiting for its confirms."""
+        ticket = _AmqpTicket(len(events))
         if not events:
-            return 0
-        last_tags: list[int] = []       # per event: the tag of its last message
+            ticket.settle(0)
+            return ticket
         try:
             self._ensure_channel()
             keys = [[f"{topic}.{ev.priority.lower()}" for topic in self.topics] for ev in events]
@@ -235,6 +247,7 @@ class AmqpDriver(Driver):
                 self._declare_queue(key)
             framer, conn = self._framer, self._conn
             assert framer is not None and conn is not None
+            self._outstanding.append(ticket)
             write = conn.connection.transport.write
             out: list[bytes] = []
             size = 0
@@ -247,23 +260,46 @@ class AmqpDriver(Driver):
                     if size >= _FLUSH_BYTES:
                         write(b"".join(out))
                         out, size = [], 0
-                last_tags.append(self._next_tag - 1)
+                ticket.last_tags.append(self._next_tag - 1)
             if out:
                 write(b"".join(out))
-            self._wait_for_confirms(last_tags[-1])
         except Exception as exc:
-            confirmed = bisect.bisect_right(last_tags, self._acked_upto)
-            where = self._current()
-            self._drop_connection()
-            raise DeliveryError(confirmed, f"{type(exc).__name__} on {where}: {exc}") from exc
-        if self._nacked:
-            first_nacked = min(self._nacked)
-            confirmed = min(bisect.bisect_right(last_tags, self._acked_upto),
-                            bisect.bisect_left(last_tags, first_nacked))
-            where = self._current()
-            self._drop_connection()
-            raise DeliveryError(confirmed, f"broker {where} refused (nack) a message")
-        return len(events)
+            self._fail_outstanding(exc)
+            if not ticket.done:
+                ticket.settle(0, DeliveryError(0, f"{type(exc).__name__} on "
+                                                  f"{self._current()}: {exc}"))
+        return ticket
+
+    def confirm(self, ticket: Ticket) -> int:
+        """Wait for the broker's confirms of ``ticket``'s batch."""
+        assert isinstance(ticket, _AmqpTicket)
+        if not ticket.done:
+            try:
+                self._wait_for_confirms(ticket.last_tags[-1])
+            except Exception as exc:
+                self._fail_outstanding(exc)
+            else:
+                if self._nacked:
+                    self._fail_outstanding(RuntimeError("the broker refused (nack) a message"))
+                else:
+                    ticket.settle(ticket.count)
+                    self._outstanding.remove(ticket)
+        return ticket.outcome()
+
+    def _fail_outstanding(self, exc: BaseException) -> None:
+        """Settle every unsettled batch with its confirmed prefix, drop the connection."""
+        where = self._current()
+        first_nacked = min(self._nacked) if self._nacked else None
+        for ticket in self._outstanding:
+            if ticket.done:
+                continue
+            confirmed = bisect.bisect_right(ticket.last_tags, self._acked_upto)
+            if first_nacked is not None:
+                confirmed = min(confirmed, bisect.bisect_left(ticket.last_tags, first_nacked))
+            ticket.settle(confirmed, DeliveryError(
+                confirmed, f"{type(exc).__name__} on {where}: {exc}"))
+        self._outstanding.clear()
+        self._drop_connection()
 
     def _wait_for_confirms(self, want: int) -> None:
         deadline = time.monotonic() + self.confirm_timeout
@@ -334,6 +370,12 @@ class AmqpDriver(Driver):
     def _open_channel_only(self) -> None:
         """A fresh confirm-mode channel after the broker closed ours (tags restart)."""
         assert self._conn is not None
+        for ticket in self._outstanding:          # their confirms died with the old channel
+            if ticket.done:
+                continue
+            confirmed = bisect.bisect_right(ticket.last_tags, self._acked_upto)
+            ticket.settle(confirmed, DeliveryError(confirmed, "channel closed by the broker"))
+        self._outstanding.clear()
         channel = self._conn.channel()
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)

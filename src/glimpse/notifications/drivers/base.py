@@ -13,6 +13,13 @@ then marks the confirmed prefix delivered and retries from the first
 unconfirmed event later (at-least-once: a retried event keeps its
 ``message_id`` because it is part of the stored envelope).
 
+Pipelining (optional): ``publish(events)`` starts a batch and returns a
+:class:`Ticket`; ``confirm(ticket)`` waits for it and returns / raises like
+``send_batch``. The relay publishes batch N+1 before it confirms batch N, so
+the broker's work overlaps the database's. The default implementation runs
+``send_batch`` inside ``publish`` (a ticket that is already ``done``), so a
+driver only overrides the pair when it can really overlap.
+
 Drivers are used by one relay thread each (never concurrently), may block
 (connect, confirm timeouts), hold their connection between batches,
 reconnect on their own after a failure, and must not connect in
@@ -46,6 +53,25 @@ class DeliveryError(Exception):
         self.delivered = delivered
 
 
+class Ticket:
+    """A batch handed to ``Driver.publish``. ``done`` once its outcome is known."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.done = False
+        self.delivered = 0
+        self.error: BaseException | None = None
+
+    def settle(self, delivered: int, error: BaseException | None = None) -> None:
+        self.done, self.delivered, self.error = True, delivered, error
+
+    def outcome(self) -> int:
+        """The settled result: the count, or the failure raised."""
+        if self.error is not None:
+            raise self.error
+        return self.delivered
+
+
 class Driver(abc.ABC):
     """A notification transport. See the module docstring for the contract."""
 
@@ -58,6 +84,19 @@ class Driver(abc.ABC):
         Blocks until the transport confirmed them. Raises on failure (see the
         module docstring); never returns a count smaller than ``len(events)``.
         """
+
+    def publish(self, events: Sequence[OutboxEvent]) -> Ticket:
+        """Start delivering ``events``; by default deliver them now (see module doc)."""
+        ticket = Ticket(len(events))
+        try:
+            ticket.settle(self.send_batch(events))
+        except Exception as exc:
+            ticket.settle(0, exc)
+        return ticket
+
+    def confirm(self, ticket: Ticket) -> int:
+        """Wait for ``ticket``'s batch; return / raise like ``send_batch``."""
+        return ticket.outcome()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent; the driver may be used again after."""
