@@ -267,6 +267,8 @@ class Bench:
                 # CPU cost per request: robust to other load on the machine
                 rows[f"{key}_cpu_ms"] = (res.server_cpu_pct / 100 * res.duration_s * 1000
                                          / max(res.requests, 1))
+                if res.requests == 0:
+                    rows[f"{key}_p50_ms"] = rows[f"{key}_p99_ms"] = None
                 bad = {k: v for k, v in res.errors.items() if v}
                 self.log(f"{key}: {res.rps:.1f} req/s p50 {res.p50_ms:.2f} ms "
                          f"p99 {res.p99_ms:.2f} ms (wrk CPU {res.client_cpu_pct:.0f}%, "
@@ -321,8 +323,12 @@ def run_server(server: Server, args: argparse.Namespace, blob: Path) -> dict[str
         bench.log(f"up at {server.url}, root pid {server.root_pid}, workers "
                   f"{server.worker_pids()}, idle RSS {idle:.0f} MiB")
         bench.result["busy_before_pct"] = busy
-        bench.transfers()
-        bench.requests()
+        try:
+            bench.transfers()
+            bench.requests()
+        except Exception as exc:  # keep what was measured before the failure
+            bench.log(f"FAILED: {exc!r}")
+            bench.result["failed"] = repr(exc)
         return bench.finish()
     finally:
         server.stop()
@@ -371,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         "client": "wrk (1 thread, Lua script) for request rows; raw-socket sendfile/recv_into "
                   "Python client for transfers", "targets": {}}
     for server in make_servers(args):
-        data["targets"][server.name] = run_server(server, args, blob)
+        try:
+            data["targets"][server.name] = run_server(server, args, blob)
+        except Exception as exc:  # keep the other servers' numbers; say what failed
+            print(f"[{time.strftime('%H:%M:%S')}] {server.name}: FAILED: {exc!r}", flush=True)
+            data["targets"][server.name] = {"info": server.info, "rows": {}, "raw": {},
+                                            "failed": repr(exc)}
         if server.name == "glance":
             data["versions"]["glance"] = server.info.get("version", "?")
     data["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

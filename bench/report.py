@@ -107,6 +107,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     m, v = data["machine"], data["versions"]
     errors = {name: t.get("errors") for name, t in data["targets"].items() if t.get("errors")}
+    failed = {name: t["failed"] for name, t in data["targets"].items() if t.get("failed")}
     out = [
         f"### {data['started']} — {data['mode']} run",
         "",
@@ -127,6 +128,8 @@ def markdown(data: dict[str, Any]) -> str:
                       for name, t in data["targets"].items())
     out += ["", f"CPU used by other processes during the measured rows (max, % of one core; "
                 f"noise, not part of either server): {noise}."]
+    if failed:
+        out += ["", f"FAILED (no numbers, or only some): {failed}"]
     if errors:
         out += ["", f"Errors (non-2xx / socket errors per row): {errors}"]
     return "\n".join(out) + "\n"
