@@ -77,15 +77,23 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"glimpse-api exited with {self.proc.returncode}: "
-                                   + (self.state / "stderr.log").read_text()[-3000:])
+                                   + self._output_tail())
             try:
                 if httpx.get(self.url + "/versions", timeout=1).status_code in (200, 300):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("glimpse-api did not come up: "
-                           + (self.state / "stderr.log").read_text()[-3000:])
+        raise RuntimeError(f"glimpse-api did not come up in {timeout:.0f} s: "
+                           + self._output_tail())
+
+    def _output_tail(self) -> str:
+        """The end of the server's stderr and of its log file (where logging goes)."""
+        parts = []
+        for path in (self.state / "stderr.log", self.log):
+            if path.exists():
+                parts.append(f"--- {path.name}:\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

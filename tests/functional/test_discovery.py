@@ -23,9 +23,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     config_file = write_config(state / "glimpse-api.conf", options)
     proc = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
                          config_file=config_file, log=state / "glimpse.log", options=options)
-    proc.start()
-    yield proc
-    proc.stop()
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
 
 
 def _check_version_list(body: dict[str, object], host: str) -> None:

@@ -55,8 +55,8 @@ def test_db_sync_then_serve(tmp_path: Path, pg_database: str) -> None:
     port = int(conf.read_text().split("bind_port = ")[1].split()[0])
     server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=tmp_path,
                            config_file=conf, log=tmp_path / "glimpse.log")
-    server.start()
     try:
+        server.start()
         with server.client(**{"X-Project-Id": "c" * 32, "X-Roles": "member"}) as c:
             r = c.get("/v2/info/usage")
         assert r.status_code == 200
