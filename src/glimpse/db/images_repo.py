@@ -20,10 +20,12 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import (
+    Integer,
     Select,
     Table,
     and_,
     asc,
+    bindparam,
     delete,
     desc,
     exists,
@@ -38,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from glimpse.db.models import ImageMemberRow, ImagePropertyRow, ImageRow, ImageTagRow
 from glimpse.domain.image import DELETED, KILLED, Image
@@ -80,14 +82,16 @@ class ImageQuery:
     """What ``list_images`` returns: rows in ``scope`` matching every filter.
 
     ``scope`` is the visibility predicate from ``services.access.list_scope``
-    (None: every image). ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at``
-    and ``id`` are appended in ``default_dir`` (as Glance) so that the order is
-    total and marker paging is exact. NULLs sort as the type's empty value.
+    (None: every image) and ``scope_params`` the values of its bound parameters.
+    ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at`` and ``id`` are
+    appended in ``default_dir`` (as Glance) so that the order is total and
+    marker paging is exact. NULLs sort as the type's empty value.
     ``marker`` is the id of the last image of the previous page; it must exist
     (not deleted) or ``list_images`` raises NotFound.
     """
 
     scope: ColumnElement[bool] | None = None
+    scope_params: dict[str, Any] = field(default_factory=dict)
     filters: list[AttrFilter] = field(default_factory=list)
     properties: dict[str, str] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
@@ -103,9 +107,21 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+# Statements built once (their SQL is compiled once per dialect and cached):
+# building SQLAlchemy expressions costs more than running these small queries.
+_IMAGE_COLUMNS = [_images.c[name] for name in _COLUMNS]
+_IDS: BindParameter[str] = bindparam("ids", expanding=True)
+_CHILDREN = union_all(
+    select(_tags.c.image_id, _tags.c.value.label("name"), null().label("value"))
+    .where(_tags.c.image_id.in_(_IDS)),
+    select(_props.c.image_id, _props.c.name, _props.c.value).where(_props.c.image_id.in_(_IDS)))
+_GET = select(*_IMAGE_COLUMNS).where(_images.c.id == bindparam("id"))
+_GET_LIVE = _GET.where(_images.c.deleted == false())
+
+
 def _row_to_image(row: Any) -> Image:
-    values = {name: getattr(row, name) for name in _COLUMNS}
-    return Image(**values)
+    """``row`` holds the columns of ``_COLUMNS`` in that order."""
+    return Image(**dict(zip(_COLUMNS, row, strict=True)))
 
 
 def _image_values(image: Image) -> dict[str, Any]:
@@ -125,11 +141,7 @@ def _load_children(session: Session, images: Sequence[Image]) -> None:
     props: dict[str, dict[str, str]] = defaultdict(dict)
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        tag_rows = select(_tags.c.image_id, _tags.c.value.label("name"),
-                          null().label("value")).where(_tags.c.image_id.in_(chunk))
-        prop_rows = select(_props.c.image_id, _props.c.name, _props.c.value).where(
-            _props.c.image_id.in_(chunk))
-        for image_id, name, value in session.execute(union_all(tag_rows, prop_rows)):
+        for image_id, name, value in session.execute(_CHILDREN, {"ids": chunk}):
             if value is None:
                 tags[image_id].add(name)
             else:
@@ -145,12 +157,10 @@ def get(session: Session, image_id: str, *, for_update: bool = False,
     ``include_deleted``). ``for_update`` locks the row until the transaction ends
     (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite write transactions already
     hold the database lock)."""
-    stmt = select(_images).where(_images.c.id == image_id)
-    if not include_deleted:
-        stmt = stmt.where(_images.c.deleted == false())
+    stmt = _GET if include_deleted else _GET_LIVE
     if for_update and _is_postgres(session):
         stmt = stmt.with_for_update()
-    row = session.execute(stmt).first()
+    row = session.execute(stmt, {"id": image_id}).first()
     if row is None:
         return None
     image = _row_to_image(row)
@@ -243,36 +253,39 @@ def _sort_expr(key: str) -> ColumnElement[Any]:
     return column
 
 
-def _filter_clause(f: AttrFilter) -> ColumnElement[bool]:
+def _filter_clause(f: AttrFilter, name: str) -> ColumnElement[bool]:
+    """``f`` as SQL whose value is the bound parameter ``name`` (a list for ``in``)."""
     if f.column not in SORT_KEYS:
         raise Invalid(f"Unknown filter {f.column!r}")
     column = _images.c[f.column]
-    op, value = f.op, f.value
-    if op == "eq":
+    if f.op == "in":
+        return column.in_(bindparam(name, expanding=True))
+    value = bindparam(name, type_=column.type)
+    if f.op == "eq":
         return column == value
-    if op == "neq":
+    if f.op == "neq":
         return or_(column != value, column.is_(None))
-    if op == "in":
-        return column.in_(list(value))
-    if op == "gt":
+    if f.op == "gt":
         return column > value
-    if op == "gte":
+    if f.op == "gte":
         return column >= value
-    if op == "lt":
+    if f.op == "lt":
         return column < value
-    if op == "lte":
+    if f.op == "lte":
         return column <= value
-    raise Invalid(f"Unable to filter by unknown operator '{op}'.")
+    raise Invalid(f"Unable to filter by unknown operator '{f.op}'.")
 
 
-def _marker_clause(sort: Sequence[tuple[str, str]], marker_row: Any) -> ColumnElement[bool]:
-    """Rows strictly after ``marker_row`` in ``sort`` order (lexicographic)."""
+def _marker_clause(sort: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    """Rows strictly after the marker row (values bound as ``m0``, ``m1``, ...) in
+    ``sort`` order (lexicographic, as Glance's paginate query)."""
     criteria = []
     for i, (key, direction) in enumerate(sort):
         parts: list[ColumnElement[bool]] = []
-        for prev_key, _ in sort[:i]:
-            parts.append(_sort_expr(prev_key) == _marker_value(prev_key, marker_row))
-        expr, value = _sort_expr(key), _marker_value(key, marker_row)
+        for j, (prev_key, _) in enumerate(sort[:i]):
+            parts.append(_sort_expr(prev_key) == bindparam(f"m{j}",
+                                                           type_=_images.c[prev_key].type))
+        expr, value = _sort_expr(key), bindparam(f"m{i}", type_=_images.c[key].type)
         parts.append(expr < value if direction == "desc" else expr > value)
         criteria.append(and_(*parts))
     return or_(*criteria)
@@ -295,19 +308,71 @@ def _full_sort(query: ImageQuery) -> list[tuple[str, str]]:
     return sort
 
 
-def _list_statement(query: ImageQuery) -> Select[Any]:
-    stmt = select(_images).where(_images.c.deleted == false(), _images.c.status != KILLED)
+_Shape = tuple[Any, ...]
+
+
+def _shape(query: ImageQuery, sort: list[tuple[str, str]]) -> _Shape:
+    """What determines the SQL of a list (values excluded): the cache key."""
+    scope = None if query.scope is None else id(query.scope)
+    return (scope, tuple((f.column, f.op) for f in query.filters), len(query.properties),
+            len(query.tags), tuple(sort), query.marker is not None, query.limit is not None)
+
+
+_STATEMENTS: dict[_Shape, tuple[Select[Any], ColumnElement[bool] | None]] = {}
+_MAX_STATEMENTS: Final = 512
+
+
+def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[Any]:
+    """The list's SELECT with every value a bound parameter, built once per shape.
+
+    Building SQLAlchemy expressions and their cache keys costs more than running
+    the query; lists of one shape (the common case: the default list) reuse the
+    statement object. The cache keeps a reference to ``query.scope`` so that
+    the ``id()`` in the shape stays unique (``access.list_scope`` returns one
+    object per scope kind anyway).
+    """
+    shape = _shape(query, sort)
+    cached = _STATEMENTS.get(shape)
+    if cached is not None:
+        return cached[0]
+    stmt = select(*_IMAGE_COLUMNS).where(_images.c.deleted == false(), _images.c.status != KILLED)
     if query.scope is not None:
         stmt = stmt.where(query.scope)
-    for f in query.filters:
-        stmt = stmt.where(_filter_clause(f))
-    for name, value in query.properties.items():
+    for i, f in enumerate(query.filters):
+        stmt = stmt.where(_filter_clause(f, f"f{i}"))
+    for i in range(len(query.properties)):
         stmt = stmt.where(exists().where(_props.c.image_id == _images.c.id,
-                                         _props.c.name == name, _props.c.value == value))
-    for tag in query.tags:
+                                         _props.c.name == bindparam(f"pn{i}"),
+                                         _props.c.value == bindparam(f"pv{i}")))
+    for i in range(len(query.tags)):
         stmt = stmt.where(exists().where(_tags.c.image_id == _images.c.id,
-                                         _tags.c.value == tag))
+                                         _tags.c.value == bindparam(f"t{i}")))
+    if query.marker is not None:
+        stmt = stmt.where(_marker_clause(sort))
+    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
+    if query.limit is not None:
+        stmt = stmt.limit(bindparam("page_limit", type_=Integer()))
+    if len(_STATEMENTS) >= _MAX_STATEMENTS:
+        _STATEMENTS.clear()
+    _STATEMENTS[shape] = (stmt, query.scope)
     return stmt
+
+
+def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
+                 marker_row: Any) -> dict[str, Any]:
+    params: dict[str, Any] = dict(query.scope_params)
+    for i, f in enumerate(query.filters):
+        params[f"f{i}"] = list(f.value) if f.op == "in" else f.value
+    for i, (name, value) in enumerate(query.properties.items()):
+        params[f"pn{i}"], params[f"pv{i}"] = name, value
+    for i, tag in enumerate(query.tags):
+        params[f"t{i}"] = tag
+    if marker_row is not None:
+        for i, (key, _) in enumerate(sort):
+            params[f"m{i}"] = _marker_value(key, marker_row)
+    if query.limit is not None:
+        params["page_limit"] = query.limit
+    return params
 
 
 def list_images(session: Session, query: ImageQuery) -> list[Image]:
@@ -317,17 +382,14 @@ def list_images(session: Session, query: ImageQuery) -> list[Image]:
     image does not exist (the API answers 400 for both, as Glance).
     """
     sort = _full_sort(query)
-    stmt = _list_statement(query)
+    marker_row = None
     if query.marker is not None:
-        marker_row = session.execute(select(_images).where(
-            _images.c.id == query.marker, _images.c.deleted == false())).first()
+        marker_row = session.execute(_GET_LIVE, {"id": query.marker}).first()
         if marker_row is None:
             raise NotFound(f"No image found with ID {query.marker}")
-        stmt = stmt.where(_marker_clause(sort, marker_row))
-    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
-    if query.limit is not None:
-        stmt = stmt.limit(query.limit)
-    images = [_row_to_image(row) for row in session.execute(stmt)]
+    stmt = _list_statement(query, sort)
+    rows = session.execute(stmt, _list_params(query, sort, marker_row))
+    images = [_row_to_image(row) for row in rows]
     _load_children(session, images)
     return images
 

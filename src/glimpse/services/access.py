@@ -21,9 +21,10 @@ when the caller's membership has the asked ``member_status`` (default accepted).
 
 from __future__ import annotations
 
-from typing import Final, cast
+from functools import lru_cache
+from typing import Any, Final, cast
 
-from sqlalchemy import Table, and_, exists, or_, true
+from sqlalchemy import Table, and_, bindparam, exists, or_, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -157,13 +158,27 @@ def list_scope(ctx: RequestContext, *, visibility: str | None = None,
     ``visibility`` is the list filter (None: not asked; ``all``: every visibility
     the caller may see). ``member_status`` selects which of the caller's
     memberships make others' shared images appear (``all``: any status).
+    The caller's project is the bound parameter ``scope_project``: pass
+    :func:`scope_params` with the query. One predicate object exists per kind
+    of caller and filter, so the list statement built on it is reused.
     """
-    project = ctx.project_id
-    if ctx.is_admin:
+    return _scope(ctx.is_admin, ctx.project_id is not None, visibility, member_status)
+
+
+def scope_params(ctx: RequestContext) -> dict[str, Any]:
+    """Values of the parameters of :func:`list_scope`'s predicate."""
+    return {} if ctx.project_id is None else {"scope_project": ctx.project_id}
+
+
+@lru_cache(maxsize=128)
+def _scope(is_admin: bool, has_project: bool, visibility: str | None,
+           member_status: str) -> ColumnElement[bool]:
+    project = bindparam("scope_project", type_=_images.c.owner.type)
+    if is_admin:
         seen: ColumnElement[bool] = true()
     else:
         options: list[ColumnElement[bool]] = [_images.c.visibility.in_(("public", "community"))]
-        if project is not None:
+        if has_project:
             options.append(_images.c.owner == project)
             member_where = [_members.c.image_id == _images.c.id, _members.c.member == project]
             if member_status != "all":
@@ -175,12 +190,12 @@ def list_scope(ctx: RequestContext, *, visibility: str | None = None,
         if visibility == "all":
             return seen
         return and_(seen, _images.c.visibility == visibility)
-    if project is None:
+    if not has_project:
         return and_(seen, _images.c.visibility != "community")
     return and_(seen, or_(_images.c.owner == project, _images.c.visibility != "community"))
 
 
 __all__ = [
     "authorize", "can_see", "get_visible_image", "list_scope", "member_status", "not_found",
-    "require_owner_or_admin",
+    "require_owner_or_admin", "scope_params",
 ]

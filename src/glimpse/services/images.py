@@ -181,6 +181,7 @@ def list_images(runtime: Runtime, ctx: RequestContext,
     query = request.query
     query.scope = access.list_scope(ctx, visibility=request.visibility,
                                     member_status=request.member_status)
+    query.scope_params = access.scope_params(ctx)
     with runtime.db.read() as session:
         if query.marker is not None:
             try:

@@ -244,7 +244,9 @@ def test_list_scope_follows_glance_rules(db: Database) -> None:
 
     def listed(c: RequestContext, **kw: str) -> list[int]:
         with db.read() as s:
-            return sorted(ids(repo.list_images(s, ImageQuery(scope=access.list_scope(c, **kw)))))
+            query = ImageQuery(scope=access.list_scope(c, **kw),
+                               scope_params=access.scope_params(c))
+            return sorted(ids(repo.list_images(s, query)))
 
     p1 = ctx("p1")
     assert listed(p1) == [1, 2, 4, 7]
