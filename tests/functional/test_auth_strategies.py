@@ -164,10 +164,19 @@ def test_property_protections(glimpse_server: Callable[..., Any], tmp_path: Path
         # The hidden property survived the member's update.
         assert http.get(f"/v2/images/{image_id}", headers=admin).json()["x_admin_flag"] \
             == "secret"
+        uploaded = http.put(f"/v2/images/{image_id}/file", content=b"data",
+                            headers={**member, "Content-Type": "application/octet-stream"})
+        assert uploaded.status_code == 204, uploaded.text
 
     created_events = outbox_payloads(server, "image.create")
     # The admin may read the property: it is in the admin's image.create ...
     assert [p["properties"].get("x_admin_flag") for p in created_events] == ["secret"]
     # ... but not in the image.update caused by the member.
     updates = outbox_payloads(server, "image.update")
-    assert [p["properties"] for p in updates] == [{"plain": "2"}]
+    assert updates[0]["properties"] == {"plain": "2"}
+    # The member's upload: image.update (saving, active), prepare, upload, activate.
+    data_events = [*updates[1:], *outbox_payloads(server, "image.prepare"),
+                   *outbox_payloads(server, "image.upload"),
+                   *outbox_payloads(server, "image.activate")]
+    assert len(data_events) == 5
+    assert all(p["properties"] == {"plain": "2"} for p in data_events)

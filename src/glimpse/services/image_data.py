@@ -32,6 +32,7 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 
+from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
 from glimpse.config import parse_size
 from glimpse.db import images_repo
@@ -78,13 +79,24 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
             remaining = quota - images_repo.usage(session, image.owner,
                                                   exclude_image_id=image.id)
         snapshot = image.copy()
-        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+        hidden = _hidden(ctx, snapshot)
+        rt.notifier.record(session, ev.IMAGE_UPDATE,
+                           lambda: payloads.image(snapshot, hidden_properties=hidden))
         rt.notifier.record(session, ev.IMAGE_PREPARE,
-                           lambda: payloads.image_with_import_lists(snapshot))
+                           lambda: payloads.image_with_import_lists(snapshot,
+                                                                    hidden_properties=hidden))
     return Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
 
 
-def finish_upload(rt: Runtime, image_id: str, stored: Ingested) -> Image:
+def _hidden(ctx: RequestContext | None, image: Image) -> frozenset[str]:
+    """Properties ``ctx`` may not read (property protections): left out of its events."""
+    if ctx is None:
+        return frozenset()
+    return property_protection.current().hidden(ctx, image.properties)
+
+
+def finish_upload(rt: Runtime, image_id: str, stored: Ingested,
+                  ctx: RequestContext | None = None) -> Image:
     """tx2: saving -> active with the data's size, hashes and location, and its events.
 
     Raises Gone when the image was deleted during the upload, Conflict when its
@@ -107,10 +119,14 @@ def finish_upload(rt: Runtime, image_id: str, stored: Ingested) -> Image:
         image.updated_at = utcnow()
         images_repo.update(session, image)
         done = image.copy()
+        hidden = _hidden(ctx, done)
         rt.notifier.record(session, ev.IMAGE_UPLOAD,
-                           lambda: payloads.image_with_import_lists(done))
-        rt.notifier.record(session, ev.IMAGE_ACTIVATE, lambda: payloads.image(done))
-        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(done))
+                           lambda: payloads.image_with_import_lists(done,
+                                                                    hidden_properties=hidden))
+        rt.notifier.record(session, ev.IMAGE_ACTIVATE,
+                           lambda: payloads.image(done, hidden_properties=hidden))
+        rt.notifier.record(session, ev.IMAGE_UPDATE,
+                           lambda: payloads.image(done, hidden_properties=hidden))
     return image
 
 
@@ -128,7 +144,8 @@ def upload_error_text(image_id: str, error: BaseException) -> str:
     return f"Failed to upload image data for image {image_id}: {detail}"
 
 
-def fail_upload(rt: Runtime, image_id: str, error: BaseException) -> None:
+def fail_upload(rt: Runtime, image_id: str, error: BaseException,
+                ctx: RequestContext | None = None) -> None:
     """tx2': saving -> queued; records ``image.upload`` ERROR (text) then ``image.update``.
 
     When the image is gone or no longer ``saving`` only the ERROR is recorded.
@@ -142,7 +159,9 @@ def fail_upload(rt: Runtime, image_id: str, error: BaseException) -> None:
             image.updated_at = utcnow()
             images_repo.update(session, image)
             queued = image.copy()
-            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(queued))
+            hidden = _hidden(ctx, queued)
+            rt.notifier.record(session, ev.IMAGE_UPDATE,
+                               lambda: payloads.image(queued, hidden_properties=hidden))
 
 
 def recover_interrupted_uploads(rt: Runtime) -> list[str]:
@@ -181,13 +200,13 @@ async def upload_data(rt: Runtime, ctx: RequestContext, image_id: str,
         stored = await ingest(rt.store, image_id, body,
                               hashing_algorithm=rt.conf.hashing_algorithm, limits=limits)
         try:
-            return await asyncio.to_thread(finish_upload, rt, image_id, stored)
+            return await asyncio.to_thread(finish_upload, rt, image_id, stored, ctx)
         except BaseException:
             await asyncio.to_thread(rt.store.delete, stored.location)
             raise
     except BaseException as error:
         try:
-            await asyncio.to_thread(fail_upload, rt, image_id, error)
+            await asyncio.to_thread(fail_upload, rt, image_id, error, ctx)
         except Exception:
             LOG.exception("Could not put image %s back to queued after a failed upload",
                           image_id)
