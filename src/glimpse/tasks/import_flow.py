@@ -383,6 +383,11 @@ def fail_task(rt: Runtime, task_id: str, message: str, *, data_started: bool = F
                     or image.properties.get(IMPORT_TASK_PROP) == task.id
                     or image.status == IMPORTING):
                 _image_back_to_queued(rt, session, image, message, data_started, error)
+            elif image is not None and image.properties.get(IMPORT_TASK_PROP) == task.id:
+                # The image moved on without this import (e.g. data uploaded directly):
+                # only drop the marker of the import that is over.
+                image.properties.pop(IMPORT_TASK_PROP)
+                images_repo.update(session, image)
         task_service.fail(rt, session, task, message)
     if image_id:
         with contextlib.suppress(Exception):
