@@ -28,8 +28,8 @@ def _run_inner(environ: dict[str, Any]) -> Any:
 def test_identity_only_from_a_confirmed_token() -> None:
     confirmed = {"HTTP_X_IDENTITY_STATUS": "Confirmed", "HTTP_X_PROJECT_ID": "p1",
                  "HTTP_X_USER_ID": "u1", "HTTP_X_ROLES": "Member, reader"}
-    assert _run_inner(confirmed) == Identity("p1", "u1", frozenset({"member", "reader"}))
     invalid = {**confirmed, "HTTP_X_IDENTITY_STATUS": "Invalid"}
+    assert _run_inner(confirmed) == Identity("p1", "u1", frozenset({"member", "reader"}))
     assert _run_inner(invalid) is None
     assert _run_inner({"HTTP_X_PROJECT_ID": "p1", "HTTP_X_ROLES": "admin"}) is None
 
