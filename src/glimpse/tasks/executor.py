@@ -16,8 +16,11 @@ One *scheduler* thread loops:
 
 It sleeps ``POLL_INTERVAL`` between rounds unless :meth:`Executor.wake` is
 called (after a task is created in this process). ``stop(timeout)`` stops
-claiming, waits up to ``timeout`` seconds for running tasks, and leaves any still
-running to be recovered after their claim expires (the process is going away).
+claiming, waits up to ``timeout`` seconds for running tasks, then cancels the
+rest: they fail at once (a read blocked on a stalled server is aborted) with a
+message saying the service shut down, their image back to ``queued``. Tasks of a
+process that dies without ``stop`` are recovered by the next scheduler round of
+any process once their claim expires (``[task] claim_timeout``).
 """
 
 from __future__ import annotations
