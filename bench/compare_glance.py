@@ -106,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each server, wait up to SECONDS for the machine to be quiet "
                         "(other processes below 30%% of one core)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the harness, wrk and both servers at this niceness (e.g. -10 on "
+                        "a shared machine: same priority for Glimpse and Glance; needs root)")
     p.add_argument("--profile", metavar="DIR",
                    help="also record py-spy profiles of the Glimpse workers per row into DIR "
                         "(profiled numbers are slower: they go to the JSON, not the table)")
@@ -367,6 +370,9 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.nice:
+        # inherited by every child: wrk, the Glimpse processes, run-peer.sh and uWSGI
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     started = dt.datetime.now(dt.UTC)
     workdir = Path(args.workdir)
     blob = loadgen.make_blob(workdir / f"blob-{args.size}.bin", args.size)

@@ -119,7 +119,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"Settings: {data['settings']['workers']} workers each; rows of "
         f"{data['settings']['duration']:.0f} s; {data['settings']['images']} images for the "
         f"list row; transfers: median of {data['settings']['repeat']}, "
-        f"{data['settings']['size'] / 2**20:.0f} MiB; X-Roles {data['settings']['roles']}. "
+        f"{data['settings']['size'] / 2**20:.0f} MiB; X-Roles {data['settings']['roles']}"
+        f"{'; niceness ' + str(data['settings']['nice']) if data['settings'].get('nice') else ''}. "
         f"Client: {data['client']}. Ratio = Glimpse / Glance.",
         "",
         *lines,
