@@ -66,7 +66,10 @@ class ServerProcess:
     options: Options = field(default_factory=dict)
 
     def client(self, **headers: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        """An HTTP client for this server. It asks for JSON error bodies, as
+        openstacksdk does (without it errors come as Glance's HTML pages)."""
+        return httpx.Client(base_url=self.url, headers={"Accept": "application/json", **headers},
+                            timeout=30)
 
     def start(self, timeout: float = 30.0) -> None:
         stderr = open(self.state / "stderr.log", "ab")  # noqa: SIM115 - owned by the process

@@ -90,6 +90,13 @@ def test_glance_cli_full_lifecycle(glimpse_server: Any, image_file: Path,
 
     glance(server, "image-delete", image_id)
     assert image_id not in glance(server, "image-list")
+    # Errors reach the user as Glance's message, not a client crash.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    failed = subprocess.run([GLANCE, "--os-image-url", server.url, "--os-auth-token", "x",
+                             "image-show", image_id], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert failed.returncode != 0
+    assert f"No image found with ID {image_id}" in failed.stderr, failed.stderr
     with server.client() as http:
         assert http.get(f"/v2/images/{image_id}").status_code == 404
 

@@ -85,10 +85,10 @@ def presented_token(headers: dict[str, str]) -> str | None:
 
 
 async def _send_error(send: Send, status: int, message: str,
-                      headers: list[tuple[str, str]]) -> None:
+                      headers: list[tuple[str, str]], accept: str) -> None:
     from glimpse.api.errors import error_response
 
-    response = error_response(status, message, dict(headers))
+    response = error_response(status, message, dict(headers), accept=accept)
     await response({"type": "http"}, _no_receive, send)
 
 
@@ -135,7 +135,8 @@ class AuthMiddleware:
             if entry is None:
                 await _send_error(send, 401, "The request you have made requires "
                                   "authentication.",
-                                  [("WWW-Authenticate", 'Token realm="glimpse"')])
+                                  [("WWW-Authenticate", 'Token realm="glimpse"')],
+                                  headers.get("accept", ""))
                 return
             context = RequestContext(project_id=entry.project, user_id=entry.user,
                                      roles=frozenset(entry.roles), request_id=_request_id(),
@@ -147,7 +148,8 @@ class AuthMiddleware:
                 self.keystone.authenticate, scope["method"], scope["path"],
                 scope.get("query_string", b"").decode("latin-1"), headers)
             if not isinstance(result, Identity):
-                await _send_error(send, result.status, result.message, list(result.headers))
+                await _send_error(send, result.status, result.message, list(result.headers),
+                                  headers.get("accept", ""))
                 return
             context = RequestContext(project_id=result.project_id, user_id=result.user_id,
                                      roles=result.roles, request_id=_request_id(),

@@ -1,18 +1,20 @@
 """The one place that maps Glimpse exceptions to HTTP status codes and bodies.
 
-Bodies look like Glance's (webob) error pages in JSON form, which glanceclient
-and openstacksdk show to users:
-``{"code": 404, "title": "Not Found", "message": "..."}`` is Glance's shape for
-JSON requests; we send that, with ``Content-Type: application/json``.
+Bodies are negotiated as Glance's (webob) error pages are: an HTML page by
+default -- python-glanceclient parses exactly that, and crashes on a flat JSON
+body -- and, when the client's ``Accept`` prefers ``application/json`` (as
+keystoneauth/openstacksdk send), Glance's JSON shape:
+``{"message": "...", "code": "404 Not Found", "title": "Not Found"}``.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from glimpse import exceptions as exc
 
@@ -48,9 +50,37 @@ def status_for(error: exc.GlimpseError) -> int:
     return 500
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"code": status, "title": TITLES.get(status, "Error"), "message": message}
-    return JSONResponse(body, status_code=status, headers=headers)
+def wants_json(accept: str) -> bool:
+    """webob's choice between its HTML and JSON error pages: JSON only when the
+    client ranks application/json strictly above text/html (``*/*`` ranks both)."""
+    json_q = html_q = 0.0
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in ("application/json", "application/*", "*/*"):
+            json_q = max(json_q, q)
+        if media in ("text/html", "text/*", "*/*"):
+            html_q = max(html_q, q)
+    return json_q > html_q
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   *, accept: str = "") -> Response:
+    title = TITLES.get(status, "Error")
+    if wants_json(accept):
+        body = {"message": message, "code": f"{status} {title}", "title": title}
+        return JSONResponse(body, status_code=status, headers=headers)
+    page = (f"<html>\n <head>\n  <title>{status} {title}</title>\n </head>\n <body>\n"
+            f"  <h1>{status} {title}</h1>\n  {html.escape(message)}<br /><br />\n\n\n\n"
+            " </body>\n</html>")
+    return HTMLResponse(page, status_code=status, headers=headers)
 
 
 async def handle_glimpse_error(request: Request, error: Exception) -> Response:
@@ -66,16 +96,21 @@ async def handle_glimpse_error(request: Request, error: Exception) -> Response:
         message = "The server could not complete the request (see the service log)."
         if isinstance(error, exc.StoragePermissionDenied):
             message = error.message
-        return error_response(status, message, headers)
-    return error_response(status, error.message, headers)
+        return error_response(status, message, headers, accept=_accept(request))
+    return error_response(status, error.message, headers, accept=_accept(request))
 
 
 async def handle_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     return error_response(error.status_code, error.detail or TITLES.get(error.status_code, ""),
-                          dict(error.headers or {}))
+                          dict(error.headers or {}), accept=_accept(request))
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
     LOG.exception("Unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "The server could not complete the request.")
+    return error_response(500, "The server could not complete the request.",
+                          accept=_accept(request))
+
+
+def _accept(request: Request) -> str:
+    return request.headers.get("accept", "")

@@ -118,7 +118,7 @@ async def update(request: Request) -> Response:
         allowed = ", ".join(sorted(image_patch.PATCH_MEDIA_TYPES))
         return errors.error_response(
             415, f"Image PATCH expects Content-Type one of: {allowed}",
-            headers={"Accept-Patch": allowed})
+            headers={"Accept-Patch": allowed}, accept=request.headers.get("accept", ""))
     body = await read_json(request)
     changes = image_patch.parse_patch(body, draft,
                                       lambda partial: validate_image(partial, partial=True))

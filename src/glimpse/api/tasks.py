@@ -122,7 +122,7 @@ async def delete(request: Request) -> Response:
     return errors.error_response(
         405, "This operation is currently not permitted on Glance Tasks. They are auto "
              "deleted after reaching the time based on their expires_at property.",
-        {"Allow": "GET"})
+        {"Allow": "GET"}, accept=request.headers.get("accept", ""))
 
 
 routes: list[BaseRoute] = [
