@@ -42,6 +42,41 @@ from glimpse.notifications.relay import Relay
 RABBIT = os.environ.get("GLIMPSE_TEST_RABBIT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 
 
+class Measure:
+    """Wall clock, this process's CPU and the broker's CPU (RabbitMQ's beam.smp,
+    which also serves whatever else uses the broker meanwhile: an upper bound)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._broker = [p for p in psutil.process_iter(["name"])
+                        if p.info["name"] and p.info["name"].startswith("beam")]
+
+    def _broker_cpu(self) -> float:
+        total = 0.0
+        for proc in self._broker:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except Exception:
+                pass
+        return total
+
+    def __enter__(self) -> Measure:
+        self.wall, self.cpu, self.bcpu = (time.perf_counter(), time.process_time(),
+                                          self._broker_cpu())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.bcpu = self._broker_cpu() - self.bcpu
+
+    def row(self, count: int) -> tuple[float, float, float]:
+        """(events/s, our CPU us/event, broker CPU us/event)."""
+        return count / self.wall, self.cpu / count * 1e6, self.bcpu / count * 1e6
+
+
 def sample_payload(i: int) -> dict[str, object]:
     now = dt.datetime(2026, 11, 26, 12, 0, 0)
     img = Image(id=str(uuid.uuid4()), owner="1" * 32, name=f"bench-image-{i}", status="active",
@@ -76,7 +111,7 @@ def delete_queue(topic: str) -> None:
             channel.queue_delete(f"{topic}.{priority}")
 
 
-def bench_relay(db_url: str, count: int, batch_size: int) -> float:
+def bench_relay(db_url: str, count: int, batch_size: int) -> tuple[float, float, float]:
     db = Database(db_url)
     migrate.upgrade(db.engine)
     fill(db, count)
@@ -87,21 +122,20 @@ def bench_relay(db_url: str, count: int, batch_size: int) -> float:
     conf.set_override("batch_size", batch_size, group="outbox")
     relay = Relay(conf, db, ["messagingv2"], node_id="bench")
     try:
-        started = time.perf_counter()
-        relay.start()
-        worker = relay.workers[0]
-        while worker.delivered < count:       # counted by the relay after its UPDATE
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        with Measure() as m:
+            relay.start()
+            worker = relay.workers[0]
+            while worker.delivered < count:       # counted by the relay after its UPDATE
+                time.sleep(0.005)
         assert pending(db) == 0
     finally:
         relay.stop(5)
         delete_queue(topic)
         db.dispose()
-    return count / elapsed
+    return m.row(count)
 
 
-def bench_oslo(count: int) -> float:
+def bench_oslo(count: int) -> tuple[float, float, float]:
     import oslo_messaging
     from oslo_config import cfg
 
@@ -110,15 +144,20 @@ def bench_oslo(count: int) -> float:
     notifier = oslo_messaging.Notifier(transport, publisher_id="image.bench",
                                        driver="messagingv2", topics=[topic])
     notifier.info({}, "image.update", sample_payload(0))   # connect + declare outside the clock
+    payloads_ = [sample_payload(i) for i in range(count)]     # built outside the clock
     try:
-        started = time.perf_counter()
-        for i in range(count):
-            notifier.info({}, "image.update", sample_payload(i))
-        elapsed = time.perf_counter() - started
+        with Measure() as m:
+            for payload in payloads_:
+                notifier.info({}, "image.update", payload)
     finally:
         transport.cleanup()
         delete_queue(topic)
-    return count / elapsed
+    return m.row(count)
+
+
+def fmt(row: tuple[float, float, float]) -> str:
+    return (f"{row[0]:8.0f} events/s   CPU {row[1]:6.0f} us/event here, "
+            f"{row[2]:6.0f} us/event in the broker")
 
 
 def main() -> int:
@@ -130,13 +169,13 @@ def main() -> int:
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
 
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.db in ("sqlite", "both"):
             rate = bench_relay(f"sqlite:///{Path(tmp) / 'bench.sqlite'}", args.events,
                                args.batch_size)
             rows.append(("Glimpse relay, SQLite outbox, messagingv2, confirms", rate))
-            print(f"relay (SQLite):      {rate:8.0f} events/s")
+            print(f"relay (SQLite):      {fmt(rate)}")
         if args.db in ("postgresql", "both"):
             pg = os.environ.get("GLIMPSE_TEST_PG_URL")
             if not pg:
@@ -156,12 +195,12 @@ def main() -> int:
                 with psycopg.connect(admin, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             rows.append(("Glimpse relay, PostgreSQL outbox, messagingv2, confirms", rate))
-            print(f"relay (PostgreSQL):  {rate:8.0f} events/s")
+            print(f"relay (PostgreSQL):  {fmt(rate)}")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     if not args.no_oslo:
         rate = bench_oslo(args.events)
         rows.append(("oslo.messaging Notifier, messagingv2, no confirms (Glance's way)", rate))
-        print(f"oslo.messaging:      {rate:8.0f} events/s")
+        print(f"oslo.messaging:      {fmt(rate)}")
     if args.append_results:
         results = Path(__file__).with_name("RESULTS.md")
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -169,8 +208,10 @@ def main() -> int:
                  f"{args.batch_size}, {os.cpu_count()} CPUs, load average "
                  f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()})",
                  "", "`.venv/bin/python bench/relay_throughput.py --events "
-                 f"{args.events}`", "", "| path | events/s |", "|---|---:|"]
-        lines += [f"| {name} | {rate:,.0f} |" for name, rate in rows]
+                 f"{args.events}`", "",
+                 "| path | events/s | CPU us/event (sender) | CPU us/event (broker) |",
+                 "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {r[0]:,.0f} | {r[1]:,.0f} | {r[2]:,.0f} |" for name, r in rows]
         with results.open("a") as fh:
             fh.write("\n".join(lines) + "\n")
     return 0
