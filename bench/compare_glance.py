@@ -245,6 +245,12 @@ class Bench:
         ids = loadgen.create_images(self.server.url, self.headers, self.args.images, SEED_BODY)
         self.log(f"seeded {len(ids)} images in {time.perf_counter() - t0:.1f}s")
         self.result["raw"]["seeded_images"] = len(ids)
+        client = loadgen.JsonClient(self.server.url, self.headers)
+        page = client.call("GET", "/v2/images?limit=20")
+        client.close()
+        if len(page.get("images", [])) != min(20, len(ids)):  # same work on both sides
+            raise loadgen.BenchError(f"the list shows {len(page.get('images', []))} images, "
+                                     f"expected {min(20, len(ids))}")
         for op in self.args.ops:
             spec = OPS[op]
             headers = dict(self.headers)
