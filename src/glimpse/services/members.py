@@ -50,10 +50,14 @@ def status_from_body(body: Any) -> Any:
 
 def _lookup_image(session: Session, ctx: RequestContext, image_id: str, *,
                   for_update: bool = False) -> Image:
+    """The image, if the caller may see it (get_image); NotFound otherwise --
+    before any member rule, so a caller without access learns nothing."""
     try:
-        return access.get_visible_image(session, ctx, image_id, for_update=for_update)
-    except NotFound:
+        image = access.get_visible_image(session, ctx, image_id, for_update=for_update)
+        access.authorize(ctx, access.GET_IMAGE, image)
+    except (NotFound, Forbidden):
         raise NotFound(f"Image {image_id} not found.") from None
+    return image
 
 
 def _may_see_member(ctx: RequestContext, image: Image, member_id: str) -> bool:
