@@ -341,6 +341,11 @@ def run_server(server: Server, args: argparse.Namespace, blob: Path) -> dict[str
         return bench.finish()
     finally:
         server.stop()
+        counts = getattr(server, "outbox_counts", lambda: None)()
+        if counts is not None:
+            server.info["notifications"] = counts
+            print(f"[{time.strftime('%H:%M:%S')}] {server.name}: notifications {counts}",
+                  flush=True)
 
 
 def machine() -> dict[str, Any]:

@@ -129,6 +129,12 @@ def markdown(data: dict[str, Any]) -> str:
                       for name, t in data["targets"].items())
     out += ["", f"CPU used by other processes during the measured rows (max, % of one core; "
                 f"noise, not part of either server): {noise}."]
+    notes = ", ".join(f"{name} {t['info']['notifications']['recorded']} recorded, "
+                      f"{t['info']['notifications']['undelivered']} undelivered"
+                      for name, t in data["targets"].items()
+                      if t.get("info", {}).get("notifications"))
+    if notes:
+        out += ["", f"Notifications in Glimpse's outbox after stop: {notes}."]
     if failed:
         out += ["", f"FAILED (no numbers, or only some): {failed}"]
     if errors:

@@ -187,6 +187,19 @@ class GlimpseServer(Server):
             time.sleep(0.1)
         self.info.update(config=self.config_text(), workers=self.workers, driver=self.driver)
 
+    def outbox_counts(self) -> dict[str, int] | None:
+        """Notifications recorded / still undelivered (default SQLite database only);
+        read after stop(), so the relay has drained what it could."""
+        db = self.workdir / "state" / "glimpse.sqlite"
+        if self.database or not db.exists():
+            return None
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            total, pending = conn.execute(
+                "SELECT count(*), sum(delivered_at IS NULL) FROM outbox").fetchone()
+        return {"recorded": int(total or 0), "undelivered": int(pending or 0)}
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
