@@ -320,11 +320,13 @@ class DriverWorker:
             if count < _PRUNE_CHUNK:
                 return removed
 
-    def has_due(self) -> bool:
+    def has_due(self, within: float = 0.0) -> bool:
+        """True when a batch is in flight or the first pending row is due within
+        ``within`` seconds (draining waits for a retry that falls before its deadline)."""
         if self._in_flight is not None:
             return True
         rows = self.pending(1)
-        return bool(rows) and bool(due_prefix(rows, self.clock()))
+        return bool(rows) and bool(due_prefix(rows, self.clock() + timedelta(seconds=within)))
 
 
 class Relay:
@@ -393,7 +395,7 @@ class Relay:
                 if not worker.holds_lease:
                     break
                 try:
-                    if not worker.has_due():
+                    if not worker.has_due(within=self._drain_deadline - time.monotonic()):
                         break
                 except SQLAlchemyError:
                     break
