@@ -14,14 +14,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from glimpse.api.auth import context_of
+from glimpse.api.request_io import body_stream, content_length, require_octet_stream, runtime_of
 from glimpse.auth.context import RequestContext
-from glimpse.exceptions import ClientDisconnected, Invalid, UnsupportedMediaType
+from glimpse.exceptions import ClientDisconnected
 from glimpse.notifications.catalogue import ERROR, INFO, WARN
 from glimpse.runtime import Runtime
 from glimpse.services import image_data
@@ -31,45 +32,12 @@ LOG = logging.getLogger(__name__)
 OCTET_STREAM = "application/octet-stream"
 
 
-def _runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        length = int(value)
-    except ValueError:
-        raise Invalid(f"Invalid Content-Length: {value!r}") from None
-    if length < 0:
-        raise Invalid(f"Invalid Content-Length: {value!r}")
-    return length
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            yield chunk
-    except ClientDisconnect:
-        raise ClientDisconnected(
-            f"the client disconnected after sending {received} bytes") from None
-
-
 async def upload(request: Request) -> Response:
-    content_type = request.headers.get("content-type")
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != OCTET_STREAM:
-        raise UnsupportedMediaType(f"The request media type {content_type} is not supported "
-                                   f"by this server. Invalid content type {content_type}")
-    length = _content_length(request)
+    require_octet_stream(request)
+    length = content_length(request)
     try:
-        await image_data.upload_data(_runtime(request), context_of(request),
-                                     request.path_params["image_id"], _body(request),
+        await image_data.upload_data(runtime_of(request), context_of(request),
+                                     request.path_params["image_id"], body_stream(request),
                                      content_length=length)
     except ClientDisconnected as exc:
         LOG.info("Upload to image %s aborted: %s", request.path_params["image_id"], exc.message)
@@ -78,7 +46,7 @@ async def upload(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
-    rt = _runtime(request)
+    rt = runtime_of(request)
     ctx = context_of(request)
     prepared = await asyncio.to_thread(image_data.prepare_download, rt, ctx,
                                        request.path_params["image_id"],

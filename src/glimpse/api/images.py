@@ -10,7 +10,6 @@ top level, no ``locations``/``direct_url``). Errors are raised as
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Final
 
@@ -21,9 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from glimpse.api import errors
 from glimpse.api.auth import context_of
+from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.image import Image
-from glimpse.exceptions import Invalid
-from glimpse.runtime import Runtime
 from glimpse.services import image_patch, image_query, images
 
 # Properties Glance never shows (internal bookkeeping of imports).
@@ -31,11 +29,6 @@ HIDDEN_PROPERTIES: Final = frozenset({"os_glance_stage_host", "os_glance_hash_op
 _ATTRIBUTES: Final = ("name", "disk_format", "container_format", "visibility", "size",
                       "virtual_size", "status", "checksum", "protected", "min_ram",
                       "min_disk", "owner", "os_hidden", "os_hash_algo", "os_hash_value")
-
-
-def runtime_of(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 def isotime(moment: datetime | None) -> str | None:
@@ -56,17 +49,6 @@ def image_view(image: Image) -> dict[str, Any]:
     view["file"] = f"/v2/images/{image.id}/file"
     view["schema"] = "/v2/schemas/image"
     return view
-
-
-async def read_json(request: Request) -> Any:
-    """The request body as JSON; Invalid (400) when absent or malformed (Glance's texts)."""
-    raw = await request.body()
-    if not raw.strip():
-        raise Invalid("Body expected in request.")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("Malformed JSON in request body.") from None
 
 
 def validate_image(body: dict[str, Any], *, partial: bool = False) -> None:

@@ -8,71 +8,37 @@ takes ``application/octet-stream`` only (415 otherwise) and streams the body.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from glimpse.api.auth import context_of
+from glimpse.api.request_io import body_stream, content_length, require_octet_stream, runtime_of
 from glimpse.domain.task import Task
-from glimpse.exceptions import ClientDisconnected, Invalid, UnsupportedMediaType
-from glimpse.runtime import Runtime
+from glimpse.exceptions import ClientDisconnected, Invalid
 from glimpse.services import imports as import_service
 from glimpse.services import tasks as task_service
 
 OCTET_STREAM = "application/octet-stream"
 
 
-def _runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
 async def info_import(request: Request) -> Response:
     context_of(request)
     return JSONResponse({"import-methods": {
         "description": "Import methods available.", "type": "array",
-        "value": import_service.import_methods(_runtime(request))}})
-
-
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        length = int(value)
-    except ValueError:
-        raise Invalid(f"Invalid Content-Length: {value!r}") from None
-    if length < 0:
-        raise Invalid(f"Invalid Content-Length: {value!r}")
-    return length
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            yield chunk
-    except ClientDisconnect:
-        raise ClientDisconnected(
-            f"the client disconnected after sending {received} bytes") from None
+        "value": import_service.import_methods(runtime_of(request))}})
 
 
 async def stage(request: Request) -> Response:
-    content_type = request.headers.get("content-type")
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != OCTET_STREAM:
-        raise UnsupportedMediaType(f"The request media type {content_type} is not supported "
-                                   f"by this server. Invalid content type {content_type}")
-    length = _content_length(request)
+    require_octet_stream(request)
+    length = content_length(request)
     try:
-        await import_service.stage(_runtime(request), context_of(request),
-                                   request.path_params["image_id"], _body(request),
+        await import_service.stage(runtime_of(request), context_of(request),
+                                   request.path_params["image_id"], body_stream(request),
                                    content_length=length)
     except ClientDisconnected:
         return Response(status_code=400)   # nobody is listening any more
@@ -87,7 +53,7 @@ async def import_image(request: Request) -> Response:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise Invalid("Malformed JSON in request body.") from None
-    await run_in_threadpool(import_service.request_import, _runtime(request),
+    await run_in_threadpool(import_service.request_import, runtime_of(request),
                             context_of(request), request.path_params["image_id"], body)
     return Response(status_code=202)
 
@@ -107,7 +73,7 @@ def image_task_view(task: Task) -> dict[str, Any]:
 
 
 async def image_tasks(request: Request) -> Response:
-    tasks = await run_in_threadpool(task_service.tasks_of_image, _runtime(request),
+    tasks = await run_in_threadpool(task_service.tasks_of_image, runtime_of(request),
                                     context_of(request), request.path_params["image_id"])
     return JSONResponse({"tasks": [image_task_view(t) for t in tasks]})
 

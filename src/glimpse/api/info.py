@@ -20,16 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from glimpse.api.auth import context_of
+from glimpse.api.request_io import runtime_of
 from glimpse.exceptions import Forbidden
 from glimpse.runtime import Runtime
 from glimpse.services import usage as usage_service
 
 STORE_DESCRIPTIONS = {"file": "Filesystem store"}
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def _stores(runtime: Runtime) -> list[dict[str, Any]]:
@@ -47,14 +43,14 @@ def _stores(runtime: Runtime) -> list[dict[str, Any]]:
 
 async def get_stores(request: Request) -> Response:
     context_of(request)  # identity is required, as for every /v2 call
-    return JSONResponse({"stores": _stores(_runtime(request))})
+    return JSONResponse({"stores": _stores(runtime_of(request))})
 
 
 async def get_stores_detail(request: Request) -> Response:
     context = context_of(request)
     if not context.is_admin:
         raise Forbidden("You are not authorized to complete stores_info_detail action.")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     conf = runtime.conf.glance_store
     stores = _stores(runtime)
     for entry in stores:
@@ -70,7 +66,7 @@ async def get_stores_detail(request: Request) -> Response:
 
 async def get_usage(request: Request) -> Response:
     context = context_of(request)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     usage = await run_in_threadpool(usage_service.project_usage, runtime.db,
                                     context.project_id, runtime.conf.user_storage_quota)
     return JSONResponse({"usage": {name: {"usage": u.usage, "limit": u.limit}

@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from glimpse.api.auth import context_of
-from glimpse.api.images import isotime, read_json, runtime_of
+from glimpse.api.images import isotime
+from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.member import Member
 from glimpse.services import members
 

@@ -8,7 +8,6 @@ request_id, user_id`` and ``expires_at`` once set; list entries leave out
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -20,15 +19,10 @@ from starlette.routing import BaseRoute, Route
 
 from glimpse.api import errors
 from glimpse.api.auth import context_of
+from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.task import Task
 from glimpse.exceptions import Invalid
-from glimpse.runtime import Runtime
 from glimpse.services import tasks as task_service
-
-
-def _runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -59,18 +53,8 @@ def task_summary(task: Task) -> dict[str, Any]:
     return view
 
 
-async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        raise Invalid("Body expected in request.")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("Malformed JSON in request body.") from None
-
-
 async def create(request: Request) -> Response:
-    rt, ctx = _runtime(request), context_of(request)
+    rt, ctx = runtime_of(request), context_of(request)
     body = await read_json(request)
     task = await run_in_threadpool(task_service.create_task, rt, ctx, body)
     location = f"{str(request.base_url).rstrip('/')}/v2/tasks/{task.id}"
@@ -95,7 +79,7 @@ def parse_query(params: list[tuple[str, str]]) -> task_service.TaskQuery:
 
 
 async def index(request: Request) -> Response:
-    rt, ctx = _runtime(request), context_of(request)
+    rt, ctx = runtime_of(request), context_of(request)
     params = list(request.query_params.multi_items())
     query = parse_query(params)
     tasks = await run_in_threadpool(task_service.list_tasks, rt, ctx, query)
@@ -111,7 +95,7 @@ async def index(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    rt, ctx = _runtime(request), context_of(request)
+    rt, ctx = runtime_of(request), context_of(request)
     task = await run_in_threadpool(task_service.get_task, rt, ctx,
                                    request.path_params["task_id"])
     return JSONResponse(task_view(task))
