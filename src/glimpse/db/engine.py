@@ -4,11 +4,20 @@ SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write
 transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the
 lock instead of failing half-way with "database is locked". PostgreSQL uses
 READ COMMITTED and row locks (``SELECT ... FOR UPDATE``) where services need them.
+
+SQLite's query planner needs table statistics (``ANALYZE``) to pick the index
+that serves an image list in order (without them it reads every visible row
+and sorts: 2 ms instead of 0.07 ms for a page of 20 among 1000 images).
+``Database`` refreshes them itself after its 1st, 100th, 1,000th, ... write
+(bounded by ``PRAGMA analysis_limit``), then recycles its pooled connections,
+which only load statistics when they open.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +26,17 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+LOG = logging.getLogger(__name__)
+
+# SQLite: rows examined per index by ANALYZE (keeps a refresh to a few ms).
+ANALYSIS_LIMIT = 1000
+# SQLite: statistics are refreshed after the first write, after SECOND_ANALYZE_AFTER
+# writes, then each time the count of writes grew tenfold.
+FIRST_ANALYZE_AFTER = 1
+SECOND_ANALYZE_AFTER = 100
 
 
 def utcnow() -> datetime:
@@ -47,7 +66,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # straight to the driver: exec_driver_sql's machinery costs more than BEGIN
+            conn.connection.driver_connection.execute(
+                "BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -71,6 +92,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+        self._writes = 0
+        self._analyze_at: int | None = FIRST_ANALYZE_AFTER if self.dialect == "sqlite" else None
+        self._writes_lock = threading.Lock()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -82,6 +106,31 @@ class Database:
                 hook()
         finally:
             session.close()
+        if self._analyze_at is not None:
+            self._count_write()
+
+    def _count_write(self) -> None:
+        with self._writes_lock:
+            self._writes += 1
+            due = self._analyze_at is not None and self._writes >= self._analyze_at
+            if due:
+                self._analyze_at = max(self._writes * 10, SECOND_ANALYZE_AFTER)
+        if due:
+            self.refresh_statistics()
+
+    def refresh_statistics(self) -> None:
+        """SQLite: ``ANALYZE`` (bounded), then recycle the pool so every connection
+        plans with the new statistics. Never raises: a failure is logged (the
+        planner keeps the old statistics)."""
+        if self.dialect != "sqlite":
+            return
+        try:
+            with self.engine.execution_options(sqlite_immediate=True).begin() as conn:
+                conn.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+                conn.exec_driver_sql("ANALYZE")
+            self.engine.dispose()
+        except SQLAlchemyError as exc:
+            LOG.warning("Could not refresh the SQLite statistics: %s", exc)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
