@@ -117,6 +117,12 @@ _CHILDREN = union_all(
     select(_props.c.image_id, _props.c.name, _props.c.value).where(_props.c.image_id.in_(_IDS)))
 _GET = select(*_IMAGE_COLUMNS).where(_images.c.id == bindparam("id"))
 _GET_LIVE = _GET.where(_images.c.deleted == false())
+_EXISTS = select(literal(1)).where(_images.c.id == bindparam("id"))
+_INSERT_IMAGE = insert(_images)
+# SET columns come from the parameters' keys; the row is named by ``image_key``.
+_UPDATE_IMAGE = sql_update(_images).where(_images.c.id == bindparam("image_key"))
+_UPDATE_PROP = sql_update(_props).where(_props.c.image_id == bindparam("image_key"),
+                                        _props.c.name == bindparam("prop_key"))
 
 
 def _row_to_image(row: Any) -> Image:
@@ -170,14 +176,13 @@ def get(session: Session, image_id: str, *, for_update: bool = False,
 
 def exists_any(session: Session, image_id: str) -> bool:
     """True when a row with this id exists, deleted or not (ids are never reused)."""
-    return session.execute(
-        select(literal(1)).where(_images.c.id == image_id)).first() is not None
+    return session.execute(_EXISTS, {"id": image_id}).first() is not None
 
 
 def add(session: Session, image: Image) -> None:
     """Insert ``image`` with its tags and properties. A duplicate id raises
     SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
-    session.execute(insert(_images).values(**_image_values(image)))
+    session.execute(_INSERT_IMAGE, _image_values(image))
     if image.tags:
         session.execute(insert(_tags), [{"image_id": image.id, "value": t}
                                         for t in sorted(image.tags)])
@@ -194,8 +199,8 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
     given, the differences are computed against it instead of re-reading the rows.
     """
     values = _image_values(image)
-    values.pop("id")
-    result = session.execute(sql_update(_images).where(_images.c.id == image.id).values(**values))
+    values["image_key"] = values.pop("id")
+    result = session.execute(_UPDATE_IMAGE, values)
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"No image found with ID {image.id}")
     if before is not None:
@@ -223,8 +228,8 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
         session.execute(insert(_props), added)
     for name, value in sorted(image.properties.items()):
         if name in old_props and old_props[name] != value:
-            session.execute(sql_update(_props).where(_props.c.image_id == image.id,
-                                                     _props.c.name == name).values(value=value))
+            session.execute(_UPDATE_PROP,
+                            {"image_key": image.id, "prop_key": name, "value": value})
 
 
 def usage(session: Session, project_id: str, *, exclude_image_id: str | None = None) -> int:
