@@ -41,10 +41,12 @@ Redelivery (crash between send and mark, lease overlap) resends the stored
 envelope, so the ``message_id`` is the same. A broker that is down is not an
 error: rows wait and are retried with backoff. Idle workers poll every
 ``[outbox] poll_interval`` seconds; ``wake()`` (called after each commit that
-recorded events) cuts the wait short. ``stop(timeout)`` keeps delivering due
-rows until nothing is pending or ``timeout`` passed, then releases the
-leases. Delivered rows older than ``[outbox] retention_hours`` are pruned
-every ``PRUNE_INTERVAL`` seconds by the lease holder. Nothing here runs on a
+recorded events) cuts the wait short, after a short pause
+(``RelaySettings.coalesce``) that lets concurrent requests' events share a batch.
+``stop(timeout)`` keeps delivering due rows until nothing is pending or
+``timeout`` passed, then releases the leases. Delivered rows older than
+``[outbox] retention_hours`` are pruned every ``PRUNE_INTERVAL`` seconds by
+the lease holder. Nothing here runs on a
 request thread: requests never wait for the relay.
 """
 
@@ -116,6 +118,10 @@ class RelaySettings:
     max_backoff: float = 30.0
     lease_seconds: float = 15.0
     retention_hours: int = 24
+    # After a wake-up, wait this long (at most poll_interval) so that the events
+    # of concurrent requests go out as one batch: one read and one mark per batch
+    # instead of per event (the relay's database work is most of an event's cost).
+    coalesce: float = 0.02
 
     @classmethod
     def from_conf(cls, conf: Any) -> RelaySettings:
@@ -401,8 +407,10 @@ class Relay:
                     break
                 wait = min(wait, max(0.0, self._drain_deadline - time.monotonic()))
             if wait > 0:
-                worker.wakeup.wait(wait)
+                woken = worker.wakeup.wait(wait)
                 worker.wakeup.clear()
+                if woken and not self._stopping.is_set():
+                    time.sleep(min(self.settings.coalesce, self.settings.poll_interval))
         try:
             worker.finish()                 # settle a batch still in flight
         except Exception:
