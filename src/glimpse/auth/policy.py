@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -137,12 +138,32 @@ def new_image_target(ctx: RequestContext, owner: str | None,
     return image_target(owner, visibility or "private")
 
 
+# Seconds between two looks at the policy file's modification time.
+RELOAD_CHECK_INTERVAL = 1.0
+
+
+class _Enforcer(oslo_policy.Enforcer):
+    """oslo.policy's Enforcer, but ``load_rules`` (a stat of every policy file and
+    directory, run by each ``enforce``) looks at the files at most once per
+    ``RELOAD_CHECK_INTERVAL``: a changed policy file takes effect within a second."""
+
+    _checked_at: float | None = None
+
+    def load_rules(self, force_reload: bool = False) -> None:
+        now = time.monotonic()
+        if (not force_reload and self.rules and self._checked_at is not None
+                and now - self._checked_at < RELOAD_CHECK_INTERVAL):
+            return
+        super().load_rules(force_reload)
+        self._checked_at = now
+
+
 class Policy:
     """An oslo.policy Enforcer loaded with Glance's defaults."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
-        self.enforcer = oslo_policy.Enforcer(conf, use_conf=True)
+        self.enforcer = _Enforcer(conf, use_conf=True)
         self.enforcer.register_defaults(RULES)
 
     def check(self, ctx: RequestContext, rule: str, target: Mapping[str, Any] | None = None,
