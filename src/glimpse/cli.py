@@ -98,21 +98,22 @@ def prepare(args: Sequence[str]) -> Any:
 
 
 def create_worker_app() -> Starlette:
-    """uvicorn factory, run in every worker process: same config, same logging."""
+    """uvicorn factory, run in every worker process: same config, same logging.
+    The schema was migrated/checked by the parent (``prepare``) just before."""
     from glimpse.api.app import create_app
+    from glimpse.runtime import build
 
     argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
     conf = config.load(argv)
     setup_logging(conf)
-    return create_app(conf)
+    return create_app(conf, build(conf, check_schema=False))
 
 
-def api_main(argv: Sequence[str] | None = None) -> int:
-    """``glimpse-api --config-file FILE [--config-file FILE ...]``: serve the API."""
-    import uvicorn
+def _prepare_or_status(args: list[str]) -> int:
+    """``prepare`` as an exit status: 0 ready, 2 bad configuration or schema,
+    1 unreachable database (the message is printed and logged here)."""
     from sqlalchemy.exc import DBAPIError
 
-    args = list(sys.argv[1:] if argv is None else argv)
     conf: Any = None
     try:
         conf = prepare(args)
@@ -124,6 +125,54 @@ def api_main(argv: Sequence[str] | None = None) -> int:
         LOG.error("%s", message)
         print(f"glimpse-api: {message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _prepare_in_child(args: list[str]) -> int:
+    """Run :func:`prepare` in a forked child and return its exit status.
+
+    The parent then only supervises the uvicorn workers: it never loads
+    SQLAlchemy, Alembic, the store or the policy engine, which it would
+    otherwise keep resident (~40 MiB) for its whole life. Without ``fork``
+    (or under ``workers = 1``, where uvicorn serves in this process anyway)
+    it runs in this process.
+    """
+    try:
+        workers = config.load(args).workers
+    except ConfigError:
+        workers = 1          # reported by _prepare_or_status
+    if not hasattr(os, "fork") or workers <= 1:
+        return _prepare_or_status(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's status is what the parent checks
+        code = 1
+        try:
+            code = _prepare_or_status(args)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def api_main(argv: Sequence[str] | None = None) -> int:
+    """``glimpse-api --config-file FILE [--config-file FILE ...]``: serve the API."""
+    import uvicorn
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    status = _prepare_in_child(args)
+    if status != 0:
+        return status
+    conf = config.load(args)
+    setup_logging(conf)
     os.environ[CONFIG_ENV] = json.dumps(args)
     LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",
              conf.bind_host, conf.bind_port, conf.workers)

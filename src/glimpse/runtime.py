@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from oslo_config import cfg
 
-from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.notifications.envelope import default_publisher_id
 from glimpse.notifications.recorder import Notifier
@@ -66,12 +65,9 @@ class Runtime:
         self.notifier.set_on_commit(None)
 
 
-def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True) -> Runtime:
-    """Construct a Runtime. SQLite databases are created/migrated here; PostgreSQL
-    ones need ``glimpse-manage db sync`` (refusing to start on an old schema)."""
-    from glimpse.store import from_config as store_from_config
+def _check_schema(db: Database, *, migrate_sqlite: bool) -> None:
+    from glimpse.db import migrate
 
-    db = Database(conf.database.connection, pool_size=conf.database.max_pool_size)
     if db.dialect == "sqlite" and migrate_sqlite:
         migrate.upgrade(db.engine)
     elif migrate.current_revision(db.engine) != migrate.head_revision(db.engine):
@@ -79,6 +75,20 @@ def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True) -> Runtime:
 
         raise ConfigError("The database schema is not up to date: run "
                           "'glimpse-manage --config-file ... db sync'")
+
+
+def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True,
+          check_schema: bool = True) -> Runtime:
+    """Construct a Runtime. SQLite databases are created/migrated here; PostgreSQL
+    ones need ``glimpse-manage db sync`` (refusing to start on an old schema).
+    ``check_schema=False`` skips both (API worker processes: the parent process
+    did it just before starting them), and so never imports Alembic (with Mako
+    and Pygments, ~10 MiB of resident memory per process)."""
+    from glimpse.store import from_config as store_from_config
+
+    db = Database(conf.database.connection, pool_size=conf.database.max_pool_size)
+    if check_schema:
+        _check_schema(db, migrate_sqlite=migrate_sqlite)
     notifier = Notifier(conf.oslo_messaging_notifications.driver,
                         publisher_id=default_publisher_id(conf.default_publisher_id),
                         disabled=conf.disabled_notifications)
