@@ -406,7 +406,13 @@ class Relay:
                 except SQLAlchemyError:
                     break
                 wait = min(wait, max(0.0, self._drain_deadline - time.monotonic()))
-            if wait > 0:
+            if wait > 0 and not worker.holds_lease:
+                # Another process delivers this driver: wake() (one per commit
+                # here) must not turn into one lease attempt, a write
+                # transaction, per commit; the lease is retried on time.
+                self._stopping.wait(wait)
+                worker.wakeup.clear()
+            elif wait > 0:
                 woken = worker.wakeup.wait(wait)
                 worker.wakeup.clear()
                 if woken and not self._stopping.is_set():
