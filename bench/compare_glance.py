@@ -325,6 +325,7 @@ def wait_quiet(limit_s: float, threshold_pct: float = 30.0) -> float:
 
 def run_server(server: Server, args: argparse.Namespace, blob: Path) -> dict[str, Any]:
     busy = wait_quiet(args.wait_quiet) if args.wait_quiet else None
+    server.info["git"] = git_revision()  # the tree may change during a run: per server
     server.start()
     try:
         bench = Bench(server, args, blob)
@@ -373,10 +374,17 @@ def versions() -> dict[str, str]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = "-"
+    out["glimpse_git"] = git_revision()
+    return out
+
+
+def git_revision() -> str:
+    """Short HEAD of the Glimpse tree, with "+dirty" when src/ has uncommitted changes."""
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True, check=False).stdout.strip()
-    out["glimpse_git"] = rev or "?"
-    return out
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return (rev or "?") + ("+dirty" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:

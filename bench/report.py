@@ -133,6 +133,10 @@ def markdown(data: dict[str, Any]) -> str:
                       f"{t['info']['notifications']['undelivered']} undelivered"
                       for name, t in data["targets"].items()
                       if t.get("info", {}).get("notifications"))
+    revs = {name: t.get("info", {}).get("git") for name, t in data["targets"].items()
+            if name != "glance" and t.get("info", {}).get("git")}
+    if len(set(revs.values())) > 1:
+        out += ["", f"The Glimpse tree changed during this run; code per server: {revs}."]
     if notes:
         out += ["", f"Notifications in Glimpse's outbox after stop: {notes}."]
     if failed:
