@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Image-create cost with ``messagingv2`` (RabbitMQ) versus ``noop`` (issue 3).
+
+One run, same machine, same settings: a Glimpse server with ``[DEFAULT] workers``
+(default 2, SQLite) and the ``noop`` driver, then one with ``messagingv2`` to
+the local RabbitMQ, alternated ``--rounds`` times so that both see the same
+background load. Each round: ``POST /v2/images`` at ``--clients`` keep-alive
+connections for ``--duration`` seconds with wrk (bench/loadgen.py), and the
+user+system CPU of the server's whole process tree (psutil, before/after),
+divided by the requests answered. The CPU per request is the stable figure on
+a shared machine; req/s is reported too (median over rounds). With
+``messagingv2`` the relay runs inside the same worker processes, so its
+publishing work is counted in the server CPU; RabbitMQ's own CPU is not. After
+each messagingv2 server stops, the outbox must hold no undelivered row.
+
+    .venv/bin/python bench/notify_overhead.py [--rounds 3] [--duration 8] [--no-results-md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen
+from servers import GlimpseServer
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT = "0123456789abcdef0123456789abcdef"
+HEADERS = {"X-Identity-Status": "Confirmed", "X-Project-Id": PROJECT,
+           "X-User-Id": "bench-user", "X-Roles": "member,reader",
+           "Content-Type": "application/json"}
+BODY = '{"name": "bench-{n}", "disk_format": "raw", "container_format": "bare"}'
+
+
+def tree_cpu(root: int) -> float:
+    try:
+        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def rabbit_url(given: str | None) -> str:
+    if given:
+        return given
+    out = subprocess.run(["bash", "-c", ". scripts/test-services.sh >/dev/null 2>&1; "
+                          "echo $GLIMPSE_TEST_RABBIT_URL"], cwd=REPO, capture_output=True,
+                         text=True, check=False)
+    url = out.stdout.strip()
+    if not url:
+        raise SystemExit("no RabbitMQ URL: run '. scripts/test-services.sh' or pass --rabbit-url")
+    return url
+
+
+def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> dict[str, Any]:
+    server = GlimpseServer(name=f"notify-{driver}", port=args.port,
+                           workdir=Path(args.workdir) / driver, workers=args.workers,
+                           driver=driver, transport_url=transport)
+    server.start()
+    try:
+        # warm-up: connections, statements, the relay's broker connection
+        loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
+                        connections=args.clients, duration_s=1, body=BODY)
+        time.sleep(0.5)
+        cpu0 = tree_cpu(server.root_pid)
+        res = loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
+                              connections=args.clients, duration_s=args.duration, body=BODY)
+        cpu1 = tree_cpu(server.root_pid)
+        time.sleep(1.0)   # the relay catches up before the server stops
+    finally:
+        server.stop()
+    counts = server.outbox_counts()
+    return {"driver": driver, "rps": res.rps, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms,
+            "requests": res.requests, "cpu_ms": 1000 * (cpu1 - cpu0) / max(res.requests, 1),
+            "errors": {k: v for k, v in res.errors.items() if v}, "outbox": counts}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=int, default=9497)
+    p.add_argument("--workdir", default="/tmp/glimpse-notify-bench")
+    p.add_argument("--rabbit-url", default=os.environ.get("GLIMPSE_TEST_RABBIT_URL"))
+    p.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"))
+    p.add_argument("--no-results-md", action="store_true")
+    args = p.parse_args()
+    transport = rabbit_url(args.rabbit_url)
+    runs: dict[str, list[dict[str, Any]]] = {"noop": [], "messagingv2": []}
+    load0 = os.getloadavg()[0]
+    for i in range(args.rounds):
+        for driver in ("noop", "messagingv2"):
+            r = one_round(driver, args, transport if driver != "noop" else None)
+            runs[driver].append(r)
+            print(f"[round {i + 1}] {driver:12s} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} "
+                  f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['cpu_ms']:.2f} ms/req  "
+                  f"outbox {r['outbox']}" + (f"  ERRORS {r['errors']}" if r["errors"] else ""),
+                  flush=True)
+    load1 = os.getloadavg()[0]
+    med = {d: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms",
+                                                                 "cpu_ms")}
+           for d, rs in runs.items()}
+    noop, v2 = med["noop"], med["messagingv2"]
+    undelivered = sum((r["outbox"] or {}).get("undelivered", 0) for r in runs["messagingv2"])
+    rows = [
+        ("create req/s (median)", noop["rps"], v2["rps"],
+         f"{100 * (1 - v2['rps'] / noop['rps']):+.1f}% slower"),
+        ("p50 ms", noop["p50_ms"], v2["p50_ms"], ""),
+        ("p99 ms", noop["p99_ms"], v2["p99_ms"], ""),
+        ("server CPU ms/request (all processes)", noop["cpu_ms"], v2["cpu_ms"],
+         f"{100 * (v2['cpu_ms'] / noop['cpu_ms'] - 1):+.1f}% CPU"),
+    ]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"## Notification overhead on image create ({stamp}, {args.rounds} rounds of "
+             f"{args.duration:.0f} s, {args.clients} clients, {args.workers} workers, SQLite, "
+             f"{psutil.cpu_count()} CPUs, load average {load0:.1f}-{load1:.1f}, "
+             f"Python {platform.python_version()})", "",
+             "`.venv/bin/python bench/notify_overhead.py`", "",
+             "| measure | noop | messagingv2 | difference |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {a:,.2f} | {b:,.2f} | {d} |" for name, a, b, d in rows]
+    lines += ["", f"Undelivered messagingv2 events after the servers stopped: {undelivered} "
+              f"(of {sum(r['requests'] for r in runs['messagingv2'])} creates measured).", ""]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if not args.no_results_md:
+        with open(args.results_md, "a") as out:
+            out.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
