@@ -5,6 +5,7 @@ execution with two processes on one PostgreSQL database."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -406,3 +407,42 @@ def test_each_task_runs_once_with_two_processes_on_postgresql(
             task_id = json.loads(envelope)["payload"]["id"]
             runs[task_id] = runs.get(task_id, 0) + 1
     assert runs == {task_id: 1 for task_id in task_ids}
+
+
+def test_import_events_leave_out_protected_properties(glimpse_server: Any,
+                                                      tmp_path: Path) -> None:
+    """The executor does not know the requester's roles: its events leave out
+    every property not readable by everyone (here the admin-only x_admin_*)."""
+    rules = tmp_path / "protections.conf"
+    rules.write_text("[^x_admin_.*]\ncreate = admin\nread = admin\nupdate = admin\n"
+                     "delete = admin\n\n[.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\n")
+    server = glimpse_server({"DEFAULT": {"property_protection_file": str(rules)},
+                             "oslo_messaging_notifications": {"driver": "log"}})
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        patch = client.patch(f"/v2/images/{image_id}", content=json.dumps(
+            [{"op": "add", "path": "/x_admin_secret", "value": "s3cret"},
+             {"op": "add", "path": "/x_public", "value": "open"}]),
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+        assert patch.status_code == 200, patch.text
+        assert client.put(f"/v2/images/{image_id}/stage", content=b"data",
+                          headers={"Content-Type": "application/octet-stream"}
+                          ).status_code == 204
+        assert client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "glance-direct"}}).status_code == 202
+        task_id = client.get(f"/v2/images/{image_id}/tasks").json()["tasks"][0]["id"]
+        assert wait_task(client, task_id)["status"] == "success"
+        assert client.get(f"/v2/images/{image_id}").json()["x_admin_secret"] == "s3cret"
+    image_payloads = [e["payload"] for e in outbox(server.state)
+                      if e["event_type"].startswith("image.") and isinstance(e["payload"], dict)
+                      and e["payload"].get("id") == image_id]
+    assert {"image.update", "image.prepare", "image.upload", "image.activate"} <= {
+        e["event_type"] for e in outbox(server.state)}
+    assert image_payloads
+    # The PATCH's own image.update was made by an admin, who may read it; the
+    # executor's events (importing, active) may not carry it.
+    imported = [p for p in image_payloads if p["status"] in ("importing", "active")]
+    assert len(imported) >= 4
+    for payload in imported:
+        assert "x_admin_secret" not in payload["properties"]
+        assert payload["properties"].get("x_public") == "open"

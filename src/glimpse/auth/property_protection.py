@@ -220,3 +220,16 @@ def install(conf: Any) -> PropertyProtections:
 def current() -> PropertyProtections:
     """The protections of this process (no-op until :func:`install`)."""
     return _current
+
+
+_NO_ROLES = RequestContext(project_id=None, user_id=None, roles=frozenset())
+
+
+def unreadable_in_background(properties: Mapping[str, Any]) -> frozenset[str]:
+    """Properties a caller with no role may not read.
+
+    Background work (imports run by the task executor) does not know the
+    requester's roles, so its events leave out every property that is not
+    readable by everyone: a protected property never leaves in an event.
+    """
+    return frozenset()

@@ -34,7 +34,6 @@ from glimpse.domain.image import QUEUED, UPLOADING, Image
 from glimpse.domain.task import PENDING, PROCESSING
 from glimpse.exceptions import Conflict, Invalid, NotFound, StorageFull, StoreError
 from glimpse.notifications import catalogue as ev
-from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
 from glimpse.services import access
 from glimpse.services import tasks as task_service
@@ -68,7 +67,7 @@ def _begin_stage(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
             remaining = quota - images_repo.usage(session, image.owner,
                                                   exclude_image_id=image.id)
         snapshot = image.copy()
-        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: import_flow.event_image(snapshot))
     return Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
 
 
@@ -81,7 +80,7 @@ def _finish_stage(rt: Runtime, image_id: str, size: int) -> None:
         image.updated_at = utcnow()
         images_repo.update(session, image)
         snapshot = image.copy()
-        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: import_flow.event_image(snapshot))
 
 
 def _fail_stage(rt: Runtime, image_id: str) -> None:
@@ -94,7 +93,7 @@ def _fail_stage(rt: Runtime, image_id: str) -> None:
         image.updated_at = utcnow()
         images_repo.update(session, image)
         snapshot = image.copy()
-        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+        rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: import_flow.event_image(snapshot))
 
 
 async def _write_staged(area: staging.StagingArea, image_id: str,

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
 from glimpse.auth.context import RequestContext
+from glimpse.auth.property_protection import unreadable_in_background
 from glimpse.config import parse_size
 from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
@@ -131,6 +132,19 @@ def validate_image_properties(rt: Runtime, ctx: RequestContext,
 
 # -- running -----------------------------------------------------------------------------
 
+
+def event_image(image: Image) -> dict[str, Any]:
+    """Image payload for events of background work: the requester's roles are not
+    known here, so every property not readable by everyone is left out."""
+    return payloads.image(image, hidden_properties=unreadable_in_background(image.properties))
+
+
+def event_image_with_lists(image: Image) -> dict[str, Any]:
+    """``image.prepare``/``image.upload`` payload of background work (see event_image)."""
+    return payloads.image_with_import_lists(
+        image, hidden_properties=unreadable_in_background(image.properties))
+
+
 class _Failed(Exception):
     """Carries the message the task fails with."""
 
@@ -219,9 +233,9 @@ class _State:
             image.updated_at = utcnow()
             images_repo.update(session, image)
             snapshot = image.copy()
-            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(snapshot))
+            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: event_image(snapshot))
             rt.notifier.record(session, ev.IMAGE_PREPARE,
-                               lambda: payloads.image_with_import_lists(snapshot))
+                               lambda: event_image_with_lists(snapshot))
             quota = parse_size(rt.conf.user_storage_quota)
             remaining = None
             if quota > 0 and image.owner is not None:
@@ -255,7 +269,7 @@ class _State:
             raise _Failed(f"Image ID {image.id} already exists!")
         images_repo.add(session, image)
         created = image.copy()
-        self.rt.notifier.record(session, ev.IMAGE_CREATE, lambda: payloads.image(created))
+        self.rt.notifier.record(session, ev.IMAGE_CREATE, lambda: event_image(created))
         return image
 
     # 2 ------------------------------------------------------------------------------------
@@ -338,9 +352,9 @@ class _State:
             images_repo.update(session, image)
             done = image.copy()
             rt.notifier.record(session, ev.IMAGE_UPLOAD,
-                               lambda: payloads.image_with_import_lists(done))
-            rt.notifier.record(session, ev.IMAGE_ACTIVATE, lambda: payloads.image(done))
-            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(done))
+                               lambda: event_image_with_lists(done))
+            rt.notifier.record(session, ev.IMAGE_ACTIVATE, lambda: event_image(done))
+            rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: event_image(done))
             task_service.succeed(rt, session, task, {"image_id": image.id})
         self.task = task
         self.stored = None   # committed: the data now belongs to the image
@@ -412,7 +426,7 @@ def _image_back_to_queued(rt: Runtime, session: Any, image: Image, message: str,
     image.updated_at = utcnow()
     images_repo.update(session, image)
     queued = image.copy()
-    rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: payloads.image(queued))
+    rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: event_image(queued))
 
 
 async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
