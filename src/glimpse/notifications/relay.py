@@ -61,7 +61,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, DateTime, Table, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +91,15 @@ LOG = logging.getLogger(__name__)
 
 _outbox = cast(Table, OutboxRow.__table__)
 _leases = cast(Table, RelayLeaseRow.__table__)
+
+# Statements of the delivery loop, built once (values bound at execution).
+_PENDING = (select(_outbox.c.id, _outbox.c.message_id, _outbox.c.event_type,
+                   _outbox.c.priority, _outbox.c.envelope, _outbox.c.attempts,
+                   _outbox.c.next_attempt_at)
+            .where(_outbox.c.driver == bindparam("driver"), _outbox.c.delivered_at.is_(None))
+            .order_by(_outbox.c.id).limit(bindparam("limit", type_=Integer())))
+_PENDING_EXCLUDING = _PENDING.where(_outbox.c.id.not_in(bindparam("exclude", expanding=True)))
+_MARK_DELIVERED = update(_outbox).where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
 
 PRUNE_INTERVAL = 300.0          # seconds between prune passes
 _PRUNE_CHUNK = 5000
@@ -213,17 +234,14 @@ class DriverWorker:
 
     def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
         """Undelivered rows in id order, leaving out ``exclude`` (the batch in flight)."""
-        stmt = (select(_outbox.c.id, _outbox.c.message_id, _outbox.c.event_type,
-                       _outbox.c.priority, _outbox.c.envelope, _outbox.c.attempts,
-                       _outbox.c.next_attempt_at)
-                .where(_outbox.c.driver == self.driver_name, _outbox.c.delivered_at.is_(None))
-                .order_by(_outbox.c.id).limit(limit))
+        params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
+        stmt = _PENDING
         if exclude:
-            stmt = stmt.where(_outbox.c.id.not_in(list(exclude)))
+            stmt, params["exclude"] = _PENDING_EXCLUDING, list(exclude)
         with self.db.read() as session:
             return [PendingRow(OutboxEvent(r.id, r.message_id, r.event_type, r.priority,
                                            r.envelope), r.attempts, r.next_attempt_at)
-                    for r in session.execute(stmt)]
+                    for r in session.execute(stmt, params)]
 
     def step(self) -> float:
         """One unit of work. Returns how long to wait before the next step
@@ -292,8 +310,7 @@ class DriverWorker:
         if not ids:
             return
         with self.db.write() as session:
-            session.execute(update(_outbox).where(_outbox.c.id.in_(ids))
-                            .values(delivered_at=self.clock()))
+            session.execute(_MARK_DELIVERED, {"ids": ids, "delivered_at": self.clock()})
 
     def _mark_failed(self, row_id: int, attempts: int, error: str, retry_at: datetime) -> None:
         with self.db.write() as session:
