@@ -444,5 +444,5 @@ def test_import_events_leave_out_protected_properties(glimpse_server: Any,
     imported = [p for p in image_payloads if p["status"] in ("importing", "active")]
     assert len(imported) >= 4
     for payload in imported:
-        assert "x_admin_secret" not in payload["properties"]
+        assert "x_admin_secret" not in payload["properties"], imported
         assert payload["properties"].get("x_public") == "open"

@@ -232,4 +232,4 @@ def unreadable_in_background(properties: Mapping[str, Any]) -> frozenset[str]:
     requester's roles, so its events leave out every property that is not
     readable by everyone: a protected property never leaves in an event.
     """
-    return frozenset()
+    return current().hidden(_NO_ROLES, properties)
