@@ -7,6 +7,7 @@ tests never mix in; one test uses the default topic ``notifications``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -75,7 +76,14 @@ def create_image(http: httpx.Client, **body: Any) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def upload(http: httpx.Client, image_id: str, data: bytes) -> httpx.Response:
+def zeros(size: int) -> Iterator[bytes]:
+    """A streamed body of ``size`` zero bytes (never held in memory whole)."""
+    block = bytes(MIB)
+    for _ in range(size // MIB):
+        yield block
+
+
+def upload(http: httpx.Client, image_id: str, data: bytes | Iterator[bytes]) -> httpx.Response:
     return http.put(f"/v2/images/{image_id}/file", content=data,
                     headers={**OWNER_H, "Content-Type": "application/octet-stream"})
 
@@ -112,7 +120,7 @@ def test_full_scenario_reaches_an_oslo_messaging_listener(glimpse_server: Any,
     topic = f"scenario_{uuid.uuid4().hex[:8]}"
     listener = NotificationListener(rabbit_url, topic).start()
     server = notifying_server(glimpse_server, rabbit_url, topic,
-                              image_size_cap=8 * MIB)
+                              image_size_cap=72 * MIB)
     data = bytes(range(256)) * 4096 + b"tail"          # 1 MiB + 4 bytes
     try:
         with server.client() as http:
@@ -141,15 +149,16 @@ def test_full_scenario_reaches_an_oslo_messaging_listener(glimpse_server: Any,
                             headers={**MEMBER_H, "Range": "bytes=100-199"})
             assert part.status_code == 206 and part.content == data[100:200]
 
-            # A second image, large enough that a hang-up leaves most of it unsent.
+            # A second image, much larger than what socket buffers and one read
+            # chunk hold, so that a hang-up leaves most of it unsent.
             big = create_image(http, name="big", visibility="public")
-            big_data = b"\x5a" * (6 * MIB)
+            big_data = b"\x5a" * (64 * MIB)
             assert upload(http, big["id"], big_data).status_code == 204
             aborted_download(server, big["id"], keep=256 * 1024)
 
-            # A third image whose upload fails: over the 8 MiB size cap.
+            # A third image whose upload fails: over the 72 MiB size cap.
             bad = create_image(http, name="too-big")
-            assert upload(http, bad["id"], b"\0" * (9 * MIB)).status_code == 413
+            assert upload(http, bad["id"], zeros(73 * MIB)).status_code == 413
             assert http.get(f"/v2/images/{bad['id']}", headers=OWNER_H).json()["status"] \
                 == "queued"
 
@@ -275,7 +284,17 @@ def test_default_topic_and_messaging_v1_body(glimpse_server: Any, rabbit_url: st
     assert re.fullmatch(r"[0-9a-f]{32}", body["_unique_id"])
 
 
+def purge(rabbit_url: str, queue: str) -> None:
+    """Drop what earlier runs left on a shared queue (if it exists)."""
+    import kombu
+
+    with kombu.Connection(rabbit_url.replace("rabbit://", "amqp://")) as conn, \
+            contextlib.suppress(Exception):   # no such queue yet: nothing to drop
+        conn.channel().queue_purge(queue)
+
+
 def test_default_topic_notifications(glimpse_server: Any, rabbit_url: str) -> None:
+    purge(rabbit_url, "notifications.info")
     listener = NotificationListener(rabbit_url, "notifications").start()
     try:
         server = notifying_server(glimpse_server, rabbit_url, "notifications")
