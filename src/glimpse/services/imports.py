@@ -19,10 +19,7 @@ TooLarge/QuotaExceeded (staging over the limits).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import uuid
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -32,7 +29,7 @@ from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import QUEUED, UPLOADING, Image
 from glimpse.domain.task import PENDING, PROCESSING
-from glimpse.exceptions import Conflict, Invalid, NotFound, StorageFull, StoreError
+from glimpse.exceptions import Conflict, Invalid, NotFound
 from glimpse.notifications import catalogue as ev
 from glimpse.runtime import Runtime
 from glimpse.services import access
@@ -96,47 +93,6 @@ def _fail_stage(rt: Runtime, image_id: str) -> None:
         rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: import_flow.event_image(snapshot))
 
 
-async def _write_staged(area: staging.StagingArea, image_id: str,
-                        body: AsyncIterable[bytes], limits: Limits) -> int:
-    """Stream ``body`` to a temporary file, checking limits per chunk; rename at the end."""
-    await asyncio.to_thread(area.root.mkdir, parents=True, exist_ok=True)
-    tmp = area.root / f".{image_id}.{uuid.uuid4().hex[:8]}.part"
-    handle = await asyncio.to_thread(open, tmp, "wb")
-    size = 0
-    pending: list[bytes] = []
-    pending_size = 0
-    try:
-        try:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                size += len(chunk)
-                limits.check(size)
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= staging.CHUNK:
-                    await asyncio.to_thread(handle.write, b"".join(pending))
-                    pending, pending_size = [], 0
-            if pending:
-                await asyncio.to_thread(handle.write, b"".join(pending))
-            await asyncio.to_thread(handle.flush)
-            await asyncio.to_thread(os.fsync, handle.fileno())
-        finally:
-            await asyncio.to_thread(handle.close)
-        await asyncio.to_thread(os.replace, tmp, area.path(image_id))
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if exc.errno in (28, 122):
-            raise StorageFull(f"Image storage media is full: {exc}") from exc
-        raise StoreError(f"Cannot write to the staging area: {exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return size
-
-
 async def stage(rt: Runtime, ctx: RequestContext, image_id: str, body: AsyncIterable[bytes],
                 *, content_length: int | None = None) -> None:
     """``PUT /v2/images/{id}/stage`` (see the module doc). Blocks only in threads."""
@@ -145,7 +101,7 @@ async def stage(rt: Runtime, ctx: RequestContext, image_id: str, body: AsyncIter
     try:
         if content_length is not None:
             limits.check(content_length)
-        size = await _write_staged(area, image_id, body, limits)
+        size = await area.write_stream(image_id, body, limits.check)
         await asyncio.to_thread(_finish_stage, rt, image_id, size)
     except BaseException:
         await asyncio.to_thread(area.delete, image_id)

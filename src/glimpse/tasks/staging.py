@@ -1,18 +1,20 @@
 """The staging area of ``glance-direct`` imports (``[DEFAULT] node_staging_uri``).
 
 One file per image, named by the image id, in the directory of the ``file://``
-URI. :func:`write` is all or nothing: data goes to a temporary file which is
+URI. ``write_stream`` is all or nothing: data goes to a temporary file which is
 fsynced and renamed into place only when complete; on any error (limits, disk,
 client gone) the temporary file is removed and the exception re-raised.
-Every function blocks on file I/O.
+Every function but ``write_stream`` blocks on file I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,23 +38,42 @@ class StagingArea:
     def exists(self, image_id: str) -> bool:
         return self.path(image_id).is_file()
 
-    def write(self, image_id: str, chunks: Iterable[bytes]) -> int:
-        """Store ``chunks`` as the staged data of ``image_id``; returns the size."""
-        self.root.mkdir(parents=True, exist_ok=True)
+    async def write_stream(self, image_id: str, body: AsyncIterable[bytes],
+                           check: Callable[[int], None]) -> int:
+        """Stage ``body`` for ``image_id``; returns the size.
+
+        ``check(size_so_far)`` runs after every chunk and may raise (size cap,
+        quota). File I/O runs in threads, in ~1 MiB writes. All or nothing: on
+        any error (limits, disk, client gone) the temporary file is removed and
+        the error re-raised, disk errors as StorageFull/StoreError.
+        """
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         tmp = self.root / f".{image_id}.{uuid.uuid4().hex[:8]}.part"
         size = 0
+        pending: list[bytes] = []
+        pending_size = 0
         try:
-            with open(tmp, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
+            handle = await asyncio.to_thread(open, tmp, "wb")
+            try:
+                async for chunk in body:
                     size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path(image_id))
+                    check(size)
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= CHUNK:
+                        await asyncio.to_thread(handle.write, b"".join(pending))
+                        pending, pending_size = [], 0
+                if pending:
+                    await asyncio.to_thread(handle.write, b"".join(pending))
+                await asyncio.to_thread(handle.flush)
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            finally:
+                await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(os.replace, tmp, self.path(image_id))
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            if exc.errno in (28, 122):
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"Image storage media is full: {exc}") from exc
             raise StoreError(f"Cannot write to the staging area: {exc}") from exc
         except BaseException:

@@ -170,8 +170,9 @@ def test_sweep_staging_removes_only_data_no_image_needs(rt: Runtime) -> None:
         images_repo.add(session, keep)
         images_repo.add(session, done)
     orphan = str(uuid.uuid4())
+    area.root.mkdir(parents=True, exist_ok=True)
     for image_id in (keep.id, done.id, orphan):
-        area.write(image_id, [b"data"])
+        area.path(image_id).write_bytes(b"data")
     young_part = area.root / f".{orphan}.abcd.part"
     young_part.write_bytes(b"x")
     assert import_flow.sweep_staging(rt) == 2
