@@ -8,7 +8,7 @@
   Start-up refuses it on a non-loopback ``bind_host`` unless
   ``behind_trusted_proxy = true`` (see :mod:`glimpse.auth.startup`).
 - ``keystone``: keystonemiddleware ``auth_token`` validates ``X-Auth-Token``
-  (headers only, in a worker thread: :mod:`glimpse.auth.keystone`).
+  (headers only, in a worker thread: :mod:`glimpse.api.keystone_auth`).
 - ``token-file``: ``X-Auth-Token`` (or ``Authorization: Bearer``) is looked up
   by hash in ``[glimpse] token_file`` (:mod:`glimpse.auth.token_file`);
   SIGHUP forces a re-read.
@@ -106,7 +106,7 @@ class AuthMiddleware:
         self.keystone: Any = None
         self.tokens: Any = None
         if self.strategy == "keystone":
-            from glimpse.auth.keystone import KeystoneAuthenticator
+            from glimpse.api.keystone_auth import KeystoneAuthenticator
 
             self.keystone = KeystoneAuthenticator(conf)
         elif self.strategy == "token-file":
@@ -142,7 +142,7 @@ class AuthMiddleware:
                                      roles=frozenset(entry.roles), request_id=_request_id(),
                                      remote_address=remote)
         else:
-            from glimpse.auth.keystone import Identity
+            from glimpse.api.keystone_auth import Identity
 
             result = await anyio.to_thread.run_sync(
                 self.keystone.authenticate, scope["method"], scope["path"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from glimpse.api.auth import presented_token
-from glimpse.auth.keystone import Identity, _inner_app, build_environ
+from glimpse.api.keystone_auth import Identity, _inner_app, build_environ
 
 
 def test_environ_carries_headers_but_no_body() -> None:
