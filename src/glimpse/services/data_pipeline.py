@@ -35,6 +35,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from glimpse.config import parse_size
+from glimpse.db import images_repo
+from glimpse.domain.image import Image
 from glimpse.exceptions import QuotaExceeded, TooLarge
 from glimpse.store.base import Store
 
@@ -60,6 +65,17 @@ class Limits:
                 f"Denying attempt to upload image because it exceeds the quota: The size of "
                 f"the data {size} will exceed the limit. {max(self.quota_remaining, 0)} "
                 f"bytes remaining.")
+
+
+def limits_for(conf: Any, session: Session, image: Image) -> Limits:
+    """The limits an upload/stage/import of ``image`` streams under: the size cap
+    and what is left of its owner's ``user_storage_quota`` (other images only).
+    Call inside the write transaction that moves the image out of ``queued``."""
+    quota = parse_size(conf.user_storage_quota)
+    remaining = None
+    if quota > 0 and image.owner is not None:
+        remaining = quota - images_repo.usage(session, image.owner, exclude_image_id=image.id)
+    return Limits(size_cap=conf.image_size_cap, quota_remaining=remaining)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
-from glimpse.config import parse_size
 from glimpse.db import images_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, DEACTIVATED, DELETED, QUEUED, SAVING, Image
@@ -54,7 +53,7 @@ from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
 from glimpse.services import access
-from glimpse.services.data_pipeline import Ingested, Limits, ingest
+from glimpse.services.data_pipeline import Ingested, Limits, ingest, limits_for
 
 LOG = logging.getLogger(__name__)
 
@@ -67,17 +66,13 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
     Raises NotFound (not visible), Forbidden (not allowed), InvalidStatusTransition
     (409: not queued).
     """
-    quota = parse_size(rt.conf.user_storage_quota)
     with rt.db.write() as session:
         image = access.get_visible_image(session, ctx, image_id, for_update=True)
         access.authorize(ctx, access.UPLOAD_IMAGE, image)
         image.transition(SAVING)
         image.updated_at = utcnow()
         images_repo.update(session, image)
-        remaining = None
-        if quota > 0 and image.owner is not None:
-            remaining = quota - images_repo.usage(session, image.owner,
-                                                  exclude_image_id=image.id)
+        limits = limits_for(rt.conf, session, image)
         snapshot = image.copy()
         hidden = _hidden(ctx, snapshot)
         rt.notifier.record(session, ev.IMAGE_UPDATE,
@@ -85,7 +80,7 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
         rt.notifier.record(session, ev.IMAGE_PREPARE,
                            lambda: payloads.image_with_import_lists(snapshot,
                                                                     hidden_properties=hidden))
-    return Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
+    return limits
 
 
 def _hidden(ctx: RequestContext | None, image: Image) -> frozenset[str]:

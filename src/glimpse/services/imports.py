@@ -24,7 +24,6 @@ from collections.abc import AsyncIterable
 from typing import Any
 
 from glimpse.auth.context import RequestContext
-from glimpse.config import parse_size
 from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import QUEUED, UPLOADING, Image
@@ -34,7 +33,7 @@ from glimpse.notifications import catalogue as ev
 from glimpse.runtime import Runtime
 from glimpse.services import access
 from glimpse.services import tasks as task_service
-from glimpse.services.data_pipeline import Limits
+from glimpse.services.data_pipeline import Limits, limits_for
 from glimpse.tasks import import_flow, staging
 from glimpse.tasks.url_filter import check_url
 
@@ -50,7 +49,6 @@ def import_methods(rt: Runtime) -> list[str]:
 # -- stage ---------------------------------------------------------------------------------
 
 def _begin_stage(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
-    quota = parse_size(rt.conf.user_storage_quota)
     with rt.db.write() as session:
         image = access.get_visible_image(session, ctx, image_id, for_update=True)
         access.authorize(ctx, access.UPLOAD_IMAGE, image)
@@ -59,13 +57,10 @@ def _begin_stage(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
         image.transition(UPLOADING)
         image.updated_at = utcnow()
         images_repo.update(session, image)
-        remaining = None
-        if quota > 0 and image.owner is not None:
-            remaining = quota - images_repo.usage(session, image.owner,
-                                                  exclude_image_id=image.id)
+        limits = limits_for(rt.conf, session, image)
         snapshot = image.copy()
         rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: import_flow.event_image(snapshot))
-    return Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
+    return limits
 
 
 def _finish_stage(rt: Runtime, image_id: str, size: int) -> None:

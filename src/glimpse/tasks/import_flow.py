@@ -40,7 +40,6 @@ from typing import Any, Final
 
 from glimpse.auth.context import RequestContext
 from glimpse.auth.property_protection import unreadable_in_background
-from glimpse.config import parse_size
 from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, IMPORTING, QUEUED, UPLOADING, Image
@@ -50,7 +49,7 @@ from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
 from glimpse.services import tasks as task_service
-from glimpse.services.data_pipeline import Ingested, Limits, ingest
+from glimpse.services.data_pipeline import Ingested, Limits, ingest, limits_for
 from glimpse.tasks import fetch, staging
 from glimpse.tasks.url_filter import FilterRules, check_url
 
@@ -236,12 +235,7 @@ class _State:
             rt.notifier.record(session, ev.IMAGE_UPDATE, lambda: event_image(snapshot))
             rt.notifier.record(session, ev.IMAGE_PREPARE,
                                lambda: event_image_with_lists(snapshot))
-            quota = parse_size(rt.conf.user_storage_quota)
-            remaining = None
-            if quota > 0 and image.owner is not None:
-                remaining = quota - images_repo.usage(session, image.owner,
-                                                      exclude_image_id=image.id)
-            self.limits = Limits(size_cap=rt.conf.image_size_cap, quota_remaining=remaining)
+            self.limits = limits_for(rt.conf, session, image)
         self.prepared = True
 
     def _store_id(self) -> str:
