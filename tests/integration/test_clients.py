@@ -10,35 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-GLANCE = str(Path(sys.executable).with_name("glance"))
-
-
-def glance(server: Any, *args: str) -> str:
-    """Run the glance CLI against ``server``; return stdout (fail with stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    proc = subprocess.run(
-        [GLANCE, "--os-image-url", server.url, "--os-auth-token", "unused", *args],
-        capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, f"glance {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
-
-
-def table(output: str) -> dict[str, str]:
-    """Parse glanceclient's two-column 'Property | Value' table."""
-    rows: dict[str, str] = {}
-    for line in output.splitlines():
-        if line.startswith("|") and not line.startswith("| Property"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 2:
-                rows[cells[0]] = cells[1]
-    return rows
+from tests.integration.glance_cli import glance, run_glance, table
 
 
 @pytest.fixture
@@ -91,10 +68,7 @@ def test_glance_cli_full_lifecycle(glimpse_server: Any, image_file: Path,
     glance(server, "image-delete", image_id)
     assert image_id not in glance(server, "image-list")
     # Errors reach the user as Glance's message, not a client crash.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    failed = subprocess.run([GLANCE, "--os-image-url", server.url, "--os-auth-token", "x",
-                             "image-show", image_id], capture_output=True, text=True, env=env,
-                            timeout=120)
+    failed = run_glance(server, "image-show", image_id)
     assert failed.returncode != 0
     assert f"No image found with ID {image_id}" in failed.stderr, failed.stderr
     with server.client() as http:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,28 +18,7 @@ import pytest
 
 from tests.import_helpers import events_for, import_options
 from tests.import_source import SourceServer
-
-GLANCE = str(Path(sys.executable).with_name("glance"))
-
-
-def glance(server: Any, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    proc = subprocess.run(
-        [GLANCE, "--os-image-url", server.url, "--os-auth-token", "unused", *args],
-        capture_output=True, text=True, env=env, timeout=120,
-        preexec_fn=lambda: os.close(0))   # no stdin: glanceclient would read image data from it
-    assert proc.returncode == 0, f"glance {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
-
-
-def table(output: str) -> dict[str, str]:
-    rows: dict[str, str] = {}
-    for line in output.splitlines():
-        if line.startswith("|") and not line.startswith("| Property"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 2:
-                rows[cells[0]] = cells[1]
-    return rows
+from tests.integration.glance_cli import glance, table
 
 
 def wait_status(server: Any, path: str, done: tuple[str, ...]) -> dict[str, Any]:
