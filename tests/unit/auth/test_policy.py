@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,3 +108,50 @@ def test_operator_policy_file_overrides_defaults(tmp_path: Path) -> None:
     assert enforcer.check_expression(ctx("p1", READER), "rule:prop_reader")
     assert not enforcer.check_expression(ctx("p1", MEMBER - {"reader"}), "rule:prop_reader")
     assert not enforcer.check_expression(ctx("p1", ADMIN), "rule:undefined_rule")
+
+
+def test_decisions_follow_a_changed_policy_file(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"modify_image": "role:member and project_id:%(project_id)s"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    monkeypatch.setattr(policy, "RELOAD_CHECK_INTERVAL", 0.0)
+    enforcer = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    own = policy.image_target("p1", "private")
+    assert enforcer.check(ctx("p1", MEMBER), "modify_image", own)
+    assert enforcer.check(ctx("p1", MEMBER), "modify_image", own)   # remembered
+    assert not enforcer.check(ctx("p1", READER), "modify_image", own)
+    rules.write_text('"modify_image": "role:admin"\n')
+    os.utime(rules, (time.time() + 5, time.time() + 5))   # a new mtime, whatever the clock
+    assert not enforcer.check(ctx("p1", MEMBER), "modify_image", own)
+    assert enforcer.check(ctx("p1", ADMIN), "modify_image", own)
+
+
+def test_decisions_depend_on_every_target_key_the_rules_read(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"get_image": "role:reader and \'v1\':%(os_version)s"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    enforcer = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    base = policy.image_target("p1", "private")
+    assert enforcer.check(ctx("p1", READER), "get_image", {**base, "os_version": "v1"})
+    assert not enforcer.check(ctx("p1", READER), "get_image", {**base, "os_version": "v2"})
+    assert not enforcer.check(ctx("p1", READER), "get_image", base)
+    assert enforcer.check(ctx("p1", READER), "get_image", {**base, "os_version": "v1"})
+
+
+def test_rules_with_impure_checks_are_never_remembered(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"get_image": "role:reader or http://127.0.0.1:9/deny"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    enforcer = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    assert enforcer.check(ctx("p1", READER), "get_image", policy.image_target("p1", "private"))
+    assert enforcer._decision_keys() is None
+    assert enforcer._decisions == {}
+
+
+def test_default_rules_read_only_the_image_target_keys(enforcer: policy.Policy) -> None:
+    keys = enforcer._decision_keys()
+    assert keys is not None and set(keys) <= {"project_id", "owner", "member_id", "visibility"}
