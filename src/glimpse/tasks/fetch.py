@@ -20,13 +20,15 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
-
-import httpx
 
 from glimpse.exceptions import ImportFailed
 from glimpse.notifications.payloads import mask_url
 from glimpse.tasks.url_filter import DEFAULT_PORTS, FilterRules, Target, check_url, resolve
+
+if TYPE_CHECKING:   # imported where used: httpx (with click, pygments, ...) costs
+    import httpx  # ~3 MiB resident in every API worker, and only web-download needs it
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -51,6 +53,8 @@ class Download:
 
     def iter_bytes(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the body in chunks; raises ImportFailed on a stall or a broken connection."""
+        import httpx
+
         try:
             for chunk in self._response.iter_bytes(chunk_size):
                 if chunk:
@@ -77,6 +81,8 @@ def _address_url(target: Target, address: str) -> tuple[str, str]:
 
 def _send(client: httpx.Client, target: Target, addresses: list[str],
           timeout: float) -> httpx.Response:
+    import httpx
+
     last: Exception | None = None
     for address in addresses:
         url, host_header = _address_url(target, address)
@@ -105,6 +111,8 @@ def open_download(url: str, rules: FilterRules, *, timeout: float, max_redirects
     rules refuse; ImportFailed for DNS errors, refused connections, timeouts,
     too many redirects and any status but 200.
     """
+    import httpx
+
     client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
                           trust_env=False, transport=transport)
     try:
