@@ -167,14 +167,68 @@ class Measured:
 
     def __enter__(self) -> Measured:
         self.server0 = tree_cpu(self.pid)
-        self.client0 = time.process_time()
+        self.client0 = time.thread_time()   # the transfer runs in this thread; samplers don't count
         self.wall0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.server = tree_cpu(self.pid) - self.server0
-        self.client = time.process_time() - self.client0
+        self.client = time.thread_time() - self.client0
+
+
+def thread_cpu(pid: int) -> dict[tuple[int, int], tuple[str, float]]:
+    """``(pid, tid) -> (role, CPU seconds so far)`` for every thread of a process tree.
+    Roles: ``loop`` (a process's main thread, the event loop), the OS thread name
+    the ingest pipeline gives its threads (``ingest-md5``, ``ingest-hash``,
+    ``ingest-write``), ``other`` (database/executor threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    root = psutil.Process(pid)
+    found: dict[tuple[int, int], tuple[str, float]] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            tids = os.listdir(f"/proc/{proc.pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+            role = ("loop" if int(tid) == proc.pid
+                    else comm if comm.startswith("ingest-") else "other")
+            found[(proc.pid, int(tid))] = (role, cpu)
+    return found
+
+
+class ThreadCpuSampler(threading.Thread):
+    """CPU seconds per thread role over a phase, sampled every 100 ms (so that
+    threads that end before the phase does are counted up to their last sample)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.start_cpu = thread_cpu(pid)
+        self.last: dict[tuple[int, int], tuple[str, float]] = dict(self.start_cpu)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.last.update(thread_cpu(self.pid))
+            time.sleep(0.1)
+
+    def stop(self) -> dict[str, float]:
+        self.stopping.set()
+        self.join()
+        self.last.update(thread_cpu(self.pid))
+        roles: dict[str, float] = {}
+        for key, (role, cpu) in self.last.items():
+            roles[role] = roles.get(role, 0.0) + cpu - self.start_cpu.get(key, (role, 0.0))[1]
+        return roles
 
 
 class RssSampler(threading.Thread):
@@ -231,8 +285,11 @@ def main() -> int:
             idle = idle_rss.stop()
             image_id = create_image(client)
             gib = size / (1 << 30)
+            threads = ThreadCpuSampler(proc.pid)
+            threads.start()
             with Measured(proc.pid) as up:
                 upload(port, image_id, size)
+            per_role = threads.stop()
             rows.append((f"upload {args.size_mib} MiB", f"{size / up.wall / 1e6:8.0f} MB/s"))
             download(port, image_id, size)                     # warm the page cache
             best: Measured | None = None
@@ -257,6 +314,12 @@ def main() -> int:
             rows.append(("server RSS idle", f"{idle / MiB:8.0f} MiB"))
             rows.append((f"server peak RSS during the {rss_size // MiB} MiB upload",
                          f"{peak / MiB:8.0f} MiB"))
+            hashing = per_role.get("ingest-md5", 0.0) + per_role.get("ingest-hash", 0.0)
+            rows.append(("upload: server CPU per GiB, hashes / the rest",
+                         f"{hashing / gib:.2f} s / {(up.server - hashing) / gib:.2f} s"))
+            rows.append(("upload: server CPU per GiB by thread",
+                         " ".join(f"{role} {cpu / gib:.2f}"
+                                  for role, cpu in sorted(per_role.items()))))
             for label, m, amount in (("upload", up, gib), ("download", best, gib)):
                 rows.append((f"{label}: server / client CPU per GiB",
                              f"{m.server / amount:.2f} s / {m.client / amount:.2f} s"))

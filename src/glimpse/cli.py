@@ -185,7 +185,9 @@ def api_main(argv: Sequence[str] | None = None) -> int:
     uvicorn.run("glimpse.cli:create_worker_app", factory=True, host=conf.bind_host,
                 port=conf.bind_port, workers=conf.workers, log_config=None,
                 access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-                timeout_keep_alive=60, server_header=False)
+                timeout_keep_alive=60, server_header=False,
+                # uvicorn's httptools protocol plus a direct body path for uploads
+                http="glimpse.api.http_protocol:BodyIntoProtocol")
     LOG.info("Glimpse API stopped%s",
              f" (signal {signal.Signals(received[0]).name})" if received else "")
     return 0

@@ -7,11 +7,12 @@ Shared by every route module so that the same input gets the same error
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
+from glimpse.api.http_protocol import EXTENSION as READINTO_EXTENSION
 from glimpse.exceptions import ClientDisconnected, Invalid, UnsupportedMediaType
 from glimpse.runtime import Runtime
 
@@ -58,14 +59,67 @@ def require_octet_stream(request: Request) -> None:
                                    f"by this server. Invalid content type {content_type}")
 
 
-async def body_stream(request: Request) -> AsyncIterator[bytes]:
-    """The body as it arrives, never buffered whole; ClientDisconnected when the
-    client goes away before the end (with how much it had sent)."""
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            yield chunk
-    except ClientDisconnect:
-        raise ClientDisconnected(
-            f"the client disconnected after sending {received} bytes") from None
+class RequestBody:
+    """The request body as it arrives, never buffered whole.
+
+    Two ways to read it, not to be mixed: ``async for chunk in body`` (the
+    server's pieces, as ``request.stream()``), or ``await body.readinto(buffer)``
+    (fills ``buffer``; fewer bytes only at the end of the body, 0 after it).
+    ``readinto`` uses the server's ``glimpse.body_readinto`` extension when it
+    has one (:mod:`glimpse.api.http_protocol`: one copy per byte, one wake-up
+    per buffer) and copies from ``request.stream()`` otherwise. Both raise
+    ClientDisconnected when the client goes away before the end (with how much
+    it had sent).
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        extensions = request.scope.get("extensions") or {}
+        self._server_readinto: Callable[[Any], Awaitable[int]] | None = (
+            extensions.get(READINTO_EXTENSION))
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._pending = memoryview(b"")
+        self.received = 0
+
+    def _disconnected(self) -> ClientDisconnected:
+        return ClientDisconnected(
+            f"the client disconnected after sending {self.received} bytes")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._request.stream():
+                self.received += len(chunk)
+                yield chunk
+        except ClientDisconnect:
+            raise self._disconnected() from None
+
+    async def readinto(self, buffer: Any) -> int:
+        if self._server_readinto is not None:
+            try:
+                n = await self._server_readinto(buffer)
+            except ClientDisconnect:
+                raise self._disconnected() from None
+            self.received += n
+            return n
+        return await self._readinto_from_stream(memoryview(buffer).cast("B"))
+
+    async def _readinto_from_stream(self, target: memoryview) -> int:
+        if self._chunks is None:
+            self._chunks = self.__aiter__()
+        filled = 0
+        while filled < len(target):
+            if not self._pending:
+                try:
+                    self._pending = memoryview(await self._chunks.__anext__())
+                except StopAsyncIteration:
+                    break
+            n = min(len(self._pending), len(target) - filled)
+            target[filled:filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        return filled
+
+
+def body_stream(request: Request) -> RequestBody:
+    """The request body, streamed (see :class:`RequestBody`)."""
+    return RequestBody(request)
