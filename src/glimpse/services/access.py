@@ -177,7 +177,9 @@ def _scope(is_admin: bool, has_project: bool, visibility: str | None,
     if is_admin:
         seen: ColumnElement[bool] = true()
     else:
-        options: list[ColumnElement[bool]] = [_images.c.visibility.in_(("public", "community"))]
+        # equalities, not in_(): a constant list would still be expanded per execution
+        options: list[ColumnElement[bool]] = [_images.c.visibility == "public",
+                                              _images.c.visibility == "community"]
         if has_project:
             options.append(_images.c.owner == project)
             member_where = [_members.c.image_id == _images.c.id, _members.c.member == project]

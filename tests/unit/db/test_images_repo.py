@@ -192,7 +192,11 @@ def test_list_loads_children_in_batches(db: Database) -> None:
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.read() as s:
+            if db.dialect == "sqlite":   # reads run on the driver connection there
+                s.connection().connection.driver_connection.set_trace_callback(statements.append)
             images = repo.list_images(s, ImageQuery())
+            if db.dialect == "sqlite":
+                s.connection().connection.driver_connection.set_trace_callback(None)
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert len(images) == 7 and all(i.properties for i in images)
@@ -266,3 +270,44 @@ def test_list_scope_follows_glance_rules(db: Database) -> None:
             access.get_visible_image(s, p1, make(6).id)
         with pytest.raises(NotFound):
             access.get_visible_image(s, ctx("p5"), make(4).id)
+
+
+def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite reads run as compiled text on the driver connection: same images, same
+    types (datetimes, booleans), whatever the filters, than through SQLAlchemy."""
+    database = Database(f"sqlite:///{tmp_path}/raw.sqlite")
+    migrate.upgrade(database.engine)
+    _seed(database)
+    with database.write() as s:
+        repo.add(s, make(9, protected=True, os_hidden=True, deleted_at=T0, status="active",
+                         visibility="public", tags={"a", "b"}, properties={"p": "q"}))
+    ctx = RequestContext(project_id="p2", user_id="u", roles=frozenset({"member"}))
+    queries = [
+        ImageQuery(),
+        ImageQuery(limit=3, marker=make(5).id),
+        ImageQuery(filters=[AttrFilter("created_at", "gt", T0 + timedelta(seconds=3)),
+                            AttrFilter("protected", "eq", False)]),
+        ImageQuery(filters=[AttrFilter("disk_format", "in", ["raw", "qcow2"])],
+                   properties={"mod3": "1"}, tags=["odd"]),
+        ImageQuery(sort=[("name", "asc"), ("size", "desc")], default_dir="asc",
+                   scope=access.list_scope(ctx), scope_params=access.scope_params(ctx)),
+    ]
+
+    def reads() -> list[object]:
+        with database.read() as s:
+            got: list[object] = [repo.get(s, make(9).id), repo.get(s, make(1).id),
+                                 repo.get(s, "nope"), repo.exists_any(s, make(2).id),
+                                 repo.exists_any(s, "nope")]
+            got += [repo.list_images(s, q) for q in queries]
+        return got
+
+    fast = reads()
+    monkeypatch.setattr(repo, "_sqlite_connection", lambda session: None)
+    slow = reads()
+    assert fast == slow
+    image = fast[0]
+    assert isinstance(image, Image)
+    assert image.protected is True and image.created_at == make(9).created_at
+    assert image.deleted_at == T0 and image.tags == {"a", "b"}
+    database.dispose()
