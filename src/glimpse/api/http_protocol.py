@@ -13,12 +13,25 @@ second core around.
 
 What it adds: an ASGI extension, ``scope["extensions"]["glimpse.body_readinto"]``,
 an async ``readinto(buffer) -> int`` that fills the caller's writable buffer
-straight from the parser's body callbacks and wakes the caller only when the
-buffer is full, the body ends or the client goes away (a 4 MiB buffer: one
-wake-up and one copy of each byte per 4 MiB). Everything else is uvicorn's
-behaviour unchanged: an app that uses ``receive()`` sees no difference, and
-mixing the two is safe (bytes ``receive()`` had not yet returned are the first
-ones ``readinto`` copies, and the other way round).
+and wakes the caller only when the buffer is full, the body ends or the client
+goes away (a 4 MiB buffer: one wake-up per 4 MiB). How the bytes get there:
+
+- *direct reads* when the body has a ``Content-Length``: for the rest of the
+  body the transport reads from the socket straight into the caller's buffer
+  (the transport's protocol is switched to a :class:`asyncio.BufferedProtocol`
+  that never asks for more than the body's remaining bytes; uvloop supports
+  this, see ``transport.set_protocol``); the kernel's copy is the only one.
+  At the end of the body the connection goes back to the httptools protocol
+  with a fresh parser for the next request on the connection, as if the
+  parser had seen the body;
+- otherwise (chunked bodies) from the parser's body callbacks: one copy of
+  each byte into the buffer besides the parser's own.
+
+Everything else is uvicorn's behaviour unchanged: an app that uses
+``receive()`` sees no difference, and mixing the two is safe (bytes
+``receive()`` had not yet returned are the first ones ``readinto`` copies, and
+the other way round). An app that answers without reading the whole body: the
+rest is read and dropped, as uvicorn does.
 
 Contract of ``readinto``: returns how many bytes it wrote; fewer than
 ``len(buffer)`` only when the body has ended (0 once all was read). Raises
@@ -30,23 +43,48 @@ Only one ``readinto`` per request at a time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import httptools
 from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 EXTENSION = "glimpse.body_readinto"
+_SCRATCH_SIZE = 256 << 10
+
+
+def _body_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length of a request, or None when the body is chunked or unknown
+    (httptools already rejected malformed or conflicting values)."""
+    length = None
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+    return length
 
 
 class BodyReader:
     """The ``readinto`` of one request (one :class:`RequestResponseCycle`)."""
 
-    def __init__(self, protocol: BodyIntoProtocol, cycle: RequestResponseCycle) -> None:
+    def __init__(self, protocol: BodyIntoProtocol, cycle: RequestResponseCycle,
+                 length: int | None) -> None:
         self.protocol = protocol
         self.cycle = cycle
+        self.length = length
+        #: body bytes the parser has delivered (on_body) or direct reads stored
+        self.delivered = 0
         #: the caller's buffer while ``readinto`` waits, and how much of it is filled
         self.target: memoryview | None = None
         self.filled = 0
+        self.direct: _DirectBody | None = None
 
     async def readinto(self, buffer: Any) -> int:
         cycle = self.cycle
@@ -67,10 +105,13 @@ class BodyReader:
                 filled += n
             if filled == size or not cycle.more_body:
                 return filled
-            # Wait for the rest, written straight into the buffer by on_body.
+            # Wait for the rest, written straight into the buffer.
             self.target = target
             self.filled = filled
             cycle.message_event.clear()
+            if self.direct is None and self._direct_possible():
+                self.direct = _DirectBody(self, self.length - self.delivered)  # type: ignore[operator]
+                cycle.transport.set_protocol(self.direct)
             self.protocol.flow.resume_reading()
             try:
                 await cycle.message_event.wait()
@@ -78,11 +119,96 @@ class BodyReader:
                 filled = self.filled
                 self.target = None
 
+    def _direct_possible(self) -> bool:
+        return (self.length is not None and self.delivered < self.length
+                and self.protocol.cycle is self.cycle and not cycle_closing(self.cycle))
+
+
+def cycle_closing(cycle: RequestResponseCycle) -> bool:
+    return cycle.disconnected or cycle.transport.is_closing()
+
+
+class _DirectBody(asyncio.BufferedProtocol):
+    """The transport's protocol for the rest of a ``Content-Length`` body: reads go
+    into the waiting caller's buffer (never past the body's end); with nobody
+    waiting, into a scratch buffer appended to uvicorn's body buffer (rare: the
+    reader pauses reading when a caller's buffer is full). Connection events go to
+    the httptools protocol."""
+
+    def __init__(self, reader: BodyReader, remaining: int) -> None:
+        self.reader = reader
+        self.protocol = reader.protocol
+        self.remaining = remaining
+        self._scratch: bytearray | None = None
+        self._into_target = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        reader = self.reader
+        target = reader.target
+        if target is not None and not reader.cycle.response_complete:
+            self._into_target = True
+            start = reader.filled
+            return target[start:start + min(len(target) - start, self.remaining)]
+        self._into_target = False
+        if self._scratch is None:
+            self._scratch = bytearray(_SCRATCH_SIZE)
+        return memoryview(self._scratch)[:min(_SCRATCH_SIZE, self.remaining)]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reader = self.reader
+        cycle = reader.cycle
+        self.remaining -= nbytes
+        reader.delivered += nbytes
+        if self._into_target:
+            reader.filled += nbytes
+            if reader.target is not None and reader.filled == len(reader.target):
+                reader.target = None
+                if self.remaining:
+                    self.protocol.flow.pause_reading()   # until the next readinto
+                cycle.message_event.set()
+        elif not cycle.response_complete:     # else: nobody reads any more, drop
+            assert self._scratch is not None
+            cycle.body += memoryview(self._scratch)[:nbytes]
+            if len(cycle.body) > HIGH_WATER_LIMIT:
+                self.protocol.flow.pause_reading()
+            cycle.message_event.set()
+        if self.remaining == 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        # The whole body is read: back to httptools for the next request, with a
+        # parser that starts at a message boundary.
+        protocol = self.protocol
+        protocol.on_message_complete()
+        protocol.parser = protocol.new_parser()
+        protocol.transport.set_protocol(protocol)
+        self._scratch = None
+
+    # Connection events belong to the HTTP protocol.
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.protocol.eof_received()  # type: ignore[func-returns-value]
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
 
 class BodyIntoProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` plus the ``glimpse.body_readinto`` extension."""
 
     _reader: BodyReader | None = None
+
+    def new_parser(self) -> httptools.HttpRequestParser:
+        """A parser as uvicorn's ``__init__`` makes it."""
+        parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):   # httptools < 0.6.3: no such option
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        return parser
 
     def on_headers_complete(self) -> None:
         previous = self.cycle
@@ -90,15 +216,18 @@ class BodyIntoProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle is not previous:
             # The request's task is created but has not run yet: it sees this.
-            self._reader = BodyReader(self, cycle)
+            self._reader = BodyReader(self, cycle, _body_length(self.headers))
             scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
             scope.setdefault("extensions", {})[EXTENSION] = self._reader.readinto
 
     def on_body(self, body: bytes) -> None:
         reader = self._reader
         cycle = self.cycle
-        if (reader is None or reader.target is None or reader.cycle is not cycle
-                or cycle.response_complete):
+        if reader is None or reader.cycle is not cycle:
+            super().on_body(body)
+            return
+        reader.delivered += len(body)
+        if reader.target is None or cycle.response_complete:
             super().on_body(body)
             return
         target = reader.target
