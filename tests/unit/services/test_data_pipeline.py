@@ -96,3 +96,62 @@ def test_source_error_propagates_and_keeps_nothing(store: FilesystemStore) -> No
     with pytest.raises(Disconnected):
         asyncio.run(ingest(store, "img", broken()))
     assert list(store.datadir.iterdir()) == []
+
+
+class ReadableBody:
+    """A source with ``readinto`` (as the API's request body): fills at most a random
+    number of bytes per call, as a socket does; raises ``error`` after ``fail_after``."""
+
+    def __init__(self, data: bytes, seed: int = 3, fail_after: int | None = None,
+                 error: Exception | None = None) -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+        self.rng = random.Random(seed)
+        self.fail_after = fail_after
+        self.error = error
+        self.iterated = False
+
+    async def readinto(self, buffer: memoryview) -> int:
+        if self.fail_after is not None and self.offset >= self.fail_after:
+            assert self.error is not None
+            raise self.error
+        n = min(len(buffer), len(self.data) - self.offset, self.rng.choice([1, 4096, 70_001]))
+        buffer[:n] = self.data[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self.iterated = True
+        raise AssertionError("a readable source is not iterated")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 300_001])
+def test_readable_source_fills_buffers_with_readinto(store: FilesystemStore, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    body = ReadableBody(data)
+    result = asyncio.run(ingest(store, "img", body, buffer_size=65_536, max_in_flight=2))
+    assert not body.iterated
+    assert result.size == size
+    assert result.checksum == hashlib.md5(data).hexdigest()
+    assert result.os_hash_value == hashlib.sha512(data).hexdigest()
+    with store.read(result.location) as chunks:
+        assert b"".join(chunks) == data
+
+
+def test_readable_source_over_the_cap_keeps_nothing(store: FilesystemStore) -> None:
+    body = ReadableBody(b"q" * 3_000_000)
+    with pytest.raises(TooLarge):
+        asyncio.run(ingest(store, "img", body, limits=Limits(size_cap=1_000_000),
+                           buffer_size=65_536))
+    assert body.offset < 1_000_000 + 3 * 65_536   # stopped as soon as the cap was passed
+    assert list(store.datadir.iterdir()) == []
+
+
+def test_readable_source_error_propagates_and_keeps_nothing(store: FilesystemStore) -> None:
+    class Disconnected(Exception):
+        pass
+
+    body = ReadableBody(b"d" * 9_000_000, fail_after=5_000_000, error=Disconnected("gone"))
+    with pytest.raises(Disconnected):
+        asyncio.run(ingest(store, "img", body))
+    assert list(store.datadir.iterdir()) == []
