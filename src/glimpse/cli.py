@@ -5,13 +5,21 @@
     when a value is bad), sets up logging, creates/migrates a SQLite database
     (PostgreSQL must be migrated with ``glimpse-manage db sync``: the API refuses
     to start on an older schema, exit status 2), then serves on
-    ``bind_host:bind_port`` with ``workers`` uvicorn processes. Each worker
-    process re-reads the same configuration (passed in the environment variable
-    ``GLIMPSE_CONFIG_ARGS`` as a JSON list of arguments), sets up the same
-    logging and builds its own runtime. SIGTERM/SIGINT shut down cleanly: open
-    requests get ``GRACEFUL_SHUTDOWN`` seconds, then the background loops stop
-    (the notification relay keeps delivering for ``[outbox] drain_timeout``).
-    A database that cannot be reached at start-up is exit status 1.
+    ``bind_host:bind_port``. With ``workers = 1`` uvicorn serves in this process;
+    with more, this process becomes a small supervisor (:mod:`glimpse.supervisor`)
+    that binds the socket and forks ``workers`` worker processes serving on it.
+    Each worker re-reads the same configuration (passed in the environment
+    variable ``GLIMPSE_CONFIG_ARGS`` as a JSON list of arguments), sets up the
+    same logging and builds its own runtime. SIGTERM/SIGINT shut down cleanly:
+    open requests get ``GRACEFUL_SHUTDOWN`` seconds, then the background loops
+    stop (the notification relay keeps delivering for ``[outbox] drain_timeout``);
+    SIGHUP replaces the workers. A database that cannot be reached at start-up
+    is exit status 1.
+
+    Memory: the checks above run in a forked child that exits before serving, so
+    neither the supervisor nor the workers keep Alembic, and the supervisor keeps
+    no oslo.config, SQLAlchemy or uvicorn either (the child hands back the few
+    settings it needs, :class:`ServeSettings`).
 
 ``glimpse-manage --config-file FILE db sync|version``
     Applies the migrations / prints the schema revision (``none`` for an empty
@@ -20,20 +28,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
-from glimpse import config
-from glimpse.exceptions import ConfigError
-
+# The supervisor process imports this module: no typing, no dataclasses (with
+# inspect, ast, ... ~2 MiB resident); annotations are strings (see __future__).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Sequence
+    from typing import Any
+
     from starlette.applications import Starlette
+    from uvicorn import Config
 
 LOG = logging.getLogger("glimpse")
 
@@ -42,6 +52,29 @@ GRACEFUL_SHUTDOWN = 10
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s %(message)s"
 # Chatty INFO loggers of libraries, kept at WARNING.
 QUIET_LOGGERS = ("alembic.runtime.plugins", "httpx", "kombu", "amqp", "stevedore")
+
+
+class ServeSettings:
+    """What serving needs from the configuration before any worker exists
+    (read by the child that checked the configuration, sent back as JSON)."""
+
+    __slots__ = ("bind_host", "bind_port", "debug", "log_file", "workers")
+
+    def __init__(self, bind_host: str, bind_port: int, workers: int, log_file: str | None,
+                 debug: bool) -> None:
+        self.bind_host = bind_host
+        self.bind_port = bind_port
+        self.workers = workers
+        self.log_file = log_file
+        self.debug = debug
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> ServeSettings:
+        return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
+                   log_file=conf.log_file, debug=bool(conf.debug))
+
+    def to_json(self) -> str:
+        return json.dumps({name: getattr(self, name) for name in self.__slots__})
 
 
 def setup_logging(conf: Any) -> None:
@@ -83,9 +116,10 @@ def prepare(args: Sequence[str]) -> Any:
     Returns the ConfigOpts. Raises ConfigError (bad value, unsafe auth
     settings, schema not migrated) or sqlalchemy's DBAPIError (unreachable database).
     """
-    conf = config.load(args)
+    from glimpse import config
     from glimpse.auth.startup import check_startup
 
+    conf = config.load(args)
     check_startup(conf)
     setup_logging(conf)
     from glimpse.runtime import build
@@ -100,6 +134,8 @@ def prepare(args: Sequence[str]) -> Any:
 def create_worker_app() -> Starlette:
     """uvicorn factory, run in every worker process: same config, same logging.
     The schema was migrated/checked by the parent (``prepare``) just before."""
+    _import_uvicorn_lean()   # the app imports uvicorn's HTTP protocol
+    from glimpse import config
     from glimpse.api.app import create_app
     from glimpse.runtime import build
 
@@ -109,47 +145,51 @@ def create_worker_app() -> Starlette:
     return create_app(conf, build(conf, check_schema=False))
 
 
-def _prepare_or_status(args: list[str]) -> int:
-    """``prepare`` as an exit status: 0 ready, 2 bad configuration or schema,
-    1 unreachable database (the message is printed and logged here)."""
+def _prepare_or_status(args: list[str]) -> tuple[int, ServeSettings | None]:
+    """``prepare`` as an exit status: 0 ready (with the settings to serve with),
+    2 bad configuration or schema, 1 unreachable database (the message is
+    printed and logged here)."""
     from sqlalchemy.exc import DBAPIError
+
+    from glimpse import config
+    from glimpse.exceptions import ConfigError
 
     conf: Any = None
     try:
         conf = prepare(args)
     except ConfigError as exc:
         print(f"glimpse-api: {exc.message}", file=sys.stderr)
-        return 2
+        return 2, None
     except DBAPIError as exc:
         message = _database_error(exc, conf or config.load(args))
         LOG.error("%s", message)
         print(f"glimpse-api: {message}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, None
+    return 0, ServeSettings.from_conf(conf)
 
 
-def _prepare_in_child(args: list[str]) -> int:
-    """Run :func:`prepare` in a forked child and return its exit status.
+def _prepare_in_child(args: list[str]) -> tuple[int, ServeSettings | None]:
+    """Run :func:`prepare` in a forked child; return its exit status and, on
+    success, the settings it read (sent back through a pipe as JSON).
 
-    The parent then only supervises the uvicorn workers: it never loads
-    SQLAlchemy, Alembic, the store or the policy engine, which it would
-    otherwise keep resident (~40 MiB) for its whole life. Without ``fork``
-    (or under ``workers = 1``, where uvicorn serves in this process anyway)
-    it runs in this process.
+    This process then never loads oslo.config, SQLAlchemy, Alembic, the store
+    or the policy engine, which it would otherwise keep resident for its whole
+    life (~20 MiB in the supervisor; Alembic ~10 MiB in a single-process
+    server). Without ``fork`` it runs in this process.
     """
-    try:
-        workers = config.load(args).workers
-    except ConfigError:
-        workers = 1          # reported by _prepare_or_status
-    if not hasattr(os, "fork") or workers <= 1:
+    if not hasattr(os, "fork"):
         return _prepare_or_status(args)
+    read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's status is what the parent checks
+        os.close(read_fd)
         code = 1
         try:
-            code = _prepare_or_status(args)
+            code, settings = _prepare_or_status(args)
+            if settings is not None:
+                os.write(write_fd, settings.to_json().encode())
         except BaseException:
             import traceback
 
@@ -159,42 +199,136 @@ def _prepare_in_child(args: list[str]) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    with os.fdopen(read_fd, "rb") as pipe:
+        while chunk := pipe.read():
+            chunks.append(chunk)
     _, wait_status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(wait_status)
-
-
-def api_main(argv: Sequence[str] | None = None) -> int:
-    """``glimpse-api --config-file FILE [--config-file FILE ...]``: serve the API."""
-    import uvicorn
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    status = _prepare_in_child(args)
+    status = os.waitstatus_to_exitcode(wait_status)
     if status != 0:
-        return status
-    conf = config.load(args)
-    setup_logging(conf)
-    os.environ[CONFIG_ENV] = json.dumps(args)
-    LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",
-             conf.bind_host, conf.bind_port, conf.workers)
+        return status, None
+    if not chunks:
+        return 1, None
+    return 0, ServeSettings(**json.loads(b"".join(chunks)))
+
+
+def _import_uvicorn_lean() -> None:
+    """Make the ``uvicorn`` package importable without running its ``__init__``.
+
+    That ``__init__`` imports ``uvicorn.main`` (the command line: click, the
+    reload and multiprocess supervisors, watchfiles, multiprocessing), ~2.4 MiB
+    resident in every worker, which only needs ``uvicorn.config`` and
+    ``uvicorn.server``. The package gets the two names its own modules import
+    from it (``Config``, ``Server``); any other name runs the real ``__init__``
+    on first use (PEP 562 ``__getattr__``), so nothing that needs it breaks.
+    """
+    import importlib.util
+
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # pragma: no cover - an unusual install: import it as usual
+    package = importlib.util.module_from_spec(spec)
+
+    def load_all(name: str) -> Any:
+        del package.__dict__["__getattr__"]
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__dict__["__getattr__"] = load_all
+    sys.modules["uvicorn"] = package
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    package.__dict__.update(Config=Config, Server=Server)
+
+
+def _uvicorn_config(settings: ServeSettings) -> Config:
+    """The uvicorn configuration of a worker (no websockets: the API has none)."""
+    _import_uvicorn_lean()
+    from uvicorn.config import Config
+
+    return Config(create_worker_app, factory=True, host=settings.bind_host,
+                  port=settings.bind_port, log_config=None, access_log=False,
+                  timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, timeout_keep_alive=60,
+                  server_header=False, ws="none",
+                  # uvicorn's httptools protocol plus a direct body path for uploads
+                  http="glimpse.api.http_protocol:BodyIntoProtocol")
+
+
+def _serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[bool, list[int]]:
+    """Serve in this process until SIGTERM/SIGINT (on ``sock``, or binding
+    ``bind_host:bind_port``). Returns (whether it started, signals received)."""
+    _import_uvicorn_lean()
+    from uvicorn.server import Server
+
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
     # with the handler it found: make that ours, so that a clean shutdown ends
     # with exit status 0 rather than death by the re-raised signal.
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
-    uvicorn.run("glimpse.cli:create_worker_app", factory=True, host=conf.bind_host,
-                port=conf.bind_port, workers=conf.workers, log_config=None,
-                access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-                timeout_keep_alive=60, server_header=False,
-                # uvicorn's httptools protocol plus a direct body path for uploads
-                http="glimpse.api.http_protocol:BodyIntoProtocol")
+    server = Server(_uvicorn_config(settings))
+    server.run(sockets=None if sock is None else [sock])
+    return server.started, received
+
+
+def _run_worker(settings: ServeSettings, sock: socket.socket) -> int:  # pragma: no cover
+    """A forked worker process: serve on the supervisor's socket; the exit status."""
+    import threading
+
+    from glimpse.supervisor import STARTUP_FAILURE
+
+    started, _ = _serve(settings, sock)
+    for thread in threading.enumerate():   # as interpreter exit would
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    return 0 if started else STARTUP_FAILURE
+
+
+def api_main(argv: Sequence[str] | None = None) -> int:
+    """``glimpse-api --config-file FILE [--config-file FILE ...]``: serve the API."""
+    from glimpse.supervisor import STARTUP_FAILURE
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    status, settings = _prepare_in_child(args)
+    if status != 0 or settings is None:
+        return status or 1
+    setup_logging(settings)
+    os.environ[CONFIG_ENV] = json.dumps(args)
+    LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",
+             settings.bind_host, settings.bind_port, settings.workers)
+    if settings.workers <= 1 or not hasattr(os, "fork"):
+        started, received = _serve(settings)
+        if not started:
+            return STARTUP_FAILURE
+    else:
+        from glimpse.supervisor import Supervisor, bind_socket
+
+        try:
+            sock = bind_socket(settings.bind_host, settings.bind_port)
+        except OSError as exc:
+            LOG.error("Cannot listen on %s:%s: %s", settings.bind_host, settings.bind_port, exc)
+            print(f"glimpse-api: cannot listen on {settings.bind_host}:{settings.bind_port}: "
+                  f"{exc}", file=sys.stderr)
+            return STARTUP_FAILURE
+        with sock:
+            supervisor = Supervisor(sock, settings.workers,
+                                    lambda shared: _run_worker(settings, shared))
+            status = supervisor.run()
+        received = [supervisor.received] if supervisor.received else []
     LOG.info("Glimpse API stopped%s",
              f" (signal {signal.Signals(received[0]).name})" if received else "")
-    return 0
+    return status
 
 
 def manage_main(argv: Sequence[str] | None = None) -> int:
     """``glimpse-manage --config-file FILE db sync|version`` and ``token ...``."""
+    import argparse
+
     from sqlalchemy.exc import DBAPIError
 
     parser = argparse.ArgumentParser(prog="glimpse-manage")
@@ -209,6 +343,9 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
     tokens_cli.add_parser(sub)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     conf_args = [x for f in args.config_file for x in ("--config-file", f)]
+    from glimpse import config
+    from glimpse.exceptions import ConfigError
+
     try:
         conf = config.load(conf_args)
     except ConfigError as exc:

@@ -1,0 +1,160 @@
+"""glimpse-api's process model, in fresh interpreters: what the supervisor and a
+worker import (memory, issue 6), and the supervisor's signal and restart rules.
+The real server over a socket is tested in tests/functional/test_cli.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env={**os.environ, **env})
+
+
+def test_supervisor_imports_no_server_stack() -> None:
+    """The supervisor (glimpse.cli + glimpse.supervisor) loads none of the
+    libraries the workers use: they would stay resident for its whole life."""
+    result = _python(
+        "import sys, json, glimpse.cli, glimpse.supervisor;"
+        "print(json.dumps(sorted(m for m in ('oslo_config', 'sqlalchemy', 'uvicorn',"
+        " 'starlette', 'alembic', 'multiprocessing', 'asyncio', 'kombu') if m in sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_worker_app_does_not_import_tools_it_does_not_use(tmp_path: Path) -> None:
+    """A worker's application (log driver, noauth) loads no httpx (only a
+    web-download needs it), no Alembic (the schema is checked before the
+    workers start), no keystonemiddleware (only auth_strategy = keystone)."""
+    conf = tmp_path / "glimpse-api.conf"
+    conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\n"
+                    f"log_file = {tmp_path / 'glimpse.log'}\n"
+                    "[oslo_messaging_notifications]\ndriver = log\n")
+    args = json.dumps(["--config-file", str(conf)])
+    prepared = _python(f"from glimpse.cli import prepare; prepare({args})")
+    assert prepared.returncode == 0, prepared.stderr
+    result = _python(
+        "import sys, json; from glimpse.cli import create_worker_app; create_worker_app();"
+        "print(json.dumps(sorted(m for m in ('httpx', 'alembic', 'mako', 'keystonemiddleware',"
+        " 'multiprocessing') if m in sys.modules)))",
+        GLIMPSE_CONFIG_ARGS=args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+# A supervisor over a dummy worker: each worker appends "<pid> <event>" lines to
+# a file; behaviour is chosen per start by files in the directory.
+SUPERVISED = """
+import os, signal, socket, sys, time
+from pathlib import Path
+from glimpse.supervisor import STARTUP_FAILURE, Supervisor
+
+work = Path(sys.argv[1])
+
+def serve(sock):
+    with open(work / "events", "a") as f:
+        f.write(f"{os.getpid()} start\\n")
+    if (work / "fail-start").exists():
+        return STARTUP_FAILURE
+    try:
+        (work / "die-once").unlink()   # only one worker wins the unlink
+        return 7
+    except FileNotFoundError:
+        pass
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        time.sleep(0.05)
+    with open(work / "events", "a") as f:
+        f.write(f"{os.getpid()} stop\\n")
+    return 0
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sys.exit(Supervisor(sock, 2, serve).run())
+"""
+
+
+def _events(work: Path) -> list[tuple[int, str]]:
+    path = work / "events"
+    if not path.exists():
+        return []
+    return [(int(p), e) for p, e in (line.split() for line in path.read_text().splitlines())]
+
+
+def _wait(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def supervised(tmp_path: Path) -> Callable[..., subprocess.Popen[bytes]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*flags: str) -> subprocess.Popen[bytes]:
+        for flag in flags:
+            (tmp_path / flag).touch()
+        proc = subprocess.Popen([sys.executable, "-c", SUPERVISED, str(tmp_path)], cwd=REPO,
+                                start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_dead_worker_is_replaced_and_sigterm_stops_all(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised("die-once")
+    _wait(lambda: len(_events(tmp_path)) == 3, "two workers and one replacement")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    events = _events(tmp_path)
+    started = [p for p, e in events if e == "start"]
+    stopped = [p for p, e in events if e == "stop"]
+    assert len(started) == 3
+    assert len(stopped) == 2 and set(stopped) < set(started), "the live two stop cleanly"
+
+
+def test_sighup_replaces_every_worker(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised()
+    _wait(lambda: len(_events(tmp_path)) == 2, "two workers")
+    first = {p for p, _ in _events(tmp_path)}
+    proc.send_signal(signal.SIGHUP)
+    _wait(lambda: len([e for _, e in _events(tmp_path) if e == "stop"]) == 2,
+          "the old workers to stop")
+    _wait(lambda: len([e for _, e in _events(tmp_path) if e == "start"]) == 4,
+          "two new workers")
+    time.sleep(0.3)   # a wrongly restarted retiree would show up as a 5th start
+    events = _events(tmp_path)
+    assert {p for p, e in events if e == "stop"} == first
+    assert len([e for _, e in events if e == "start"]) == 4
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+
+def test_worker_startup_failure_stops_the_supervisor(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised("fail-start")
+    assert proc.wait(30) == 1
+    assert 1 <= len(_events(tmp_path)) <= 2, "no restart loop"
