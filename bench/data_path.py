@@ -317,6 +317,9 @@ def main() -> int:
             hashing = per_role.get("ingest-md5", 0.0) + per_role.get("ingest-hash", 0.0)
             rows.append(("upload: server CPU per GiB, hashes / the rest",
                          f"{hashing / gib:.2f} s / {(up.server - hashing) / gib:.2f} s"))
+            rows.append(("upload: hash threads busy (CPU / wall), md5 / multihash",
+                         f"{per_role.get('ingest-md5', 0.0) / up.wall:.0%} / "
+                         f"{per_role.get('ingest-hash', 0.0) / up.wall:.0%}"))
             rows.append(("upload: server CPU per GiB by thread",
                          " ".join(f"{role} {cpu / gib:.2f}"
                                   for role, cpu in sorted(per_role.items()))))
