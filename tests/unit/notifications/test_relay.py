@@ -73,7 +73,8 @@ def db(tmp_path: Path) -> Database:
 
 
 SETTINGS = RelaySettings(batch_size=4, poll_interval=0.05, initial_backoff=0.5,
-                         max_backoff=4.0, lease_seconds=15.0, retention_hours=1)
+                         max_backoff=4.0, lease_seconds=15.0, retention_hours=1,
+                         mark_interval=0.0)
 
 
 def record(db: Database, count: int, drivers: Sequence[str] = ("fake",),
@@ -214,7 +215,7 @@ def test_lease_gives_one_relay_per_driver_and_fails_over(db: Database) -> None:
     b.step()
     assert len(fb.sent) == 2
     # node-a comes back with a stale belief; a forced renewal tells it the truth.
-    a._lease_renewed_at = None
+    a.lease.forget()
     assert not a.hold_lease()
     b.release_lease()
     assert a.hold_lease()
@@ -332,3 +333,111 @@ def test_pipelined_failure_discards_the_batch_behind_it(db: Database) -> None:
         pass
     assert [e.message_id for e in fake.sent] == ids       # in order, each confirmed once
     assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_short_batch_is_confirmed_in_the_same_step_without_a_second_read(db: Database) -> None:
+    ids = record(db, 3)
+    fake, clock = PipeliningDriver(), Clock()
+    w = worker(db, fake, clock)
+    reads: list[int] = []
+    real_pending = w.pending
+
+    def counting_pending(limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
+        reads.append(limit)
+        return real_pending(limit, exclude)
+
+    w.pending = counting_pending
+    assert w.step() == SETTINGS.poll_interval        # nothing more was pending
+    assert fake.log == [("publish", ids), ("confirm", ids)]
+    assert len(reads) == 1
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def lazy_marking_worker(db: Database, driver: Driver, clock: Clock) -> DriverWorker:
+    settings = RelaySettings(batch_size=4, poll_interval=0.05, initial_backoff=0.5,
+                             max_backoff=4.0, mark_interval=3600.0)
+    return DriverWorker(db, "fake", driver, node_id="node-a", settings=settings, clock=clock)
+
+
+def test_marks_are_owed_across_batches_and_never_resent(db: Database) -> None:
+    first = record(db, 2)
+    fake, clock = FakeDriver(), Clock()
+    w = lazy_marking_worker(db, fake, clock)
+    w.step()                                          # the first mark is written at once
+    assert all(r.delivered_at is not None for r in rows(db))
+    second = record(db, 1)
+    assert 0 < w.step() <= 0.05                       # sent; its mark is owed
+    third = record(db, 2)
+    w.step()
+    assert [r.delivered_at is not None for r in rows(db)] == [True, True, False, False, False]
+    assert [e.message_id for e in fake.sent] == first + second + third   # each sent once
+    assert w.step() == 0.05                           # outbox empty: the owed marks written
+    assert all(r.delivered_at is not None for r in rows(db))
+    assert len(fake.sent) == 5
+
+
+def test_owed_marks_reach_the_database_once_batch_size_rows_wait(db: Database) -> None:
+    fake, clock = FakeDriver(), Clock()
+    w = lazy_marking_worker(db, fake, clock)
+    record(db, 1)
+    w.step()                                          # first mark: at once
+    record(db, 3)
+    w.step()                                          # 3 owed (< batch_size 4)
+    assert sum(r.delivered_at is None for r in rows(db)) == 3
+    record(db, 1)
+    w.step()                                          # 4 owed: written
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_failure_writes_owed_marks_with_it_and_release_writes_the_rest(db: Database) -> None:
+    fake, clock = FakeDriver(), Clock()
+    w = lazy_marking_worker(db, fake, clock)
+    record(db, 1)
+    w.step()
+    record(db, 2)
+    w.step()                                          # 2 owed
+    record(db, 2)
+    fake.failures = [1]                               # 1 confirmed, then the broker fails
+    w.step()
+    state = rows(db)
+    assert [r.delivered_at is not None for r in state] == [True, True, True, True, False]
+    assert state[4].attempts == 1 and state[4].next_attempt_at is not None
+    clock.advance(1)
+    record(db, 1)
+    w.step()                                          # rows 5-6 sent, marks owed
+    assert [r.delivered_at is None for r in rows(db)] == [False] * 4 + [True, True]
+    w.release_lease()
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_owed_marks_are_written_before_draining_ends(db: Database) -> None:
+    fake = FakeDriver()
+    settings = RelaySettings(batch_size=50, poll_interval=5.0, mark_interval=3600.0)
+    relay = Relay(None, db, ["fake"], node_id="n1", loaded={"fake": fake}, settings=settings)
+    relay.start()
+    try:
+        notifier = Notifier(["fake"], publisher_id="image.test", on_commit=relay.wake)
+        for i in range(3):
+            with db.write() as session:
+                notifier.record(session, "image.create", lambda: {"id": "x"})
+            deadline = time.monotonic() + 3
+            while len(fake.sent) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        relay.stop(5.0)
+    assert len(fake.sent) == 3
+    assert all(r.delivered_at is not None for r in rows(db))
+
+
+def test_a_woken_relay_lingers_longer_only_while_batches_are_frequent(db: Database) -> None:
+    settings = RelaySettings(poll_interval=0.2, coalesce=0.02, busy_interval=0.1)
+    relay = Relay(None, db, ["fake"], node_id="n1", loaded={"fake": FakeDriver()},
+                  settings=settings)
+    w = relay.workers[0]
+    assert relay.linger(w) == 0.02                    # no batch yet
+    w.last_publish = time.monotonic() - 5
+    assert relay.linger(w) == 0.02                    # idle: the short pause
+    w.last_publish = time.monotonic()
+    assert 0.09 < relay.linger(w) <= 0.1              # busy: a batch per busy_interval
+    w.last_publish = time.monotonic() - 0.05
+    assert 0.02 <= relay.linger(w) <= 0.05

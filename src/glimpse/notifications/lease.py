@@ -1,0 +1,105 @@
+"""The relay lease: which relay process delivers a driver's events right now.
+
+One row per driver in ``relay_leases``. A relay holds it with
+``UPDATE relay_leases SET owner=me, expires_at=now+lease WHERE driver=d AND
+(owner=me OR owner IS NULL OR expires_at < now)``: across several Glimpse
+processes/nodes on one database exactly one delivers a driver's events at a
+time, in order. The holder renews it once a third of it has passed (a write
+transaction every ``lease_seconds / 3``, not per batch); a node that dies
+loses it after ``lease_seconds``. On PostgreSQL lease times come from the
+database clock (node clocks may differ). A holder stalled for longer than the
+lease may overlap with its successor: the result is a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, DateTime, Table, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from glimpse.db.engine import Database
+from glimpse.db.models import RelayLeaseRow
+
+LOG = logging.getLogger(__name__)
+
+_leases = cast(Table, RelayLeaseRow.__table__)
+
+
+class DriverLease:
+    """One node's claim on one driver's lease. Blocks on the database write lock
+    (every method but ``held``); raises SQLAlchemyError when the database fails."""
+
+    def __init__(self, db: Database, driver_name: str, node_id: str, lease_seconds: float,
+                 clock: Callable[[], datetime]) -> None:
+        self.db = db
+        self.driver_name = driver_name
+        self.node_id = node_id
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.renewed_at: float | None = None     # monotonic time of the last renewal
+        self._row_ensured = False
+
+    @property
+    def held(self) -> bool:
+        """What this node last learnt (no database access)."""
+        return self.renewed_at is not None
+
+    def forget(self) -> None:
+        """Drop the belief of holding it: the next ``hold()`` asks the database."""
+        self.renewed_at = None
+
+    def _now_expr(self) -> Any:
+        """'now' for lease arithmetic: the database clock on PostgreSQL."""
+        if self.db.dialect == "postgresql":
+            return func.timezone("UTC", func.clock_timestamp(), type_=DateTime)
+        return self.clock()
+
+    def _ensure_row(self) -> None:
+        if self._row_ensured:
+            return
+        values = {"driver": self.driver_name, "owner": None, "expires_at": None}
+        dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(_leases).values(**values).on_conflict_do_nothing(
+            index_elements=["driver"])
+        with self.db.write() as session:
+            session.execute(stmt)
+        self._row_ensured = True
+
+    def hold(self) -> bool:
+        """True when this node holds the lease (renewing it when a third of it passed)."""
+        now_mono = time.monotonic()
+        if self.renewed_at is not None and now_mono - self.renewed_at < self.lease_seconds / 3:
+            return True
+        self._ensure_row()
+        now = self._now_expr()
+        stmt = (update(_leases)
+                .where(_leases.c.driver == self.driver_name,
+                       or_(_leases.c.owner == self.node_id, _leases.c.owner.is_(None),
+                           _leases.c.expires_at.is_(None), _leases.c.expires_at < now))
+                .values(owner=self.node_id,
+                        expires_at=now + timedelta(seconds=self.lease_seconds)))
+        with self.db.write() as session:
+            held = cast(CursorResult[Any], session.execute(stmt)).rowcount == 1
+        if held:
+            if self.renewed_at is None:
+                LOG.info("Relay %s now delivers driver %s", self.node_id, self.driver_name)
+            self.renewed_at = now_mono
+        else:
+            self.renewed_at = None
+        return held
+
+    def release(self) -> None:
+        """Give the lease up so another relay can take over at once."""
+        if self.renewed_at is None:
+            return
+        self.renewed_at = None
+        with self.db.write() as session:
+            session.execute(update(_leases)
+                            .where(_leases.c.driver == self.driver_name,
+                                   _leases.c.owner == self.node_id)
+                            .values(owner=None, expires_at=None))
