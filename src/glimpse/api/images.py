@@ -10,8 +10,9 @@ top level, no ``locations``/``direct_url``). Errors are raised as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,7 +23,10 @@ from glimpse.api import errors
 from glimpse.api.auth import context_of
 from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.image import Image
+from glimpse.runtime import Runtime
 from glimpse.services import image_patch, image_query, images
+
+_T = TypeVar("_T")
 
 # Properties Glance never shows (internal bookkeeping of imports).
 HIDDEN_PROPERTIES: Final = frozenset({"os_glance_stage_host", "os_glance_hash_op_host"})
@@ -32,7 +36,12 @@ _ATTRIBUTES: Final = ("name", "disk_format", "container_format", "visibility", "
 
 
 def isotime(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``YYYY-MM-DDTHH:MM:SSZ`` (Glance's format) of a naive UTC time."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None and moment.year >= 1000:
+        return moment.isoformat(timespec="seconds") + "Z"   # same text, 5x cheaper
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def image_view(image: Image) -> dict[str, Any]:
@@ -75,6 +84,16 @@ async def create(request: Request) -> Response:
     return _json(image_view(image), 201, headers)
 
 
+async def _read_one(rt: Runtime, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run ``fn(*args)``, a read of one image: on the event loop when the database
+    answers without waiting (SQLite; a thread-pool hop costs more CPU than the
+    read), else in the thread pool. Lists stay in the pool: measured, a page of
+    20 run on the loop made the rows slower, not faster."""
+    if rt.db.reads_without_waiting():
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
+
+
 async def index(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
     params = list(request.query_params.multi_items())
@@ -88,7 +107,7 @@ async def index(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
-    image = await run_in_threadpool(images.get_image, rt, ctx, request.path_params["image_id"])
+    image = await _read_one(rt, images.get_image, rt, ctx, request.path_params["image_id"])
     return _json(image_view(image))
 
 

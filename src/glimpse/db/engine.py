@@ -181,6 +181,16 @@ class Database:
         except SQLAlchemyError as exc:
             LOG.warning("Could not refresh the SQLite statistics: %s", exc)
 
+    def reads_without_waiting(self) -> bool:
+        """True when a short ``read()`` would not wait for anything: SQLite (WAL readers
+        take no lock) with an idle pooled connection. The API then runs bounded reads
+        on the event loop: a hop to the thread pool costs more CPU (~0.4 ms) than
+        showing one image."""
+        if self.dialect != "sqlite":
+            return False
+        checkedin = getattr(self.engine.pool, "checkedin", None)
+        return callable(checkedin) and checkedin() > 0
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         session = self._sessions()
