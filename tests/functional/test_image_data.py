@@ -8,6 +8,7 @@ change it describes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import socket
@@ -216,6 +217,33 @@ def assert_failed_upload(server: ServerProcess, image_id: str, cause: str) -> No
     assert text.startswith(f"Failed to upload image data for image {image_id}: ")
     assert cause in text
     assert events[-1] == ("image.update", "INFO", "queued")
+
+
+def test_upload_then_more_requests_on_the_same_connection(server: ServerProcess) -> None:
+    # A Content-Length body is read from the socket straight into the ingest
+    # buffers (glimpse.api.http_protocol); the connection must then carry on with
+    # the next requests as if the HTTP parser had seen the body.
+    data = os.urandom(9 * 1024 * 1024 + 5)
+    image_id = create_image(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("PUT", f"/v2/images/{image_id}/file", body=data,
+                     headers={**OWNER, **OCTET, "Content-Length": str(len(data))})
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (204, b"")
+        sock = conn.sock
+        conn.request("GET", f"/v2/images/{image_id}", headers=OWNER)
+        r = conn.getresponse()
+        image = json.loads(r.read())
+        conn.request("GET", f"/v2/images/{image_id}/file", headers=OWNER)
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, data)
+        assert conn.sock is sock            # one connection throughout
+    finally:
+        conn.close()
+    assert image["status"] == "active" and image["size"] == len(data)
+    assert image["checksum"] == hashlib.md5(data).hexdigest()
+    assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
 
 
 def test_size_cap_is_413_and_keeps_nothing(glimpse_server: Server) -> None:
