@@ -149,16 +149,15 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     check_property_quota(runtime, image.properties)
     protections = property_protection.current()
     protections.check_changes(ctx, {}, image.properties)
-    hidden = protections.hidden(ctx, image.properties)
-    with runtime.db.write() as session:
+    payload = payloads.image(image, hidden_properties=protections.hidden(ctx, image.properties))
+    with runtime.db.write() as session:   # the lock is held for the writes only
         if images_repo.exists_any(session, image.id):
             raise Duplicate(f"Image ID {image.id} already exists!")
         try:
             images_repo.add(session, image)
         except IntegrityError:  # a concurrent create with the same id won the race
             raise Duplicate(f"Image ID {image.id} already exists!") from None
-        runtime.notifier.record(session, catalogue.IMAGE_CREATE,
-                                lambda: payloads.image(image, hidden_properties=hidden))
+        runtime.notifier.record(session, catalogue.IMAGE_CREATE, lambda: payload)
     return protections.readable_image(ctx, image)
 
 
@@ -225,6 +224,11 @@ def update_image(runtime: Runtime, ctx: RequestContext, image_id: str,
                  changes: list[Change]) -> Image:
     """Apply parsed PATCH ``changes`` in order; save once and record one
     ``image.update`` (nothing is saved or recorded for an empty list, as Glance).
+
+    Everything runs under the write lock (SQLite: one writer at a time). Measured:
+    preparing the change outside it (read, check, then re-read under the lock)
+    cost +0.8 ms CPU per PATCH for a lock held barely shorter, now that policy
+    decisions are remembered and SQLite reads skip SQLAlchemy's execution layer.
 
     Raises NotFound, Forbidden (403), Conflict (409), QuotaExceeded (413).
     """
