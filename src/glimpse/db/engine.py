@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -125,7 +125,7 @@ class Database:
     registered in ``session.info["after_commit"]`` (e.g. waking the relay).
     On a SQLite file it first queues in the :class:`WriteGate` (blocks until
     the writers before it are done).
-    ``read()`` is for queries only.
+    ``read()`` is for queries only; ``query()`` too, on a Core connection.
     """
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
@@ -199,6 +199,15 @@ class Database:
                 yield session
         finally:
             session.close()
+
+    @contextmanager
+    def query(self) -> Iterator[Connection]:
+        """Like ``read()``, but a Core ``Connection`` in a transaction instead of an
+        ORM ``Session`` (which costs ~0.15 ms more to open and close than the
+        queries of showing one image). For queries only; ``images_repo``'s read
+        functions accept either."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

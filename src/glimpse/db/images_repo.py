@@ -1,7 +1,8 @@
 """Image and member repository: the only module that reads and writes image rows.
 
 Every function takes the caller's ``Session`` (from ``Database.write()`` or
-``Database.read()``) and never commits: the caller's transaction decides.
+``Database.read()``; the read functions also a Core ``Connection`` from
+``Database.query()``) and never commits: the caller's transaction decides.
 Functions return and accept domain objects (:class:`glimpse.domain.image.Image`,
 :class:`glimpse.domain.member.Member`); tags and properties are loaded with the
 image. Visibility is *not* checked here: ``glimpse.services.access`` does that
@@ -47,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import sqlite as _sqlite_dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -54,6 +56,10 @@ from glimpse.db.models import ImageMemberRow, ImagePropertyRow, ImageRow, ImageT
 from glimpse.domain.image import DELETED, KILLED, Image
 from glimpse.domain.member import Member
 from glimpse.exceptions import Invalid, NotFound
+
+# What the read functions accept: an ORM Session (``Database.read()``/``write()``) or
+# a Core Connection in a transaction (``Database.query()``, cheaper to open).
+Reader = Session | Connection
 
 _images = cast(Table, ImageRow.__table__)
 _props = cast(Table, ImagePropertyRow.__table__)
@@ -111,8 +117,9 @@ class ImageQuery:
 
 # -- images -------------------------------------------------------------------------------
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _is_postgres(session: Reader) -> bool:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return bind.dialect.name == "postgresql"
 
 
 # Statements built once (their SQL is compiled once per dialect and cached):
@@ -213,15 +220,15 @@ def _prepared(stmt: Any) -> _Prepared | None:
     return entry[1]
 
 
-def _sqlite_connection(session: Session) -> Any | None:
+def _sqlite_connection(session: Reader) -> Any | None:
     """The sqlite3 connection of ``session``'s transaction (None on other databases)."""
-    connection = session.connection()
+    connection = session if isinstance(session, Connection) else session.connection()
     if connection.dialect.name != "sqlite":
         return None
     return connection.connection.driver_connection
 
 
-def _rows(session: Session, stmt: Any, params: dict[str, Any]) -> list[Any]:
+def _rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
     """Rows of ``stmt`` as tuples (values not converted on SQLite: see ``_image_of``)."""
     raw = _sqlite_connection(session)
     prepared = _prepared(stmt) if raw is not None else None
@@ -243,7 +250,7 @@ def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
 _SQLITE_RESULT_CONVERTERS: Final = _result_converters()
 
 
-def _images_of(session: Session, stmt: Any, params: dict[str, Any]) -> list[Image]:
+def _images_of(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Image]:
     """Images (without tags and properties) from a SELECT of ``_IMAGE_COLUMNS``."""
     raw = _sqlite_connection(session)
     prepared = _prepared(stmt) if raw is not None else None
@@ -270,7 +277,7 @@ def _image_values(image: Image) -> dict[str, Any]:
     return values
 
 
-def _load_children(session: Session, images: Sequence[Image]) -> None:
+def _load_children(session: Reader, images: Sequence[Image]) -> None:
     """Fill ``tags`` and ``properties`` of ``images``: one query (tags UNION ALL
     properties) per CHILDREN_CHUNK images."""
     if not images:
@@ -292,7 +299,7 @@ def _load_children(session: Session, images: Sequence[Image]) -> None:
         img.properties = props.get(image_id, {})
 
 
-def get(session: Session, image_id: str, *, for_update: bool = False,
+def get(session: Reader, image_id: str, *, for_update: bool = False,
         include_deleted: bool = False) -> Image | None:
     """The image with tags and properties, or None (also None when deleted, unless
     ``include_deleted``). ``for_update`` locks the row until the transaction ends
@@ -313,7 +320,7 @@ _GET_FOR_UPDATE = _GET.with_for_update()
 _GET_LIVE_FOR_UPDATE = _GET_LIVE.with_for_update()
 
 
-def exists_any(session: Session, image_id: str) -> bool:
+def exists_any(session: Reader, image_id: str) -> bool:
     """True when a row with this id exists, deleted or not (ids are never reused)."""
     return bool(_rows(session, _EXISTS, {"id": image_id}))
 
@@ -519,7 +526,7 @@ def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
     return params
 
 
-def list_images(session: Session, query: ImageQuery) -> list[Image]:
+def list_images(session: Reader, query: ImageQuery) -> list[Image]:
     """One page of images (with tags and properties), in ``query.sort`` order.
 
     Raises Invalid for an unknown sort or filter key, NotFound when the marker
@@ -545,20 +552,20 @@ def _row_to_member(row: Any) -> Member:
                   created_at=row.created_at, updated_at=row.updated_at)
 
 
-def get_member(session: Session, image_id: str, member_id: str) -> Member | None:
+def get_member(session: Reader, image_id: str, member_id: str) -> Member | None:
     row = session.execute(select(_members).where(
         _members.c.image_id == image_id, _members.c.member == member_id)).first()
     return None if row is None else _row_to_member(row)
 
 
-def list_members(session: Session, image_id: str) -> list[Member]:
+def list_members(session: Reader, image_id: str) -> list[Member]:
     """Members of the image, oldest first."""
     rows = session.execute(select(_members).where(_members.c.image_id == image_id)
                            .order_by(_members.c.created_at, _members.c.member))
     return [_row_to_member(row) for row in rows]
 
 
-def count_members(session: Session, image_id: str) -> int:
+def count_members(session: Reader, image_id: str) -> int:
     return int(session.scalar(select(func.count()).select_from(_members)
                               .where(_members.c.image_id == image_id)) or 0)
 
@@ -581,7 +588,7 @@ def delete_member(session: Session, image_id: str, member_id: str) -> None:
                                            _members.c.member == member_id))
 
 
-def member_status_of(session: Session, image_ids: Iterable[str],
+def member_status_of(session: Reader, image_ids: Iterable[str],
                      project_id: str) -> dict[str, str]:
     """``{image_id: status}`` of ``project_id``'s memberships among ``image_ids``."""
     ids = list(image_ids)

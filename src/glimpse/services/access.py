@@ -25,7 +25,6 @@ from functools import lru_cache
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, and_, bindparam, exists, or_, true
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from glimpse.auth.context import RequestContext
@@ -78,7 +77,7 @@ def can_see(ctx: RequestContext, image: Image, member_status: str | None) -> boo
     return image.visibility == "shared" and member_status is not None
 
 
-def member_status(session: Session, ctx: RequestContext, image: Image) -> str | None:
+def member_status(session: images_repo.Reader, ctx: RequestContext, image: Image) -> str | None:
     """The caller's membership status on ``image`` (None when not a member)."""
     if ctx.project_id is None:
         return None
@@ -86,7 +85,7 @@ def member_status(session: Session, ctx: RequestContext, image: Image) -> str | 
     return None if member is None else member.status
 
 
-def get_visible_image(session: Session, ctx: RequestContext, image_id: str, *,
+def get_visible_image(session: images_repo.Reader, ctx: RequestContext, image_id: str, *,
                       for_update: bool = False) -> Image:
     """The image, if it exists, is not deleted and ``ctx`` may see it; else NotFound.
 

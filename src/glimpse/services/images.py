@@ -165,7 +165,7 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
 
 def get_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> Image:
     """The image if the caller may see it; NotFound otherwise (never 403)."""
-    with runtime.db.read() as session:
+    with runtime.db.query() as session:
         image = access.get_visible_image(session, ctx, image_id)
         access.authorize(ctx, access.GET_IMAGE, image)
         return property_protection.current().readable_image(ctx, image)
@@ -181,7 +181,7 @@ def list_images(runtime: Runtime, ctx: RequestContext,
     query.scope = access.list_scope(ctx, visibility=request.visibility,
                                     member_status=request.member_status)
     query.scope_params = access.scope_params(ctx)
-    with runtime.db.read() as session:
+    with runtime.db.query() as session:
         if query.marker is not None:
             try:
                 access.get_visible_image(session, ctx, query.marker)

@@ -311,3 +311,24 @@ def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
     assert image.protected is True and image.created_at == make(9).created_at
     assert image.deleted_at == T0 and image.tags == {"a", "b"}
     database.dispose()
+
+
+def test_reads_through_a_core_connection_equal_reads_through_a_session(db: Database) -> None:
+    _seed(db)
+    with db.write() as s:
+        repo.add(s, make(9, visibility="shared"))
+        repo.add_member(s, Member(make(9).id, "p2", created_at=T0, updated_at=T0))
+    ctx = RequestContext(project_id="p2", user_id="u", roles=frozenset({"member"}))
+
+    def reads(session: repo.Reader) -> list[object]:
+        return [repo.get(session, make(3).id), repo.exists_any(session, make(4).id),
+                access.get_visible_image(session, ctx, make(9).id),
+                repo.list_images(session, ImageQuery(limit=4, marker=make(6).id)),
+                repo.get_member(session, make(9).id, "p2")]
+
+    with db.query() as connection:
+        through_connection = reads(connection)
+    with db.read() as session:
+        through_session = reads(session)
+    assert through_connection == through_session
+    assert through_connection[0] is not None and through_connection[1] is True
