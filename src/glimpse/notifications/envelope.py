@@ -12,12 +12,18 @@ Payload = dict[str, Any] | str
 
 def envelope_time(moment: datetime) -> str:
     """``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, always 6 fraction digits, no zone)."""
+    if moment.tzinfo is None:                 # isoformat: a fifth of strftime's cost
+        return moment.isoformat(" ", "microseconds")
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def payload_time(moment: datetime | None) -> str | None:
     """``YYYY-MM-DDTHH:MM:SSZ`` (second precision) or None."""
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.isoformat("T", "seconds") + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_publisher_id(configured: str | None) -> str:

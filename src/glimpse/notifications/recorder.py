@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, insert
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from glimpse.db.engine import after_commit, utcnow
@@ -21,8 +22,55 @@ from glimpse.db.models import OutboxRow
 from glimpse.notifications.catalogue import INFO, is_disabled
 from glimpse.notifications.envelope import Payload, make_envelope
 
-# Core insert on the table: the ORM's bulk-insert path costs several times more.
-_INSERT_OUTBOX = insert(cast(Table, OutboxRow.__table__))
+_outbox = cast(Table, OutboxRow.__table__)
+_COLUMNS = ("driver", "message_id", "event_type", "priority", "envelope", "created_at",
+            "attempts")
+
+
+class _OutboxInsert:
+    """The outbox INSERT compiled once for one dialect, run with ``exec_driver_sql``.
+
+    It runs inside every write that records an event, on the request thread:
+    through ``Session.execute`` the statement costs ~130 us of CPU (ORM
+    execution, parameter construction), as driver SQL ~50 us. The SQL, the
+    parameter order and the type conversions (e.g. SQLite's DATETIME text) are
+    SQLAlchemy's own, taken from the compiled Core statement.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        compiled = insert(_outbox).inline().compile(dialect=dialect, column_keys=list(_COLUMNS))
+        self.sql = compiled.string
+        self.positional = compiled.positional
+        order = compiled.positiontup if compiled.positional else None
+        self.order: tuple[str, ...] = tuple(order) if order else _COLUMNS
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        for name in self.order:
+            processor = _outbox.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+
+    def execute(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        for name, processor in self.processors.items():
+            for row in rows:
+                row[name] = processor(row[name])
+        params: list[Any] = ([tuple(row[name] for name in self.order) for row in rows]
+                             if self.positional else rows)
+        connection.exec_driver_sql(self.sql, params[0] if len(params) == 1 else params)
+
+
+_INSERTS: dict[tuple[str, str, str], _OutboxInsert] = {}
+
+
+def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts of the ``_COLUMNS``; converted in place) into the outbox
+    in ``session``'s transaction."""
+    connection = session.connection()
+    dialect = connection.dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    statement = _INSERTS.get(key)
+    if statement is None:
+        statement = _INSERTS[key] = _OutboxInsert(dialect)
+    statement.execute(connection, rows)
 
 
 class Notifier:
@@ -59,7 +107,7 @@ class Notifier:
         envelope = make_envelope(publisher_id=self.publisher_id, event_type=event_type,
                                  priority=priority, payload=build_payload(), moment=now)
         text = json.dumps(envelope)
-        session.execute(_INSERT_OUTBOX, [
+        insert_outbox_rows(session, [
             {"driver": driver, "message_id": envelope["message_id"], "event_type": event_type,
              "priority": priority, "envelope": text, "created_at": now, "attempts": 0}
             for driver in self.drivers

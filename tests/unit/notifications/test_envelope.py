@@ -6,7 +6,7 @@ import json
 import re
 import socket
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from glimpse.notifications.envelope import (
@@ -45,6 +45,9 @@ def test_time_formats() -> None:
         "2026-11-26 21:55:24.476140"
     assert payload_time(datetime(2026, 11, 26, 21, 55, 24, 999999)) == "2026-11-26T21:55:24Z"
     assert payload_time(None) is None
+    aware = datetime(2026, 11, 26, 21, 55, 24, 5, tzinfo=UTC)     # never with a zone suffix
+    assert envelope_time(aware) == "2026-11-26 21:55:24.000005"
+    assert payload_time(aware) == "2026-11-26T21:55:24Z"
     sample = json.loads((SAMPLES / "image.create.json").read_text())[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", sample["timestamp"])
 

@@ -1,0 +1,73 @@
+"""Notifier.record: one outbox row per driver, in the caller's transaction.
+
+The outbox lives in a throw-away SQLite file (the recorder's INSERT is
+compiled per dialect and is part of what is tested; PostgreSQL is covered by
+tests/integration/test_notifications_rabbitmq.py).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from glimpse.db import migrate
+from glimpse.db.engine import Database
+from glimpse.db.models import OutboxRow
+from glimpse.notifications.recorder import Notifier
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'recorder.sqlite'}")
+    migrate.upgrade(database.engine)
+    return database
+
+
+def outbox(db: Database) -> list[OutboxRow]:
+    with db.read() as session:
+        return list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+
+
+def test_one_row_per_driver_with_the_stored_envelope(db: Database) -> None:
+    woken: list[int] = []
+    notifier = Notifier(["log", "noop", "messagingv2", "log"], publisher_id="image.test",
+                        on_commit=lambda: woken.append(1))
+    with db.write() as session:
+        envelope = notifier.record(session, "image.update", lambda: {"id": "x", "n": 1},
+                                   priority="WARN")
+        assert woken == []                                    # not before the commit
+    assert envelope is not None and woken == [1]
+    rows = outbox(db)
+    assert [r.driver for r in rows] == ["log", "messagingv2"]
+    for row in rows:
+        assert row.message_id == envelope["message_id"]
+        assert (row.event_type, row.priority, row.attempts) == ("image.update", "WARN", 0)
+        assert json.loads(row.envelope) == envelope
+        assert list(json.loads(row.envelope)) == list(envelope)   # key order kept
+        assert row.created_at == datetime.strptime(envelope["timestamp"],
+                                                   "%Y-%m-%d %H:%M:%S.%f")
+        assert row.delivered_at is None and row.next_attempt_at is None
+
+
+def test_rows_roll_back_with_the_change(db: Database) -> None:
+    notifier = Notifier(["log"], publisher_id="image.test")
+    with pytest.raises(RuntimeError), db.write() as session:
+        notifier.record(session, "image.create", lambda: {"id": "x"})
+        raise RuntimeError("the change failed")
+    assert outbox(db) == []
+
+
+def test_noop_and_disabled_events_record_nothing_and_build_no_payload(db: Database) -> None:
+    def payload() -> dict[str, str]:
+        raise AssertionError("payload built for nothing")
+
+    with db.write() as session:
+        assert Notifier(["noop"], publisher_id="p").record(
+            session, "image.create", payload) is None
+        assert Notifier(["log"], publisher_id="p", disabled=["image.create"]).record(
+            session, "image.create", payload) is None
+    assert outbox(db) == []
