@@ -14,7 +14,7 @@ second core around.
 What it adds: an ASGI extension, ``scope["extensions"]["glimpse.body_readinto"]``,
 an async ``readinto(buffer) -> int`` that fills the caller's writable buffer
 and wakes the caller only when the buffer is full, the body ends or the client
-goes away (a 4 MiB buffer: one wake-up per 4 MiB). How the bytes get there:
+goes away (one wake-up per buffer, e.g. 8 MiB). How the bytes get there:
 
 - *direct reads* when the body has a ``Content-Length``: for the rest of the
   body the transport reads from the socket straight into the caller's buffer
