@@ -71,13 +71,15 @@ def create_image(client: httpx.Client) -> str:
     return str(response.json()["id"])
 
 
-def upload(port: int, image_id: str, size: int) -> None:
+def upload(port: int, image_id: str, size: int, chunked: bool = False) -> None:
     """A minimal streaming HTTP/1.1 PUT: the same random 4 MiB block sent again and
     again with ``sendall`` (no per-chunk copies: the client must not be the
-    bottleneck; httpx costs about twice the CPU per GiB)."""
+    bottleneck; httpx costs about twice the CPU per GiB). ``chunked``: as
+    python-glanceclient sends, ``Transfer-Encoding: chunked`` with 4 MiB chunks."""
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
     head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
-            + f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
+            + f"Content-Type: application/octet-stream\r\n{length}\r\n"
             "Connection: close\r\n\r\n").encode()
     view = memoryview(BLOCK)
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -86,8 +88,14 @@ def upload(port: int, image_id: str, size: int) -> None:
         left = size
         while left > 0:
             n = min(left, len(BLOCK))
+            if chunked:
+                sock.sendall(b"%x\r\n" % n)
             sock.sendall(view[:n])
+            if chunked:
+                sock.sendall(b"\r\n")
             left -= n
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
         reply = sock.makefile("rb").readline()
     if not reply.startswith(b"HTTP/1.1 204"):
         raise SystemExit(f"upload failed: {reply!r}")
@@ -262,6 +270,9 @@ def main() -> int:
                         help="size of the upload during which RSS is sampled "
                              "(default: --size-mib)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunked", action="store_true",
+                        help="upload with Transfer-Encoding: chunked (as python-glanceclient) "
+                             "instead of a Content-Length")
     parser.add_argument("--dir", default=None,
                         help="parent of the temporary state directory (default: the "
                              "system's temporary directory; it decides which disk is measured)")
@@ -288,7 +299,7 @@ def main() -> int:
             threads = ThreadCpuSampler(proc.pid)
             threads.start()
             with Measured(proc.pid) as up:
-                upload(port, image_id, size)
+                upload(port, image_id, size, args.chunked)
             per_role = threads.stop()
             rows.append((f"upload {args.size_mib} MiB", f"{size / up.wall / 1e6:8.0f} MB/s"))
             download(port, image_id, size)                     # warm the page cache
@@ -305,7 +316,7 @@ def main() -> int:
             sampler = RssSampler(proc.pid)
             sampler.start()
             with Measured(proc.pid) as big:
-                upload(port, second, rss_size)
+                upload(port, second, rss_size, args.chunked)
             peak = sampler.stop()
             rows.append((f"upload {rss_size // MiB} MiB while sampling RSS",
                          f"{rss_size / big.wall / 1e6:8.0f} MB/s"))
@@ -335,6 +346,7 @@ def main() -> int:
         shutil.rmtree(state, ignore_errors=True)
     width = max(len(name) for name, _ in rows)
     print(f"Glimpse data path - {cores} cores, workers={args.workers}, "
+          f"{'chunked' if args.chunked else 'Content-Length'} uploads, "
           f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after")
     print(f"{'measure':<{width}} | value")
     print(f"{'-' * width}-|-------------")
