@@ -12,7 +12,8 @@ Lists are done in SQL: filters, sorting and marker paging in one query for the
 rows, then one batched query each for their tags and properties (no N+1).
 
 The reads (``get``, ``exists_any``, ``list_images`` and the children of
-images) are SQLAlchemy statements built once. On SQLite they run as their
+images) and the writes of ``add``/``update`` are SQLAlchemy statements built
+once. On SQLite they run as their
 compiled text straight on the sqlite3 connection of the caller's transaction,
 with SQLAlchemy's own bind and result converters (:class:`_Prepared`): the
 execution machinery around these sub-0.1 ms queries cost ~10x the queries.
@@ -21,8 +22,10 @@ Other databases run them through SQLAlchemy.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -49,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import sqlite as _sqlite_dialect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -129,6 +133,8 @@ _GET = select(*_IMAGE_COLUMNS).where(_images.c.id == bindparam("id"))
 _GET_LIVE = _GET.where(_images.c.deleted == false())
 _EXISTS = select(literal(1)).where(_images.c.id == bindparam("id"))
 _INSERT_IMAGE = insert(_images)
+_INSERT_TAG = insert(_tags)
+_INSERT_PROP = insert(_props)
 # SET columns come from the parameters' keys; the row is named by ``image_key``.
 _UPDATE_IMAGE = sql_update(_images).where(_images.c.id == bindparam("image_key"))
 _UPDATE_PROP = sql_update(_props).where(_props.c.image_id == bindparam("image_key"),
@@ -186,10 +192,11 @@ class _Prepared:
         return out
 
 
-def _prepare(stmt: Any) -> _Prepared | None:
-    """``stmt`` compiled for SQLite; None when SQLAlchemy must expand parameters at
-    run time (``in_`` of a list parameter) or a bind is computed by a callable."""
-    compiled = stmt.compile(dialect=_SQLITE)
+def _prepare(stmt: Any, column_keys: list[str] | None = None) -> _Prepared | None:
+    """``stmt`` compiled for SQLite (an INSERT/UPDATE writes ``column_keys``); None
+    when SQLAlchemy must expand parameters at run time (``in_`` of a list
+    parameter) or a bind is computed by a callable (a column default)."""
+    compiled = stmt.compile(dialect=_SQLITE, column_keys=column_keys)
     if "POSTCOMPILE" in compiled.string or compiled.positiontup is None:
         return None
     converters: list[_Converter] = []
@@ -220,6 +227,16 @@ def _prepared(stmt: Any) -> _Prepared | None:
     return entry[1]
 
 
+@contextmanager
+def _as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
+    """sqlite3's exceptions raised as SQLAlchemy's (IntegrityError, OperationalError,
+    ...), as callers expect from a statement run through SQLAlchemy."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(sql, params, error, sqlite3.Error) from error
+
+
 def _sqlite_connection(session: Reader) -> Any | None:
     """The sqlite3 connection of ``session``'s transaction (None on other databases)."""
     connection = session if isinstance(session, Connection) else session.connection()
@@ -234,7 +251,42 @@ def _rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
     prepared = _prepared(stmt) if raw is not None else None
     if raw is None or prepared is None:
         return [tuple(row) for row in session.execute(stmt, params)]
-    return list(raw.execute(prepared.sql, prepared.values(params)).fetchall())
+    values = prepared.values(params)
+    with _as_sqlalchemy_errors(prepared.sql, values):
+        return list(raw.execute(prepared.sql, values).fetchall())
+
+
+_PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, _Prepared | None]] = {}
+
+
+def _execute(session: Session, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
+             ) -> int:
+    """Run the INSERT/UPDATE ``stmt`` once, or once per dict of a list (all with the
+    same keys: they name the columns written); the count of rows it touched."""
+    raw = _sqlite_connection(session)
+    if raw is not None:
+        many = isinstance(params, list)
+        first = params[0] if isinstance(params, list) else params
+        key = (id(stmt), tuple(first))
+        entry = _PREPARED_DML.get(key)
+        if entry is None or entry[0] is not stmt:
+            if len(_PREPARED_DML) >= _MAX_STATEMENTS:
+                _PREPARED_DML.clear()
+            entry = (stmt, _prepare(stmt, column_keys=list(first)))
+            _PREPARED_DML[key] = entry
+        prepared = entry[1]
+        if prepared is not None:
+            if isinstance(params, list) and many:
+                rows = [prepared.values(p) for p in params]
+                with _as_sqlalchemy_errors(prepared.sql, rows):
+                    cursor = raw.executemany(prepared.sql, rows)
+            else:
+                values = prepared.values(first)
+                with _as_sqlalchemy_errors(prepared.sql, values):
+                    cursor = raw.execute(prepared.sql, values)
+            return int(cursor.rowcount)
+    result = session.execute(stmt, params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
@@ -257,7 +309,10 @@ def _images_of(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Image
     if raw is None or prepared is None:
         return [_row_to_image(row) for row in session.execute(stmt, params)]
     images = []
-    for row in raw.execute(prepared.sql, prepared.values(params)).fetchall():
+    values = prepared.values(params)
+    with _as_sqlalchemy_errors(prepared.sql, values):
+        rows = raw.execute(prepared.sql, values).fetchall()
+    for row in rows:
         values = list(row)
         for i, convert in _SQLITE_RESULT_CONVERTERS:
             if values[i] is not None:
@@ -328,12 +383,12 @@ def exists_any(session: Reader, image_id: str) -> bool:
 def add(session: Session, image: Image) -> None:
     """Insert ``image`` with its tags and properties. A duplicate id raises
     SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
-    session.execute(_INSERT_IMAGE, _image_values(image))
+    _execute(session, _INSERT_IMAGE, _image_values(image))
     if image.tags:
-        session.execute(insert(_tags), [{"image_id": image.id, "value": t}
+        _execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
                                         for t in sorted(image.tags)])
     if image.properties:
-        session.execute(insert(_props), [{"image_id": image.id, "name": k, "value": v}
+        _execute(session, _INSERT_PROP, [{"image_id": image.id, "name": k, "value": v}
                                          for k, v in sorted(image.properties.items())])
 
 
@@ -346,8 +401,7 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
     """
     values = _image_values(image)
     values["image_key"] = values.pop("id")
-    result = session.execute(_UPDATE_IMAGE, values)
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if _execute(session, _UPDATE_IMAGE, values) == 0:
         raise NotFound(f"No image found with ID {image.id}")
     if before is not None:
         old_tags, old_props = set(before.tags), dict(before.properties)
@@ -362,7 +416,7 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
         session.execute(delete(_tags).where(_tags.c.image_id == image.id,
                                             _tags.c.value.in_(gone_tags)))
     if new_tags:
-        session.execute(insert(_tags), [{"image_id": image.id, "value": t}
+        _execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
                                         for t in sorted(new_tags)])
     gone = set(old_props) - set(image.properties)
     if gone:
@@ -371,11 +425,11 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
     added = [{"image_id": image.id, "name": k, "value": v}
              for k, v in sorted(image.properties.items()) if k not in old_props]
     if added:
-        session.execute(insert(_props), added)
+        _execute(session, _INSERT_PROP, added)
     for name, value in sorted(image.properties.items()):
         if name in old_props and old_props[name] != value:
-            session.execute(_UPDATE_PROP,
-                            {"image_key": image.id, "prop_key": name, "value": value})
+            _execute(session, _UPDATE_PROP,
+                     {"image_key": image.id, "prop_key": name, "value": value})
 
 
 def usage(session: Session, project_id: str, *, exclude_image_id: str | None = None) -> int:

@@ -332,3 +332,29 @@ def test_reads_through_a_core_connection_equal_reads_through_a_session(db: Datab
         through_session = reads(session)
     assert through_connection == through_session
     assert through_connection[0] is not None and through_connection[1] is True
+
+
+def test_duplicate_insert_raises_sqlalchemys_integrity_error(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with db.write() as s:
+        repo.add(s, make(1))
+    with pytest.raises(IntegrityError), db.write() as s:
+        repo.add(s, make(1, name="again"))
+    with db.read() as s:
+        found = repo.get(s, make(1).id)
+    assert found is not None and found.name == "img1"
+
+
+def test_update_writes_columns_tags_and_properties(db: Database) -> None:
+    with db.write() as s:
+        repo.add(s, make(1, tags={"a", "b"}, properties={"x": "1", "y": "2"}))
+    changed = make(1, name="new", protected=True, tags={"b", "c"},
+                   properties={"y": "3", "z": "4"}, updated_at=T0 + timedelta(days=1))
+    with db.write() as s:
+        before = repo.get(s, make(1).id, for_update=True)
+        repo.update(s, changed, before=before)
+    with db.read() as s:
+        assert repo.get(s, make(1).id) == changed
+    with pytest.raises(NotFound), db.write() as s:
+        repo.update(s, make(2))
