@@ -259,9 +259,32 @@ def _uvicorn_config(settings: ServeSettings) -> Config:
                   http="glimpse.api.http_protocol:BodyIntoProtocol")
 
 
+MALLOC_ARENAS = 2
+
+
+def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's malloc arenas for the threads of this process (call it before
+    they start). glibc gives each new thread its own arena, up to 8 per core;
+    the request threads of a busy worker then each keep freed memory in their
+    own arena: ~4-5 MiB more RSS per worker at 16 concurrent clients. Python's
+    small objects do not go through malloc and the GIL serialises the rest, so
+    two arenas cost no measurable time. A no-op without glibc."""
+    import ctypes
+
+    m_arena_max = -8   # glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only: M_ARENA_MAX means nothing elsewhere
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(m_arena_max, arenas)
+
+
 def _serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[bool, list[int]]:
     """Serve in this process until SIGTERM/SIGINT (on ``sock``, or binding
     ``bind_host:bind_port``). Returns (whether it started, signals received)."""
+    _limit_malloc_arenas()
     _import_uvicorn_lean()
     from uvicorn.server import Server
 
