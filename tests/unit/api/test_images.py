@@ -54,3 +54,13 @@ def test_view_equals_the_reference_in_content_and_key_order(image: Image) -> Non
 def test_times_are_glances_format() -> None:
     assert api.isotime(T) == "2026-11-27T01:02:03Z"
     assert api.isotime(None) is None
+
+
+def test_fast_json_renders_the_bytes_starlette_renders() -> None:
+    from starlette.responses import JSONResponse
+
+    image = Image(id="i", owner="p", name='é "q" \x01 \u2028 😀', created_at=T, updated_at=T,
+                  tags={"t"}, properties={"k": "v\n"})
+    for body in ({"images": [api.image_view(image)], "first": "/v2/images"},
+                 {"big": 2**70, "n": None}, {1: "int key"}):
+        assert api.FastJSONResponse(body).body == JSONResponse(body).body
