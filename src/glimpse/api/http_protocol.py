@@ -24,8 +24,10 @@ goes away (one wake-up per buffer, e.g. 8 MiB). How the bytes get there:
   At the end of the body the connection goes back to the httptools protocol
   with a fresh parser for the next request on the connection, as if the
   parser had seen the body;
-- otherwise (chunked bodies) from the parser's body callbacks: one copy of
-  each byte into the buffer besides the parser's own.
+- otherwise (chunked bodies) from the parser's body callbacks: the transport
+  reads into one reused 1 MiB scratch buffer that the parser reads in place
+  (no ``bytes`` object per read, as uvloop makes for a plain protocol), and the
+  body callbacks copy into the caller's buffer: one copy besides the parser's.
 
 Everything else is uvicorn's behaviour unchanged: an app that uses
 ``receive()`` sees no difference, and mixing the two is safe (bytes
@@ -54,6 +56,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 EXTENSION = "glimpse.body_readinto"
 _SCRATCH_SIZE = 256 << 10
+_PARSE_SCRATCH_SIZE = 1 << 20
+
+
+def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in headers)
 
 
 def _body_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -75,16 +82,17 @@ class BodyReader:
     """The ``readinto`` of one request (one :class:`RequestResponseCycle`)."""
 
     def __init__(self, protocol: BodyIntoProtocol, cycle: RequestResponseCycle,
-                 length: int | None) -> None:
+                 length: int | None, chunked: bool) -> None:
         self.protocol = protocol
         self.cycle = cycle
         self.length = length
+        self.chunked = chunked
         #: body bytes the parser has delivered (on_body) or direct reads stored
         self.delivered = 0
         #: the caller's buffer while ``readinto`` waits, and how much of it is filled
         self.target: memoryview | None = None
         self.filled = 0
-        self.direct: _DirectBody | None = None
+        self.direct: _BodyReads | None = None
 
     async def readinto(self, buffer: Any) -> int:
         cycle = self.cycle
@@ -110,7 +118,10 @@ class BodyReader:
             self.filled = filled
             cycle.message_event.clear()
             if self.direct is None and self._direct_possible():
-                self.direct = _DirectBody(self, self.length - self.delivered)  # type: ignore[operator]
+                if self.length is not None:
+                    self.direct = _DirectBody(self, self.length - self.delivered)
+                else:
+                    self.direct = _ParsedBody(self)
                 cycle.transport.set_protocol(self.direct)
             self.protocol.flow.resume_reading()
             try:
@@ -120,24 +131,66 @@ class BodyReader:
                 self.target = None
 
     def _direct_possible(self) -> bool:
-        return (self.length is not None and self.delivered < self.length
-                and self.protocol.cycle is self.cycle and not cycle_closing(self.cycle))
+        if self.protocol.cycle is not self.cycle or cycle_closing(self.cycle):
+            return False
+        if self.length is not None:
+            return self.delivered < self.length
+        return self.chunked
 
 
 def cycle_closing(cycle: RequestResponseCycle) -> bool:
     return cycle.disconnected or cycle.transport.is_closing()
 
 
-class _DirectBody(asyncio.BufferedProtocol):
+class _BodyReads(asyncio.BufferedProtocol):
+    """The transport's protocol while a request body is read; connection events go
+    to the httptools protocol."""
+
+    def __init__(self, reader: BodyReader) -> None:
+        self.reader = reader
+        self.protocol = reader.protocol
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.protocol.eof_received()  # type: ignore[func-returns-value]
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
+
+
+class _ParsedBody(_BodyReads):
+    """For a body without a Content-Length (chunked): reads go into one reused
+    scratch buffer, which the httptools parser reads in place (its body callbacks
+    fill the caller's buffer); back to the httptools protocol once the message is
+    complete (the parser then already handled whatever followed it)."""
+
+    def __init__(self, reader: BodyReader) -> None:
+        super().__init__(reader)
+        self._scratch = memoryview(bytearray(_PARSE_SCRATCH_SIZE))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        protocol = self.protocol
+        protocol.data_received(self._scratch[:nbytes])
+        if not self.reader.cycle.more_body or protocol.cycle is not self.reader.cycle:
+            protocol.transport.set_protocol(protocol)
+
+
+class _DirectBody(_BodyReads):
     """The transport's protocol for the rest of a ``Content-Length`` body: reads go
     into the waiting caller's buffer (never past the body's end); with nobody
     waiting, into a scratch buffer appended to uvicorn's body buffer (rare: the
-    reader pauses reading when a caller's buffer is full). Connection events go to
-    the httptools protocol."""
+    reader pauses reading when a caller's buffer is full)."""
 
     def __init__(self, reader: BodyReader, remaining: int) -> None:
-        self.reader = reader
-        self.protocol = reader.protocol
+        super().__init__(reader)
         self.remaining = remaining
         self._scratch: bytearray | None = None
         self._into_target = False
@@ -184,19 +237,6 @@ class _DirectBody(asyncio.BufferedProtocol):
         protocol.transport.set_protocol(protocol)
         self._scratch = None
 
-    # Connection events belong to the HTTP protocol.
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.connection_lost(exc)
-
-    def eof_received(self) -> bool | None:
-        return self.protocol.eof_received()  # type: ignore[func-returns-value]
-
-    def pause_writing(self) -> None:
-        self.protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.protocol.resume_writing()
-
 
 class BodyIntoProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` plus the ``glimpse.body_readinto`` extension."""
@@ -216,7 +256,8 @@ class BodyIntoProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle is not previous:
             # The request's task is created but has not run yet: it sees this.
-            self._reader = BodyReader(self, cycle, _body_length(self.headers))
+            self._reader = BodyReader(self, cycle, _body_length(self.headers),
+                                      _is_chunked(self.headers))
             scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
             scope.setdefault("extensions", {})[EXTENSION] = self._reader.readinto
 

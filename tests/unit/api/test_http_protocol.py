@@ -139,9 +139,11 @@ def test_expect_100_continue_is_answered_before_reading(port: int) -> None:
     assert status == 200 and without_calls(answer) == expected(data)
 
 
-def test_chunked_body(port: int) -> None:
-    data = os.urandom(2 * BUFFER + 3)
-    pieces = [data[i:i + 300_000] for i in range(0, len(data), 300_000)]
+@pytest.mark.parametrize(("size", "chunk"), [(2 * BUFFER + 3, 300_000), (50_001, 7),
+                                             (3 * BUFFER, 5 * BUFFER)])
+def test_chunked_body(port: int, size: int, chunk: int) -> None:
+    data = os.urandom(size)
+    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(request("/into", b"", chunked=True) + body + request("/into", b"ab") + b"ab")
