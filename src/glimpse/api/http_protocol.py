@@ -131,14 +131,14 @@ class BodyReader:
                 self.target = None
 
     def _direct_possible(self) -> bool:
-        if self.protocol.cycle is not self.cycle or cycle_closing(self.cycle):
+        if self.protocol.cycle is not self.cycle or _closing(self.cycle):
             return False
         if self.length is not None:
             return self.delivered < self.length
         return self.chunked
 
 
-def cycle_closing(cycle: RequestResponseCycle) -> bool:
+def _closing(cycle: RequestResponseCycle) -> bool:
     return cycle.disconnected or cycle.transport.is_closing()
 
 
