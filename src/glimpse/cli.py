@@ -288,13 +288,19 @@ def _serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[
     _import_uvicorn_lean()
     from uvicorn.server import Server
 
+    server = Server(_uvicorn_config(settings))
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
     # with the handler it found: make that ours, so that a clean shutdown ends
-    # with exit status 0 rather than death by the re-raised signal.
+    # with exit status 0 rather than death by the re-raised signal. A signal
+    # that comes before uvicorn installs its handlers stops the server too.
     received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        server.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    server = Server(_uvicorn_config(settings))
+        signal.signal(sig, on_signal)
     server.run(sockets=None if sock is None else [sock])
     return server.started, received
 

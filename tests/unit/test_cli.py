@@ -34,10 +34,10 @@ def test_supervisor_imports_no_server_stack() -> None:
     assert json.loads(result.stdout) == []
 
 
-def test_worker_app_does_not_import_tools_it_does_not_use(tmp_path: Path) -> None:
-    """A worker's application (log driver, noauth) loads no httpx (only a
-    web-download needs it), no Alembic (the schema is checked before the
-    workers start), no keystonemiddleware (only auth_strategy = keystone)."""
+@pytest.fixture
+def prepared_args(tmp_path: Path) -> str:
+    """GLIMPSE_CONFIG_ARGS of a configuration (SQLite, log driver) whose schema
+    is created, as the parent process leaves it for the workers."""
     conf = tmp_path / "glimpse-api.conf"
     conf.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\n"
                     f"log_file = {tmp_path / 'glimpse.log'}\n"
@@ -45,6 +45,14 @@ def test_worker_app_does_not_import_tools_it_does_not_use(tmp_path: Path) -> Non
     args = json.dumps(["--config-file", str(conf)])
     prepared = _python(f"from glimpse.cli import prepare; prepare({args})")
     assert prepared.returncode == 0, prepared.stderr
+    return args
+
+
+def test_worker_app_does_not_import_tools_it_does_not_use(prepared_args: str) -> None:
+    """A worker's application (log driver, noauth) loads no httpx (only a
+    web-download needs it), no Alembic (the schema is checked before the
+    workers start), no keystonemiddleware (only auth_strategy = keystone)."""
+    args = prepared_args
     result = _python(
         "import sys, json; from glimpse.cli import create_worker_app; create_worker_app();"
         "print(json.dumps(sorted(m for m in ('httpx', 'alembic', 'mako', 'keystonemiddleware',"
@@ -52,6 +60,28 @@ def test_worker_app_does_not_import_tools_it_does_not_use(tmp_path: Path) -> Non
         GLIMPSE_CONFIG_ARGS=args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_sigterm_before_uvicorn_handles_signals_still_stops_the_server(
+        prepared_args: str) -> None:
+    """A worker told to stop while it is still starting (e.g. replaced by a
+    SIGHUP right away) stops once started, instead of serving on forever."""
+    code = """
+import json, os, signal
+import glimpse.cli as cli
+cli._import_uvicorn_lean()
+from uvicorn.server import Server
+run = Server.run
+def early_sigterm(self, sockets=None):
+    os.kill(os.getpid(), signal.SIGTERM)   # uvicorn has no handler yet
+    return run(self, sockets=sockets)
+Server.run = early_sigterm
+started, received = cli._serve(cli.ServeSettings("127.0.0.1", 0, 1, None, False))
+print(json.dumps([started, received]))
+"""
+    result = _python(code, GLIMPSE_CONFIG_ARGS=prepared_args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [True, [int(signal.SIGTERM)]]
 
 
 # A supervisor over a dummy worker: each worker appends "<pid> <event>" lines to
