@@ -4,6 +4,8 @@ SQLite runs in WAL mode with ``synchronous=NORMAL`` and a busy timeout; write
 transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the
 lock instead of failing half-way with "database is locked". PostgreSQL uses
 READ COMMITTED and row locks (``SELECT ... FOR UPDATE``) where services need them.
+A ``Database`` on a SQLite file checkpoints the WAL in a thread of its own
+(:class:`Checkpointer`), never inside a writer's COMMIT.
 
 SQLite's query planner needs table statistics (``ANALYZE``) to pick the index
 that serves an image list in order (without them it reads every visible row
@@ -45,8 +47,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """Create an engine for ``url``; SQLite files get their directory and pragmas."""
+def make_engine(url: str, *, pool_size: int = 5, manual_checkpoints: bool = False) -> Engine:
+    """Create an engine for ``url``; SQLite files get their directory and pragmas.
+    ``manual_checkpoints``: SQLite connections do not checkpoint the WAL when they
+    commit (the caller runs checkpoints, see :class:`Checkpointer`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -62,6 +66,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            if manual_checkpoints:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -117,12 +123,75 @@ class WriteGate:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+# SQLite: writes (per process) between two requests for a WAL checkpoint.
+CHECKPOINT_EVERY = 200
+
+
+class Checkpointer:
+    """SQLite: WAL checkpoints in a daemon thread of their own.
+
+    Left to SQLite, the writer whose COMMIT takes the WAL past 1000 pages copies
+    it into the database and syncs both files (~50 ms here) while it still holds
+    the write lock, so every other writer of every process waits: a latency
+    spike every few hundred writes. Here connections never checkpoint on commit;
+    :meth:`request` wakes a thread that runs ``PRAGMA wal_checkpoint(PASSIVE)``
+    on its own connection, which neither takes nor waits for the write lock
+    (sqlite3 releases the GIL meanwhile). A failure is logged; the next request
+    tries again. Started on the first request (after any fork).
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.path = database_path
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.runs = 0
+
+    def request(self) -> None:
+        with self._start_lock:
+            if self._stopped:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="glimpse-wal-checkpoint")
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        import sqlite3
+
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopped:
+                    return
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                except sqlite3.Error as exc:
+                    LOG.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            connection.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._start_lock:
+            self._stopped = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
+
+
 class Database:
     """Owns the engine; hands out sessions in transactions.
 
     ``write()`` is for every change: it commits on success, rolls back on any
     exception (re-raised), and after a commit runs the ``after_commit`` hooks
-    registered in ``session.info["after_commit"]`` (e.g. waking the relay).
+    registered in ``session.info["after_commit"]`` (e.g. waking the relay),
+    outside the write gate.
     On a SQLite file it first queues in the :class:`WriteGate` (blocks until
     the writers before it are done).
     ``read()`` is for queries only; ``query()`` too, on a Core connection.
@@ -130,7 +199,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        file = make_url(url).database if make_url(url).get_backend_name() == "sqlite" else None
+        on_file = bool(file) and file != ":memory:"
+        self.engine = make_engine(url, pool_size=pool_size, manual_checkpoints=on_file)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(
@@ -138,6 +209,9 @@ class Database:
         database = self.engine.url.database if self.dialect == "sqlite" else None
         self._gate = (WriteGate(os.path.abspath(database))
                       if database and database != ":memory:" else None)
+        self.checkpointer = (Checkpointer(os.path.abspath(database))
+                             if on_file and database else None)
+        self._since_checkpoint = 0
         self._writes = 0
         self._analyze_at: int | None = FIRST_ANALYZE_AFTER if self.dialect == "sqlite" else None
         self._writes_lock = threading.Lock()
@@ -146,15 +220,21 @@ class Database:
     def write(self) -> Iterator[Session]:
         gate: AbstractContextManager[None] = (
             self._gate.held() if self._gate is not None else nullcontext())
-        with gate:
-            session = self._write_sessions()
-            try:
-                with session.begin():
-                    yield session
-                for hook in session.info.get("after_commit", ()):
-                    hook()
-            finally:
-                session.close()
+        session = self._write_sessions()
+        try:
+            with gate, session.begin():
+                yield session
+            # committed and the gate released: the hooks (e.g. waking the relay
+            # thread, which then competes for the GIL) never delay the next writer
+            for hook in session.info.get("after_commit", ()):
+                hook()
+        finally:
+            session.close()
+        if self.checkpointer is not None:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= CHECKPOINT_EVERY:
+                self._since_checkpoint = 0
+                self.checkpointer.request()
         if self._analyze_at is not None:
             self._count_write()
 
@@ -173,8 +253,12 @@ class Database:
         planner keeps the old statistics)."""
         if self.dialect != "sqlite":
             return
+        gate: AbstractContextManager[None] = (
+            self._gate.held() if self._gate is not None else nullcontext())
         try:
-            with self.engine.execution_options(sqlite_immediate=True).begin() as conn:
+            # in the gate: other writers queue in the kernel, not in SQLite's
+            # sleeping busy handler, while ANALYZE holds the write lock
+            with gate, self.engine.execution_options(sqlite_immediate=True).begin() as conn:
                 conn.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
                 conn.exec_driver_sql("ANALYZE")
             self.engine.dispose()
@@ -210,6 +294,8 @@ class Database:
             yield connection
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
 
 
