@@ -8,7 +8,9 @@ background load. Each round: ``POST /v2/images`` at ``--clients`` keep-alive
 connections for ``--duration`` seconds with wrk (bench/loadgen.py), and the
 user+system CPU of the server's whole process tree (psutil, before/after),
 divided by the requests answered. The CPU per request is the stable figure on
-a shared machine; req/s is reported too (median over rounds). With
+a shared machine; req/s is reported too (median over rounds, and the median
+of the per-round messagingv2/noop ratios, which cancels slow drifts of the
+background load). With
 ``messagingv2`` the relay runs inside the same worker processes, so its
 publishing work is counted in the server CPU; RabbitMQ's own CPU is not. After
 each messagingv2 server stops, the outbox must hold no undelivered row.
@@ -58,6 +60,26 @@ def tree_cpu(root: int) -> float:
     return total
 
 
+def broker_process() -> psutil.Process | None:
+    """RabbitMQ's node (the longest-running beam.smp; rabbitmqctl calls are short-lived
+    beam processes too): it shares the 2 cores with the server."""
+    nodes = [p for p in psutil.process_iter(["name", "create_time"])
+             if p.info["name"] and p.info["name"].startswith("beam")]
+    return min(nodes, key=lambda p: p.info["create_time"]) if nodes else None
+
+
+def broker_cpu(node: psutil.Process | None) -> float:
+    """CPU seconds of the broker node so far (it also serves whatever else uses the
+    broker meanwhile: an upper bound of what the bench costs it)."""
+    if node is None:
+        return 0.0
+    try:
+        t = node.cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return 0.0
+
+
 def rabbit_url(given: str | None) -> str:
     if given:
         return given
@@ -80,16 +102,18 @@ def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> d
         loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
                         connections=args.clients, duration_s=1, body=BODY)
         time.sleep(0.5)
-        cpu0 = tree_cpu(server.root_pid)
+        node = broker_process()
+        cpu0, broker0 = tree_cpu(server.root_pid), broker_cpu(node)
         res = loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
                               connections=args.clients, duration_s=args.duration, body=BODY)
-        cpu1 = tree_cpu(server.root_pid)
+        cpu1, broker1 = tree_cpu(server.root_pid), broker_cpu(node)
         time.sleep(1.0)   # the relay catches up before the server stops
     finally:
         server.stop()
     counts = server.outbox_counts()
     return {"driver": driver, "rps": res.rps, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms,
             "requests": res.requests, "cpu_ms": 1000 * (cpu1 - cpu0) / max(res.requests, 1),
+            "broker_cpu_ms": 1000 * (broker1 - broker0) / max(res.requests, 1),
             "errors": {k: v for k, v in res.errors.items() if v}, "outbox": counts}
 
 
@@ -114,21 +138,34 @@ def main() -> None:
             runs[driver].append(r)
             print(f"[round {i + 1}] {driver:12s} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} "
                   f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['cpu_ms']:.2f} ms/req  "
+                  f"broker {r['broker_cpu_ms']:.2f}  "
                   f"outbox {r['outbox']}" + (f"  ERRORS {r['errors']}" if r["errors"] else ""),
                   flush=True)
     load1 = os.getloadavg()[0]
     med = {d: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms",
-                                                                 "cpu_ms")}
+                                                                 "cpu_ms", "broker_cpu_ms")}
            for d, rs in runs.items()}
     noop, v2 = med["noop"], med["messagingv2"]
     undelivered = sum((r["outbox"] or {}).get("undelivered", 0) for r in runs["messagingv2"])
+    # Paired per round (each messagingv2 server ran right after its noop server, under
+    # about the same background load): steadier than the ratio of the medians.
+    paired_cpu = statistics.median(v["cpu_ms"] / n["cpu_ms"]
+                                   for n, v in zip(runs["noop"], runs["messagingv2"],
+                                                   strict=True))
+    paired_rps = statistics.median(v["rps"] / n["rps"]
+                                   for n, v in zip(runs["noop"], runs["messagingv2"],
+                                                   strict=True))
     rows = [
         ("create req/s (median)", noop["rps"], v2["rps"],
-         f"{100 * (1 - v2['rps'] / noop['rps']):+.1f}% slower"),
+         f"{100 * (1 - v2['rps'] / noop['rps']):+.1f}% slower "
+         f"(paired per round: {100 * (1 - paired_rps):+.1f}%)"),
         ("p50 ms", noop["p50_ms"], v2["p50_ms"], ""),
         ("p99 ms", noop["p99_ms"], v2["p99_ms"], ""),
         ("server CPU ms/request (all processes)", noop["cpu_ms"], v2["cpu_ms"],
-         f"{100 * (v2['cpu_ms'] / noop['cpu_ms'] - 1):+.1f}% CPU"),
+         f"{100 * (v2['cpu_ms'] / noop['cpu_ms'] - 1):+.1f}% CPU "
+         f"(paired per round: {100 * (paired_cpu - 1):+.1f}%)"),
+        ("RabbitMQ CPU ms/request (not in the server's)", noop["broker_cpu_ms"],
+         v2["broker_cpu_ms"], ""),
     ]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"## Notification overhead on image create ({stamp}, {args.rounds} rounds of "

@@ -137,7 +137,7 @@ class DriverWorker:
         self.clock = clock
         self.lease = DriverLease(db, driver_name, node_id, settings.lease_seconds, clock)
         self.wakeup = threading.Event()          # set by Relay.wake()
-        self.delivered = 0                       # events confirmed by this worker
+        self.delivered = 0                       # events this worker marked delivered
         self.last_publish = float("-inf")        # monotonic time of the last publish
         self._last_prune: float | None = None   # None: prune at the first step
         self._in_flight: tuple[list[PendingRow], Ticket] | None = None
@@ -242,7 +242,6 @@ class DriverWorker:
         except Exception as exc:
             delivered, error = 0, exc
         self._owed.extend(row.event.id for row in due[:delivered])
-        self.delivered += delivered
         if error is None or delivered >= len(due):
             self._maybe_flush()
             return None
@@ -276,6 +275,7 @@ class DriverWorker:
                                 .values(attempts=attempts, last_error=error[:_MAX_ERROR_TEXT],
                                         next_attempt_at=retry_at))
         del self._owed[:len(ids)]
+        self.delivered += len(ids)
         self._last_mark = time.monotonic()
 
     def _maybe_prune(self, force: bool = False) -> int:
