@@ -5,7 +5,8 @@
     when a value is bad), sets up logging, creates/migrates a SQLite database
     (PostgreSQL must be migrated with ``glimpse-manage db sync``: the API refuses
     to start on an older schema, exit status 2), then serves on
-    ``bind_host:bind_port``. With ``workers = 1`` uvicorn serves in this process;
+    ``bind_host:bind_port``. With ``workers = 1`` uvicorn serves in this process
+    (:mod:`glimpse.worker`);
     with more, this process becomes a small supervisor (:mod:`glimpse.supervisor`)
     that binds the socket and forks ``workers`` worker processes serving on it.
     Each worker re-reads the same configuration (passed in the environment
@@ -38,12 +39,8 @@ import sys
 # inspect, ast, ... ~2 MiB resident); annotations are strings (see __future__).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Sequence
     from typing import Any
-
-    from starlette.applications import Starlette
-    from uvicorn import Config
 
 LOG = logging.getLogger("glimpse")
 
@@ -131,20 +128,6 @@ def prepare(args: Sequence[str]) -> Any:
     return conf
 
 
-def create_worker_app() -> Starlette:
-    """uvicorn factory, run in every worker process: same config, same logging.
-    The schema was migrated/checked by the parent (``prepare``) just before."""
-    _import_uvicorn_lean()   # the app imports uvicorn's HTTP protocol
-    from glimpse import config
-    from glimpse.api.app import create_app
-    from glimpse.runtime import build
-
-    argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
-    conf = config.load(argv)
-    setup_logging(conf)
-    return create_app(conf, build(conf, check_schema=False))
-
-
 def _prepare_or_status(args: list[str]) -> tuple[int, ServeSettings | None]:
     """``prepare`` as an exit status: 0 ready (with the settings to serve with),
     2 bad configuration or schema, 1 unreachable database (the message is
@@ -213,111 +196,6 @@ def _prepare_in_child(args: list[str]) -> tuple[int, ServeSettings | None]:
     return 0, ServeSettings(**json.loads(b"".join(chunks)))
 
 
-def _import_uvicorn_lean() -> None:
-    """Make the ``uvicorn`` package importable without running its ``__init__``.
-
-    That ``__init__`` imports ``uvicorn.main`` (the command line: click, the
-    reload and multiprocess supervisors, watchfiles, multiprocessing), ~2.4 MiB
-    resident in every worker, which only needs ``uvicorn.config`` and
-    ``uvicorn.server``. The package gets the two names its own modules import
-    from it (``Config``, ``Server``); any other name runs the real ``__init__``
-    on first use (PEP 562 ``__getattr__``), so nothing that needs it breaks.
-    """
-    import importlib.util
-
-    if "uvicorn" in sys.modules:
-        return
-    spec = importlib.util.find_spec("uvicorn")
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return  # pragma: no cover - an unusual install: import it as usual
-    package = importlib.util.module_from_spec(spec)
-
-    def load_all(name: str) -> Any:
-        del package.__dict__["__getattr__"]
-        assert spec is not None and spec.loader is not None
-        spec.loader.exec_module(package)
-        return getattr(package, name)
-
-    package.__dict__["__getattr__"] = load_all
-    sys.modules["uvicorn"] = package
-    from uvicorn.config import Config
-    from uvicorn.server import Server
-
-    package.__dict__.update(Config=Config, Server=Server)
-
-
-def _uvicorn_config(settings: ServeSettings) -> Config:
-    """The uvicorn configuration of a worker (no websockets: the API has none)."""
-    _import_uvicorn_lean()
-    from uvicorn.config import Config
-
-    return Config(create_worker_app, factory=True, host=settings.bind_host,
-                  port=settings.bind_port, log_config=None, access_log=False,
-                  timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, timeout_keep_alive=60,
-                  server_header=False, ws="none",
-                  # uvicorn's httptools protocol plus a direct body path for uploads
-                  http="glimpse.api.http_protocol:BodyIntoProtocol")
-
-
-MALLOC_ARENAS = 2
-
-
-def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
-    """Cap glibc's malloc arenas for the threads of this process (call it before
-    they start). glibc gives each new thread its own arena, up to 8 per core;
-    the request threads of a busy worker then each keep freed memory in their
-    own arena: ~4-5 MiB more RSS per worker at 16 concurrent clients. Python's
-    small objects do not go through malloc and the GIL serialises the rest, so
-    two arenas cost no measurable time. A no-op without glibc."""
-    import ctypes
-
-    m_arena_max = -8   # glibc's malloc.h
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only: M_ARENA_MAX means nothing elsewhere
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return
-    mallopt(m_arena_max, arenas)
-
-
-def _serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[bool, list[int]]:
-    """Serve in this process until SIGTERM/SIGINT (on ``sock``, or binding
-    ``bind_host:bind_port``). Returns (whether it started, signals received)."""
-    _limit_malloc_arenas()
-    _import_uvicorn_lean()
-    from uvicorn.server import Server
-
-    server = Server(_uvicorn_config(settings))
-    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
-    # with the handler it found: make that ours, so that a clean shutdown ends
-    # with exit status 0 rather than death by the re-raised signal. A signal
-    # that comes before uvicorn installs its handlers stops the server too.
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        server.should_exit = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    server.run(sockets=None if sock is None else [sock])
-    return server.started, received
-
-
-def _run_worker(settings: ServeSettings, sock: socket.socket) -> int:  # pragma: no cover
-    """A forked worker process: serve on the supervisor's socket; the exit status."""
-    import threading
-
-    from glimpse.supervisor import STARTUP_FAILURE
-
-    started, _ = _serve(settings, sock)
-    for thread in threading.enumerate():   # as interpreter exit would
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    return 0 if started else STARTUP_FAILURE
-
-
 def api_main(argv: Sequence[str] | None = None) -> int:
     """``glimpse-api --config-file FILE [--config-file FILE ...]``: serve the API."""
     from glimpse.supervisor import STARTUP_FAILURE
@@ -331,11 +209,14 @@ def api_main(argv: Sequence[str] | None = None) -> int:
     LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",
              settings.bind_host, settings.bind_port, settings.workers)
     if settings.workers <= 1 or not hasattr(os, "fork"):
-        started, received = _serve(settings)
+        from glimpse.worker import serve
+
+        started, received = serve(settings)
         if not started:
             return STARTUP_FAILURE
     else:
         from glimpse.supervisor import Supervisor, bind_socket
+        from glimpse.worker import run_worker
 
         try:
             sock = bind_socket(settings.bind_host, settings.bind_port)
@@ -346,7 +227,7 @@ def api_main(argv: Sequence[str] | None = None) -> int:
             return STARTUP_FAILURE
         with sock:
             supervisor = Supervisor(sock, settings.workers,
-                                    lambda shared: _run_worker(settings, shared))
+                                    lambda shared: run_worker(settings, shared))
             status = supervisor.run()
         received = [supervisor.received] if supervisor.received else []
     LOG.info("Glimpse API stopped%s",

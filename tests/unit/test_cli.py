@@ -54,7 +54,7 @@ def test_worker_app_does_not_import_tools_it_does_not_use(prepared_args: str) ->
     workers start), no keystonemiddleware (only auth_strategy = keystone)."""
     args = prepared_args
     result = _python(
-        "import sys, json; from glimpse.cli import create_worker_app; create_worker_app();"
+        "import sys, json; from glimpse.worker import create_worker_app; create_worker_app();"
         "print(json.dumps(sorted(m for m in ('httpx', 'alembic', 'mako', 'keystonemiddleware',"
         " 'multiprocessing') if m in sys.modules)))",
         GLIMPSE_CONFIG_ARGS=args)
@@ -69,14 +69,15 @@ def test_sigterm_before_uvicorn_handles_signals_still_stops_the_server(
     code = """
 import json, os, signal
 import glimpse.cli as cli
-cli._import_uvicorn_lean()
+import glimpse.worker as worker
+worker.import_uvicorn_lean()
 from uvicorn.server import Server
 run = Server.run
 def early_sigterm(self, sockets=None):
     os.kill(os.getpid(), signal.SIGTERM)   # uvicorn has no handler yet
     return run(self, sockets=sockets)
 Server.run = early_sigterm
-started, received = cli._serve(cli.ServeSettings("127.0.0.1", 0, 1, None, False))
+started, received = worker.serve(cli.ServeSettings("127.0.0.1", 0, 1, None, False))
 print(json.dumps([started, received]))
 """
     result = _python(code, GLIMPSE_CONFIG_ARGS=prepared_args)

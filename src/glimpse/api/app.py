@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,13 +9,10 @@ from oslo_config import cfg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from glimpse import config
 from glimpse.api import errors, image_data, images, imports, info, members, schemas, tasks, versions
 from glimpse.api.auth import AuthMiddleware
 from glimpse.exceptions import GlimpseError
 from glimpse.runtime import Runtime, build
-
-CONFIG_ENV = "GLIMPSE_CONFIG_ARGS"
 
 
 def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlette:
@@ -43,9 +38,3 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
     app.state.runtime = rt
     app.add_middleware(AuthMiddleware, runtime=rt)
     return app
-
-
-def create_app_from_env() -> Starlette:
-    """Factory for uvicorn worker processes: config arguments come from the environment."""
-    argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
-    return create_app(config.load(argv))

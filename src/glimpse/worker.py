@@ -1,0 +1,143 @@
+"""One API worker process: the uvicorn configuration, the app factory and serving.
+
+Runs in each process that serves requests: a worker forked by the supervisor
+(``[DEFAULT] workers`` > 1) or ``glimpse-api`` itself with ``workers = 1``.
+:func:`serve` blocks until SIGTERM/SIGINT, then uvicorn shuts down gracefully
+(open requests get ``GRACEFUL_SHUTDOWN`` seconds, then the app's lifespan stops
+the background loops). The configuration arguments come from the environment
+variable ``GLIMPSE_CONFIG_ARGS`` (set by :func:`glimpse.cli.api_main`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+from glimpse.cli import CONFIG_ENV, GRACEFUL_SHUTDOWN, ServeSettings, setup_logging
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from uvicorn import Config
+
+
+def create_worker_app() -> Starlette:
+    """uvicorn factory, run in every worker process: same config, same logging.
+    The schema was migrated/checked by the parent (``prepare``) just before."""
+    import_uvicorn_lean()   # the app imports uvicorn's HTTP protocol
+    from glimpse import config
+    from glimpse.api.app import create_app
+    from glimpse.runtime import build
+
+    argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
+    conf = config.load(argv)
+    setup_logging(conf)
+    return create_app(conf, build(conf, check_schema=False))
+
+
+def import_uvicorn_lean() -> None:
+    """Make the ``uvicorn`` package importable without running its ``__init__``.
+
+    That ``__init__`` imports ``uvicorn.main`` (the command line: click, the
+    reload and multiprocess supervisors, watchfiles, multiprocessing), ~2.4 MiB
+    resident in every worker, which only needs ``uvicorn.config`` and
+    ``uvicorn.server``. The package gets the two names its own modules import
+    from it (``Config``, ``Server``); any other name runs the real ``__init__``
+    on first use (PEP 562 ``__getattr__``), so nothing that needs it breaks.
+    """
+    import importlib.util
+
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # pragma: no cover - an unusual install: import it as usual
+    package = importlib.util.module_from_spec(spec)
+
+    def load_all(name: str) -> Any:
+        del package.__dict__["__getattr__"]
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__dict__["__getattr__"] = load_all
+    sys.modules["uvicorn"] = package
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    package.__dict__.update(Config=Config, Server=Server)
+
+
+def uvicorn_config(settings: ServeSettings) -> Config:
+    """The uvicorn configuration of a worker (no websockets: the API has none)."""
+    import_uvicorn_lean()
+    from uvicorn.config import Config
+
+    return Config(create_worker_app, factory=True, host=settings.bind_host,
+                  port=settings.bind_port, log_config=None, access_log=False,
+                  timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, timeout_keep_alive=60,
+                  server_header=False, ws="none",
+                  # uvicorn's httptools protocol plus a direct body path for uploads
+                  http="glimpse.api.http_protocol:BodyIntoProtocol")
+
+
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's malloc arenas for the threads of this process (call it before
+    they start). glibc gives each new thread its own arena, up to 8 per core;
+    the request threads of a busy worker then each keep freed memory in their
+    own arena: ~4-5 MiB more RSS per worker at 16 concurrent clients. Python's
+    small objects do not go through malloc and the GIL serialises the rest, so
+    two arenas cost no measurable time. A no-op without glibc."""
+    import ctypes
+
+    m_arena_max = -8   # glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only: M_ARENA_MAX means nothing elsewhere
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(m_arena_max, arenas)
+
+
+def serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[bool, list[int]]:
+    """Serve in this process until SIGTERM/SIGINT (on ``sock``, or binding
+    ``bind_host:bind_port``). Returns (whether it started, signals received)."""
+    limit_malloc_arenas()
+    import_uvicorn_lean()
+    from uvicorn.server import Server
+
+    server = Server(uvicorn_config(settings))
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
+    # with the handler it found: make that ours, so that a clean shutdown ends
+    # with exit status 0 rather than death by the re-raised signal. A signal
+    # that comes before uvicorn installs its handlers stops the server too.
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    server.run(sockets=None if sock is None else [sock])
+    return server.started, received
+
+
+def run_worker(settings: ServeSettings, sock: socket.socket) -> int:  # pragma: no cover
+    """A forked worker process: serve on the supervisor's socket; the exit status."""
+    import threading
+
+    from glimpse.supervisor import STARTUP_FAILURE
+
+    started, _ = serve(settings, sock)
+    for thread in threading.enumerate():   # as interpreter exit would
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    return 0 if started else STARTUP_FAILURE
