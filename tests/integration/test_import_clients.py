@@ -196,7 +196,10 @@ def test_import_events_reach_an_oslo_messaging_listener(glimpse_server: Any,
         task_ids = {e.payload["id"] for e in events if e.event_type == "task.create"
                     and e.payload["task_input"]["image_id"] == image_id}
         out = []
-        for e in events:
+        # INFO and ERROR events arrive on different queues (notifications.info,
+        # notifications.error), so their arrival order says nothing: order by the
+        # envelope's timestamp (taken when each event was recorded).
+        for e in sorted(events, key=lambda e: str(e.metadata["timestamp"])):
             p = e.payload
             if e.event_type.startswith("task.") and p["id"] in task_ids:
                 out.append((e.event_type, e.priority, p["status"]))
