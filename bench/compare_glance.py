@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 import report
-from servers import GlanceServer, GlimpseServer, Server, TreeMonitor
+from servers import GlanceServer, GlimpseServer, Server, TreeMonitor, rabbit_url
 
 REPO = Path(__file__).resolve().parent.parent
 GiB = 1024**3
@@ -129,18 +129,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def rabbit_url(args: argparse.Namespace) -> str:
-    if args.rabbit_url:
-        return str(args.rabbit_url)
-    out = subprocess.run(["bash", "-c", ". scripts/test-services.sh >/dev/null 2>&1; "
-                          "echo $GLIMPSE_TEST_RABBIT_URL"], cwd=REPO, capture_output=True,
-                         text=True, check=False)
-    url = out.stdout.strip()
-    if not url:
-        raise SystemExit("no RabbitMQ URL: run '. scripts/test-services.sh' or pass --rabbit-url")
-    return url
-
-
 def make_servers(args: argparse.Namespace) -> list[Server]:
     servers: list[Server] = []
     if args.only in ("all", "glimpse"):
@@ -149,7 +137,8 @@ def make_servers(args: argparse.Namespace) -> list[Server]:
                 name=f"glimpse-{driver}", port=args.glimpse_port,
                 workdir=Path(args.workdir) / f"glimpse-{driver}", workers=args.workers,
                 driver=driver, database=args.glimpse_database,
-                transport_url=rabbit_url(args) if driver.startswith("messaging") else None))
+                transport_url=(rabbit_url(args.rabbit_url) if driver.startswith("messaging")
+                               else None)))
     if args.only in ("all", "glance"):
         servers.append(GlanceServer(name="glance", port=args.glance_port,
                                     peer=Path(args.glance_peer), workers=args.workers))

@@ -24,7 +24,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from servers import GlimpseServer
+from servers import GlimpseServer, rabbit_url
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -78,18 +77,6 @@ def broker_cpu(node: psutil.Process | None) -> float:
         return float(t.user + t.system)
     except psutil.Error:
         return 0.0
-
-
-def rabbit_url(given: str | None) -> str:
-    if given:
-        return given
-    out = subprocess.run(["bash", "-c", ". scripts/test-services.sh >/dev/null 2>&1; "
-                          "echo $GLIMPSE_TEST_RABBIT_URL"], cwd=REPO, capture_output=True,
-                         text=True, check=False)
-    url = out.stdout.strip()
-    if not url:
-        raise SystemExit("no RabbitMQ URL: run '. scripts/test-services.sh' or pass --rabbit-url")
-    return url
 
 
 def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> dict[str, Any]:

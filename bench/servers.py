@@ -51,6 +51,20 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def rabbit_url(given: str | None) -> str:
+    """``given``, else the RabbitMQ URL that scripts/test-services.sh exports
+    (starting the broker if needed); SystemExit when there is none."""
+    if given:
+        return given
+    out = subprocess.run(["bash", "-c", ". scripts/test-services.sh >/dev/null 2>&1; "
+                          "echo $GLIMPSE_TEST_RABBIT_URL"], cwd=REPO, capture_output=True,
+                         text=True, check=False)
+    url = out.stdout.strip()
+    if not url:
+        raise SystemExit("no RabbitMQ URL: run '. scripts/test-services.sh' or pass --rabbit-url")
+    return url
+
+
 class TreeMonitor:
     """Background sampler: peak of the summed RSS of ``root`` and its descendants."""
 
