@@ -15,17 +15,15 @@ The reads (``get``, ``exists_any``, ``list_images`` and the children of
 images) and the writes of ``add``/``update`` are SQLAlchemy statements built
 once. On SQLite they run as their
 compiled text straight on the sqlite3 connection of the caller's transaction,
-with SQLAlchemy's own bind and result converters (:class:`_Prepared`): the
+with SQLAlchemy's own bind and result converters (:mod:`glimpse.db.sqlite_direct`): the
 execution machinery around these sub-0.1 ms queries cost ~10x the queries.
 Other databases run them through SQLAlchemy.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -50,20 +48,17 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects import sqlite as _sqlite_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from glimpse.db import sqlite_direct
 from glimpse.db.models import ImageMemberRow, ImagePropertyRow, ImageRow, ImageTagRow
 from glimpse.domain.image import DELETED, KILLED, Image
 from glimpse.domain.member import Member
 from glimpse.exceptions import Invalid, NotFound
 
-# What the read functions accept: an ORM Session (``Database.read()``/``write()``) or
-# a Core Connection in a transaction (``Database.query()``, cheaper to open).
-Reader = Session | Connection
+Reader = sqlite_direct.Reader
 
 _images = cast(Table, ImageRow.__table__)
 _props = cast(Table, ImagePropertyRow.__table__)
@@ -168,131 +163,11 @@ def _children_statement(count: int) -> Select[Any]:
     return stmt
 
 
-# -- SQLite: compiled text on the driver connection ------------------------------------
-
-_SQLITE = _sqlite_dialect.dialect()
-_Converter = Callable[[Any], Any] | None
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A statement's SQLite text, the order of its ``?`` parameters with SQLAlchemy's
-    converter for each (None: passed as is) and the values of its constant binds."""
-
-    sql: str
-    names: tuple[str, ...]
-    converters: tuple[_Converter, ...]
-    constants: dict[str, Any]
-
-    def values(self, params: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, convert in zip(self.names, self.converters, strict=True):
-            value = params[name] if name in params else self.constants[name]
-            out.append(value if convert is None or value is None else convert(value))
-        return out
-
-
-def _prepare(stmt: Any, column_keys: list[str] | None = None) -> _Prepared | None:
-    """``stmt`` compiled for SQLite (an INSERT/UPDATE writes ``column_keys``); None
-    when SQLAlchemy must expand parameters at run time (``in_`` of a list
-    parameter) or a bind is computed by a callable (a column default)."""
-    compiled = stmt.compile(dialect=_SQLITE, column_keys=column_keys)
-    if "POSTCOMPILE" in compiled.string or compiled.positiontup is None:
-        return None
-    converters: list[_Converter] = []
-    constants: dict[str, Any] = {}
-    for name in compiled.positiontup:
-        bind = compiled.binds.get(name)
-        if bind is None or bind.callable is not None or bind.expanding:
-            return None
-        if not bind.required:
-            constants[name] = bind.value
-        converters.append(bind.type.dialect_impl(_SQLITE).bind_processor(_SQLITE))
-    return _Prepared(compiled.string, tuple(compiled.positiontup), tuple(converters),
-                     constants)
-
-
-_PREPARED: dict[int, tuple[Any, _Prepared | None]] = {}
-
-
-def _prepared(stmt: Any) -> _Prepared | None:
-    """The cached :func:`_prepare` of ``stmt`` (keyed by identity: statements here are
-    built once and kept)."""
-    entry = _PREPARED.get(id(stmt))
-    if entry is None or entry[0] is not stmt:
-        if len(_PREPARED) >= 4 * _MAX_STATEMENTS:
-            _PREPARED.clear()
-        entry = (stmt, _prepare(stmt))
-        _PREPARED[id(stmt)] = entry
-    return entry[1]
-
-
-@contextmanager
-def _as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
-    """sqlite3's exceptions raised as SQLAlchemy's (IntegrityError, OperationalError,
-    ...), as callers expect from a statement run through SQLAlchemy."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(sql, params, error, sqlite3.Error) from error
-
-
-def _sqlite_connection(session: Reader) -> Any | None:
-    """The sqlite3 connection of ``session``'s transaction (None on other databases)."""
-    connection = session if isinstance(session, Connection) else session.connection()
-    if connection.dialect.name != "sqlite":
-        return None
-    return connection.connection.driver_connection
-
-
-def _rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
-    """Rows of ``stmt`` as tuples (values not converted on SQLite: see ``_image_of``)."""
-    raw = _sqlite_connection(session)
-    prepared = _prepared(stmt) if raw is not None else None
-    if raw is None or prepared is None:
-        return [tuple(row) for row in session.execute(stmt, params)]
-    values = prepared.values(params)
-    with _as_sqlalchemy_errors(prepared.sql, values):
-        return list(raw.execute(prepared.sql, values).fetchall())
-
-
-_PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, _Prepared | None]] = {}
-
-
-def _execute(session: Session, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
-             ) -> int:
-    """Run the INSERT/UPDATE ``stmt`` once, or once per dict of a list (all with the
-    same keys: they name the columns written); the count of rows it touched."""
-    raw = _sqlite_connection(session)
-    if raw is not None:
-        many = isinstance(params, list)
-        first = params[0] if isinstance(params, list) else params
-        key = (id(stmt), tuple(first))
-        entry = _PREPARED_DML.get(key)
-        if entry is None or entry[0] is not stmt:
-            if len(_PREPARED_DML) >= _MAX_STATEMENTS:
-                _PREPARED_DML.clear()
-            entry = (stmt, _prepare(stmt, column_keys=list(first)))
-            _PREPARED_DML[key] = entry
-        prepared = entry[1]
-        if prepared is not None:
-            if isinstance(params, list) and many:
-                rows = [prepared.values(p) for p in params]
-                with _as_sqlalchemy_errors(prepared.sql, rows):
-                    cursor = raw.executemany(prepared.sql, rows)
-            else:
-                values = prepared.values(first)
-                with _as_sqlalchemy_errors(prepared.sql, values):
-                    cursor = raw.execute(prepared.sql, values)
-            return int(cursor.rowcount)
-    result = session.execute(stmt, params)
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
     found = []
     for i, column in enumerate(_IMAGE_COLUMNS):
-        convert = column.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+        dialect = sqlite_direct.SQLITE
+        convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if convert is not None:
             found.append((i, convert))
     return tuple(found)
@@ -304,13 +179,13 @@ _SQLITE_RESULT_CONVERTERS: Final = _result_converters()
 
 def _images_of(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Image]:
     """Images (without tags and properties) from a SELECT of ``_IMAGE_COLUMNS``."""
-    raw = _sqlite_connection(session)
-    prepared = _prepared(stmt) if raw is not None else None
+    raw = sqlite_direct.sqlite_connection(session)
+    prepared = sqlite_direct.cached(stmt) if raw is not None else None
     if raw is None or prepared is None:
         return [_row_to_image(row) for row in session.execute(stmt, params)]
     images = []
     values = prepared.values(params)
-    with _as_sqlalchemy_errors(prepared.sql, values):
+    with sqlite_direct.as_sqlalchemy_errors(prepared.sql, values):
         rows = raw.execute(prepared.sql, values).fetchall()
     for row in rows:
         values = list(row)
@@ -344,7 +219,8 @@ def _load_children(session: Reader, images: Sequence[Image]) -> None:
     for start in range(0, len(ids), CHILDREN_CHUNK):
         chunk = ids[start:start + CHILDREN_CHUNK]
         params = {f"i{k}": image_id for k, image_id in enumerate(chunk)}
-        for image_id, name, value in _rows(session, _children_statement(len(chunk)), params):
+        statement = _children_statement(len(chunk))
+        for image_id, name, value in sqlite_direct.rows(session, statement, params):
             if value is None:
                 tags[image_id].add(name)
             else:
@@ -377,18 +253,18 @@ _GET_LIVE_FOR_UPDATE = _GET_LIVE.with_for_update()
 
 def exists_any(session: Reader, image_id: str) -> bool:
     """True when a row with this id exists, deleted or not (ids are never reused)."""
-    return bool(_rows(session, _EXISTS, {"id": image_id}))
+    return bool(sqlite_direct.rows(session, _EXISTS, {"id": image_id}))
 
 
 def add(session: Session, image: Image) -> None:
     """Insert ``image`` with its tags and properties. A duplicate id raises
     SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
-    _execute(session, _INSERT_IMAGE, _image_values(image))
+    sqlite_direct.execute(session, _INSERT_IMAGE, _image_values(image))
     if image.tags:
-        _execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
+        sqlite_direct.execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
                                         for t in sorted(image.tags)])
     if image.properties:
-        _execute(session, _INSERT_PROP, [{"image_id": image.id, "name": k, "value": v}
+        sqlite_direct.execute(session, _INSERT_PROP, [{"image_id": image.id, "name": k, "value": v}
                                          for k, v in sorted(image.properties.items())])
 
 
@@ -401,7 +277,7 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
     """
     values = _image_values(image)
     values["image_key"] = values.pop("id")
-    if _execute(session, _UPDATE_IMAGE, values) == 0:
+    if sqlite_direct.execute(session, _UPDATE_IMAGE, values) == 0:
         raise NotFound(f"No image found with ID {image.id}")
     if before is not None:
         old_tags, old_props = set(before.tags), dict(before.properties)
@@ -416,7 +292,7 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
         session.execute(delete(_tags).where(_tags.c.image_id == image.id,
                                             _tags.c.value.in_(gone_tags)))
     if new_tags:
-        _execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
+        sqlite_direct.execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
                                         for t in sorted(new_tags)])
     gone = set(old_props) - set(image.properties)
     if gone:
@@ -425,10 +301,10 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
     added = [{"image_id": image.id, "name": k, "value": v}
              for k, v in sorted(image.properties.items()) if k not in old_props]
     if added:
-        _execute(session, _INSERT_PROP, added)
+        sqlite_direct.execute(session, _INSERT_PROP, added)
     for name, value in sorted(image.properties.items()):
         if name in old_props and old_props[name] != value:
-            _execute(session, _UPDATE_PROP,
+            sqlite_direct.execute(session, _UPDATE_PROP,
                      {"image_key": image.id, "prop_key": name, "value": value})
 
 

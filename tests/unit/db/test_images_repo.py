@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo as repo
-from glimpse.db import migrate
+from glimpse.db import migrate, sqlite_direct
 from glimpse.db.engine import Database
 from glimpse.db.images_repo import AttrFilter, ImageQuery
 from glimpse.domain.image import Image
@@ -303,7 +303,7 @@ def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
         return got
 
     fast = reads()
-    monkeypatch.setattr(repo, "_sqlite_connection", lambda session: None)
+    monkeypatch.setattr(sqlite_direct, "sqlite_connection", lambda session: None)
     slow = reads()
     assert fast == slow
     image = fast[0]
