@@ -149,15 +149,18 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     check_property_quota(runtime, image.properties)
     protections = property_protection.current()
     protections.check_changes(ctx, {}, image.properties)
-    payload = payloads.image(image, hidden_properties=protections.hidden(ctx, image.properties))
-    with runtime.db.write() as session:   # the lock is held for the writes only
+    # built before the write lock (held for the writes only), and only when recorded
+    payload = (payloads.image(image, hidden_properties=protections.hidden(ctx, image.properties))
+               if runtime.notifier.wants(catalogue.IMAGE_CREATE) else None)
+    with runtime.db.write() as session:
         if images_repo.exists_any(session, image.id):
             raise Duplicate(f"Image ID {image.id} already exists!")
         try:
             images_repo.add(session, image)
         except IntegrityError:  # a concurrent create with the same id won the race
             raise Duplicate(f"Image ID {image.id} already exists!") from None
-        runtime.notifier.record(session, catalogue.IMAGE_CREATE, lambda: payload)
+        if payload is not None:
+            runtime.notifier.record(session, catalogue.IMAGE_CREATE, lambda: payload)
     return protections.readable_image(ctx, image)
 
 
