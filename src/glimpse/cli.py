@@ -8,7 +8,8 @@
     ``bind_host:bind_port``. With ``workers = 1`` uvicorn serves in this process
     (:mod:`glimpse.worker`);
     with more, this process becomes a small supervisor (:mod:`glimpse.supervisor`)
-    that binds the socket and forks ``workers`` worker processes serving on it.
+    that binds the socket, forks ``workers`` worker processes and hands them the
+    connections it accepts, in turn.
     Each worker re-reads the same configuration (passed in the environment
     variable ``GLIMPSE_CONFIG_ARGS`` as a JSON list of arguments), sets up the
     same logging and builds its own runtime. SIGTERM/SIGINT shut down cleanly:
@@ -227,7 +228,7 @@ def api_main(argv: Sequence[str] | None = None) -> int:
             return STARTUP_FAILURE
         with sock:
             supervisor = Supervisor(sock, settings.workers,
-                                    lambda shared: run_worker(settings, shared))
+                                    lambda channel: run_worker(settings, channel))
             status = supervisor.run()
         received = [supervisor.received] if supervisor.received else []
     LOG.info("Glimpse API stopped%s",

@@ -10,6 +10,7 @@ variable ``GLIMPSE_CONFIG_ARGS`` (set by :func:`glimpse.cli.api_main`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from glimpse.cli import CONFIG_ENV, GRACEFUL_SHUTDOWN, ServeSettings, setup_logg
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from uvicorn import Config
+    from uvicorn.server import Server
 
 
 def create_worker_app() -> Starlette:
@@ -106,14 +108,17 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     mallopt(m_arena_max, arenas)
 
 
-def serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[bool, list[int]]:
-    """Serve in this process until SIGTERM/SIGINT (on ``sock``, or binding
-    ``bind_host:bind_port``). Returns (whether it started, signals received)."""
+def serve(settings: ServeSettings, channel: socket.socket | None = None
+          ) -> tuple[bool, list[int]]:
+    """Serve in this process until SIGTERM/SIGINT: the connections the supervisor
+    hands over on ``channel``, or else on ``bind_host:bind_port`` bound here.
+    Returns (whether it started, signals received)."""
     limit_malloc_arenas()
     import_uvicorn_lean()
     from uvicorn.server import Server
 
-    server = Server(uvicorn_config(settings))
+    config = uvicorn_config(settings)
+    server = Server(config) if channel is None else handed_connections_server(config, channel)
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
     # with the handler it found: make that ours, so that a clean shutdown ends
     # with exit status 0 rather than death by the re-raised signal. A signal
@@ -126,17 +131,74 @@ def serve(settings: ServeSettings, sock: socket.socket | None = None) -> tuple[b
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    server.run(sockets=None if sock is None else [sock])
+    server.run(sockets=None if channel is None else [])
     return server.started, received
 
 
-def run_worker(settings: ServeSettings, sock: socket.socket) -> int:  # pragma: no cover
-    """A forked worker process: serve on the supervisor's socket; the exit status."""
+def handed_connections_server(config: Config, channel: socket.socket) -> Server:
+    """A uvicorn ``Server`` without a listening socket: it serves the connections
+    the supervisor accepted and sends over ``channel`` (glimpse.supervisor's
+    module docstring), tells the supervisor ``READY`` once it serves, and shuts
+    down gracefully when the channel reaches EOF (the supervisor is gone)."""
+    import asyncio
+
+    from uvicorn.server import Server
+
+    from glimpse.supervisor import READY
+
+    class HandedConnectionsServer(Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=[])      # lifespan, no listener
+            if not self.started:
+                return
+            loop = asyncio.get_running_loop()
+            channel.setblocking(False)
+            loop.add_reader(channel.fileno(), self._receive, loop)
+            channel.send(READY)
+
+        def _receive(self, loop: asyncio.AbstractEventLoop) -> None:
+            while True:
+                try:
+                    message, fds, _, _ = socket.recv_fds(channel, 16, 16)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    message, fds = b"", []
+                if not message and not fds:       # EOF: the supervisor died
+                    loop.remove_reader(channel.fileno())
+                    self.should_exit = True
+                    return
+                for fd in fds:
+                    loop.create_task(self._serve_connection(loop, socket.socket(fileno=fd)))
+
+        async def _serve_connection(self, loop: asyncio.AbstractEventLoop,
+                                    conn: socket.socket) -> None:
+            # uvicorn's own protocol factory (Server.startup's create_protocol)
+            def protocol() -> asyncio.Protocol:
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state,
+                    app_state=self.lifespan.state, _loop=loop)
+
+            try:
+                await loop.connect_accepted_socket(protocol, conn)
+            except OSError:                        # the client left already
+                conn.close()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(channel.fileno())
+            await super().shutdown(sockets=None)
+
+    return HandedConnectionsServer(config)
+
+
+def run_worker(settings: ServeSettings, channel: socket.socket) -> int:  # pragma: no cover
+    """A forked worker process: serve what the supervisor hands over; the exit status."""
     import threading
 
     from glimpse.supervisor import STARTUP_FAILURE
 
-    started, _ = serve(settings, sock)
+    started, _ = serve(settings, channel)
     for thread in threading.enumerate():   # as interpreter exit would
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

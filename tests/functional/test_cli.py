@@ -3,10 +3,14 @@ one log file for the service and the ``log`` notification driver, clean SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.conftest import ServerProcess
 
@@ -20,6 +24,23 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -
             return
         time.sleep(0.1)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def _serving_pid(client: socket.socket, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server end of ``client``'s TCP connection
+    (/proc/net/tcp: the socket whose remote port is the client's local port)."""
+    port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    return None
 
 
 def test_two_workers_one_log_file_and_clean_sigterm(
@@ -44,6 +65,20 @@ def test_two_workers_one_log_file_and_clean_sigterm(
     _wait_for(lambda: f'"id": "{image_id}"' in server.log.read_text()
               and "oslo.messaging.notification.image.create" in server.log.read_text(),
               "the image.create notification in the log file")
+
+    # Four keep-alive connections opened together are served two by each worker.
+    workers = [int(pid) for pid in set(started.findall(server.log.read_text()))]
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+             for _ in range(4)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: glimpse\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        owners = [_serving_pid(sock, workers) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert sorted(owners.count(pid) for pid in workers) == [2, 2], owners
 
     server.stop()
     assert server.proc is not None and server.proc.returncode == 0

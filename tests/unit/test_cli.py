@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,13 +91,16 @@ print(json.dumps([started, received]))
 SUPERVISED = """
 import os, signal, socket, sys, time
 from pathlib import Path
-from glimpse.supervisor import STARTUP_FAILURE, Supervisor
+from glimpse.supervisor import READY, STARTUP_FAILURE, Supervisor
 
 work = Path(sys.argv[1])
 
-def serve(sock):
+def event(what):
     with open(work / "events", "a") as f:
-        f.write(f"{os.getpid()} start\\n")
+        f.write(f"{os.getpid()} {what}\\n")
+
+def serve(channel):
+    event("start")
     if (work / "fail-start").exists():
         return STARTUP_FAILURE
     try:
@@ -106,14 +110,26 @@ def serve(sock):
         pass
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    channel.send(READY)
+    channel.settimeout(0.05)
     while not stop:
-        time.sleep(0.05)
-    with open(work / "events", "a") as f:
-        f.write(f"{os.getpid()} stop\\n")
+        try:
+            message, fds, _, _ = socket.recv_fds(channel, 16, 4)
+        except (TimeoutError, InterruptedError):
+            continue
+        if not message and not fds:
+            event("orphaned")
+            return 0
+        for fd in fds:   # a handed-over connection: answer with our pid
+            with socket.socket(fileno=fd) as conn:
+                conn.sendall(str(os.getpid()).encode())
+    event("stop")
     return 0
 
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
+sock.listen(16)
+(work / "port").write_text(str(sock.getsockname()[1]))
 sys.exit(Supervisor(sock, 2, serve).run())
 """
 
@@ -132,6 +148,23 @@ def _wait(predicate: Callable[[], bool], what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def _served_by(work: Path, connections: int) -> list[int]:
+    """Open ``connections`` at once, then read which worker answered each."""
+    port = int((work / "port").read_text())
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10)
+             for _ in range(connections)]
+    pids = []
+    for sock in socks:
+        with sock:
+            pids.append(int(sock.recv(64)))
+    return pids
+
+
+def _ready(work: Path, starts: int) -> Callable[[], bool]:
+    return lambda: (work / "port").exists() and len(
+        [e for _, e in _events(work) if e == "start"]) >= starts
 
 
 @pytest.fixture
@@ -166,6 +199,34 @@ def test_dead_worker_is_replaced_and_sigterm_stops_all(
     assert len(stopped) == 2 and set(stopped) < set(started), "the live two stop cleanly"
 
 
+def test_connections_are_handed_to_the_workers_in_turn(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    """Four connections that arrive together go two to each worker (a shared
+    listening socket let one worker take all four in about a third of the runs)."""
+    proc = supervised()
+    _wait(_ready(tmp_path, 2), "two workers")
+    time.sleep(0.2)   # both reported ready
+    workers = {p for p, e in _events(tmp_path) if e == "start"}
+    for _ in range(5):
+        served = _served_by(tmp_path, 4)
+        assert set(served) == workers
+        assert sorted(served.count(pid) for pid in workers) == [2, 2]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_workers_stop_when_the_supervisor_dies(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    """SIGKILL of the supervisor closes the channels: the workers do not linger."""
+    proc = supervised()
+    _wait(_ready(tmp_path, 2), "two workers")
+    time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    _wait(lambda: len([e for _, e in _events(tmp_path) if e == "orphaned"]) == 2,
+          "both workers to see EOF on their channel")
+
+
 def test_sighup_replaces_every_worker(
         tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
     proc = supervised()
@@ -180,6 +241,8 @@ def test_sighup_replaces_every_worker(
     events = _events(tmp_path)
     assert {p for p, e in events if e == "stop"} == first
     assert len([e for _, e in events if e == "start"]) == 4
+    fresh = {p for p, e in events if e == "start"} - first
+    assert set(_served_by(tmp_path, 4)) == fresh, "only the new workers get connections"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
 
