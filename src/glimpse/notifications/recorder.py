@@ -9,10 +9,10 @@ it later. With no driver but ``noop`` configured, or with the event disabled,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
@@ -106,7 +106,9 @@ class Notifier:
         now = utcnow()
         envelope = make_envelope(publisher_id=self.publisher_id, event_type=event_type,
                                  priority=priority, payload=build_payload(), moment=now)
-        text = json.dumps(envelope)
+        # orjson: key order kept, compact, non-ASCII as UTF-8 (valid JSON for every
+        # consumer); ~1/8 of json.dumps's CPU on the request thread
+        text = orjson.dumps(envelope).decode()
         insert_outbox_rows(session, [
             {"driver": driver, "message_id": envelope["message_id"], "event_type": event_type,
              "priority": priority, "envelope": text, "created_at": now, "attempts": 0}

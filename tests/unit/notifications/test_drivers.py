@@ -119,6 +119,18 @@ def test_v2_and_v1_bodies() -> None:
         add_unique_id("{}")
 
 
+def test_bodies_carry_non_ascii_text_as_utf8_json() -> None:
+    payload = {"id": "x", "name": "образ \u00e9\u2603 \"q\" \\ \n", "properties": {"k": "値"}}
+    ev = event(payload=payload)
+    for v2 in (True, False):
+        body = message_body(ev.envelope, v2=v2)
+        assert isinstance(body, bytes)
+        outer = json.loads(body.decode("utf-8"))
+        inner = json.loads(outer["oslo.message"]) if v2 else outer
+        assert inner["payload"] == payload
+        assert {k: v for k, v in inner.items() if k != "_unique_id"} == json.loads(ev.envelope)
+
+
 # -- log driver ------------------------------------------------------------------------
 
 def test_log_driver_logger_level_and_masking(caplog: pytest.LogCaptureFixture) -> None:

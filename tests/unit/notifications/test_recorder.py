@@ -32,6 +32,17 @@ def outbox(db: Database) -> list[OutboxRow]:
         return list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
 
 
+def test_non_ascii_payloads_are_stored_as_json_that_reads_back_equal(db: Database) -> None:
+    notifier = Notifier(["messagingv2"], publisher_id="image.test")
+    payload = {"id": "x", "name": "образ \u2603 \"q\" \\ \t", "tags": ["値"], "size": 2**40,
+               "deleted_at": None, "protected": False}
+    with db.write() as session:
+        envelope = notifier.record(session, "image.create", lambda: payload)
+    (row,) = outbox(db)
+    assert json.loads(row.envelope) == envelope and envelope is not None
+    assert envelope["payload"] == payload
+
+
 def test_one_row_per_driver_with_the_stored_envelope(db: Database) -> None:
     woken: list[int] = []
     notifier = Notifier(["log", "noop", "messagingv2", "log"], publisher_id="image.test",

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import OutboxRow
+from glimpse.notifications.delivery import mark_delivered
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.recorder import Notifier
 from glimpse.notifications.relay import (
@@ -125,6 +126,15 @@ def test_delivers_in_id_order_in_batches_and_marks_delivered(db: Database) -> No
     assert fake.calls == 3                                    # batch_size 4: 4 + 4 + 2
     assert all(r.delivered_at == clock.now for r in rows(db))
     assert w.step() == SETTINGS.poll_interval and fake.calls == 3   # nothing left
+
+
+def test_mark_delivered_sets_exactly_the_given_rows(db: Database) -> None:
+    record(db, 6)
+    ids = [r.id for r in rows(db)]
+    when = datetime(2026, 11, 26, 12, 0, 0, 123456)
+    with db.write() as session:
+        mark_delivered(session.connection(), [ids[1], ids[4], ids[5]], when)
+    assert [r.delivered_at for r in rows(db)] == [None, when, None, None, when, when]
 
 
 def test_failure_keeps_order_and_backs_off(db: Database) -> None:

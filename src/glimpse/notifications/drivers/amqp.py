@@ -34,7 +34,6 @@ again, trying the hosts round-robin starting after the one that failed.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
 import struct
@@ -44,6 +43,7 @@ from typing import Any
 
 import amqp
 import kombu
+import orjson
 from amqp import exceptions as amqp_exc
 from amqp import spec
 from amqp.serialization import dumps as amqp_dumps
@@ -103,19 +103,21 @@ class _PublishFramer:
 
 
 def add_unique_id(envelope_json: str) -> str:
-    """The stored envelope text with ``"_unique_id": "<32 hex>"`` appended as last key."""
+    """The stored envelope text with ``"_unique_id":"<32 hex>"`` appended as last key."""
     text = envelope_json.rstrip()
     if not text.endswith("}") or text == "{}":
         raise ValueError("envelope is not a non-empty JSON object")
-    return f'{text[:-1]}, "_unique_id": "{os.urandom(16).hex()}"}}'
+    return f'{text[:-1]},"_unique_id":"{os.urandom(16).hex()}"}}'
 
 
-def message_body(envelope_json: str, *, v2: bool) -> str:
-    """The AMQP body for one publish (a new ``_unique_id`` each call)."""
+def message_body(envelope_json: str, *, v2: bool) -> bytes:
+    """The AMQP body (UTF-8) for one publish (a new ``_unique_id`` each call).
+    orjson: compact, non-ASCII as UTF-8 rather than ``\\uXXXX``; ~1/6 of
+    json.dumps's CPU for the v2 wrapper."""
     inner = add_unique_id(envelope_json)
     if v2:
-        return json.dumps({"oslo.version": "2.0", "oslo.message": inner})
-    return inner
+        return orjson.dumps({"oslo.version": "2.0", "oslo.message": inner})
+    return inner.encode()
 
 
 class _AmqpTicket(Ticket):
@@ -188,7 +190,7 @@ class AmqpDriver(Driver):
             size = 0
             for ev, ev_keys in zip(events, keys, strict=True):
                 for key in ev_keys:
-                    data = framer.frames(key, message_body(ev.envelope, v2=self.v2).encode())
+                    data = framer.frames(key, message_body(ev.envelope, v2=self.v2))
                     out.append(data)
                     size += len(data)
                     self._next_tag += 1
