@@ -7,6 +7,7 @@ Times are naive UTC datetimes. Deleted images are kept (status ``deleted``,
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -16,9 +17,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
+    event,
     text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
@@ -139,12 +143,29 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
 
+    # Both indexes are partial: a row is in ix_outbox_pending until it is delivered,
+    # then in ix_outbox_delivered_at (the prune's), so the request's INSERT writes
+    # one index entry, not two. The PostgreSQL predicate is attached when the table
+    # is created on PostgreSQL (_postgresql_partial_indexes): ``postgresql_where=``
+    # here would import SQLAlchemy's PostgreSQL dialect (~2 MiB) into every process.
     __table_args__ = (
         Index("ix_outbox_pending", "driver", "id",
               sqlite_where=text("delivered_at IS NULL"),
-              postgresql_where=text("delivered_at IS NULL")),
-        Index("ix_outbox_delivered_at", "delivered_at"),
+              info={"where": "delivered_at IS NULL"}),
+        Index("ix_outbox_delivered_at", "delivered_at",
+              sqlite_where=text("delivered_at IS NOT NULL"),
+              info={"where": "delivered_at IS NOT NULL"}),
     )
+
+
+@event.listens_for(OutboxRow.__table__, "before_create")
+def _postgresql_partial_indexes(table: Table, connection: Connection, **_: Any) -> None:
+    """``Index.info["where"]`` as ``postgresql_where`` when created on PostgreSQL."""
+    if connection.dialect.name != "postgresql":
+        return
+    for index in table.indexes:
+        if "where" in index.info:
+            index.dialect_kwargs["postgresql_where"] = text(index.info["where"])
 
 
 class RelayLeaseRow(Base):

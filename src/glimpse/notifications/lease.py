@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, DateTime, Table, func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from glimpse.db.engine import Database
 from glimpse.db.models import RelayLeaseRow
@@ -63,9 +62,16 @@ class DriverLease:
         if self._row_ensured:
             return
         values = {"driver": self.driver_name, "owner": None, "expires_at": None}
-        dialect_insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(_leases).values(**values).on_conflict_do_nothing(
-            index_elements=["driver"])
+        # imported here: a SQLite process never loads the PostgreSQL dialect (~2 MiB)
+        stmt: Any
+        if self.db.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+            stmt = postgresql.insert(_leases).values(**values).on_conflict_do_nothing(
+                index_elements=["driver"])
+        else:
+            from sqlalchemy.dialects import sqlite
+            stmt = sqlite.insert(_leases).values(**values).on_conflict_do_nothing(
+                index_elements=["driver"])
         with self.db.write() as session:
             session.execute(stmt)
         self._row_ensured = True

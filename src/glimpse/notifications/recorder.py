@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from glimpse.db.engine import after_commit, utcnow
 from glimpse.db.models import OutboxRow
+from glimpse.db.sqlite_direct import as_sqlalchemy_errors, sqlite_connection
 from glimpse.notifications.catalogue import INFO, is_disabled
 from glimpse.notifications.envelope import Payload, make_envelope
 
@@ -55,7 +56,17 @@ class _OutboxInsert:
                 row[name] = processor(row[name])
         params: list[Any] = ([tuple(row[name] for name in self.order) for row in rows]
                              if self.positional else rows)
-        connection.exec_driver_sql(self.sql, params[0] if len(params) == 1 else params)
+        raw = sqlite_connection(connection)
+        if raw is None:
+            connection.exec_driver_sql(self.sql, params[0] if len(params) == 1 else params)
+            return
+        # SQLite: straight on the sqlite3 connection of the transaction (~8 us
+        # instead of ~30 us through exec_driver_sql's execution context)
+        with as_sqlalchemy_errors(self.sql, params):
+            if len(params) == 1:
+                raw.execute(self.sql, params[0])
+            else:
+                raw.executemany(self.sql, params)
 
 
 _INSERTS: dict[tuple[str, str, str], _OutboxInsert] = {}

@@ -243,6 +243,22 @@ def test_prune_removes_only_old_delivered_rows(db: Database) -> None:
     assert [r.delivered_at for r in rows(db)] == [None, None]
 
 
+def test_pending_rows_stay_out_of_the_prune_index_which_the_prune_uses(db: Database) -> None:
+    record(db, 3)
+    fake, clock = FakeDriver(), Clock()
+    fake.failures = [1]
+    worker(db, fake, clock).step()                    # 1 delivered, 2 pending
+    with db.engine.connect() as conn:
+        in_index = conn.exec_driver_sql(
+            "SELECT count(*) FROM outbox INDEXED BY ix_outbox_delivered_at "
+            "WHERE delivered_at IS NOT NULL").scalar()
+        plan = " ".join(str(r[3]) for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE driver = 'fake' "
+            "AND delivered_at IS NOT NULL AND delivered_at < '2030-01-01' LIMIT 5000"))
+    assert in_index == 1
+    assert "ix_outbox_delivered_at" in plan
+
+
 def test_relay_thread_delivers_on_wake_and_drains_on_stop(db: Database) -> None:
     fake = FakeDriver()
     settings = RelaySettings(batch_size=3, poll_interval=5.0, initial_backoff=0.01,
