@@ -110,7 +110,9 @@ class ImageDataResponse(Response):
             if length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
-                async for data in _prepend(first, chunks):
+                body = _prepend(first, chunks)
+                first = b""
+                async for data in body:
                     if disconnected():
                         break
                     after = self.bytes_sent + len(data)
@@ -119,6 +121,13 @@ class ImageDataResponse(Response):
                     if disconnected():
                         break
                     self.bytes_sent = after
+                    if after < length:
+                        # Hold no chunk while the server's send buffer drains (a send
+                        # waits for that before writing): the chunk in the buffer and
+                        # the one read ahead are all that is resident, not three.
+                        data = b""
+                        await send({"type": "http.response.body", "body": b"",
+                                    "more_body": True})
             self.priority = INFO if self.bytes_sent == length else WARN
         except Exception:
             self.priority = ERROR
@@ -148,6 +157,7 @@ class ImageDataResponse(Response):
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     if first:
         yield first
+        first = b""   # not kept for the whole download
     async for chunk in rest:
         yield chunk
 
