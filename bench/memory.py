@@ -99,12 +99,36 @@ def per_process_peaks(monitor: TreeMonitor, peaks: dict[int, int], stop: list[bo
         time.sleep(0.05)
 
 
+def run_requests(server: GlimpseServer, monitor: TreeMonitor, args: argparse.Namespace) -> None:
+    """The request rows as compare_glance.py runs them (same wrk script and bodies)."""
+    from compare_glance import OPS
+
+    ids = loadgen.create_images(server.url, HEADERS, args.images, BODY)
+    for op, spec in OPS.items():
+        headers = dict(HEADERS)
+        if "content_type" in spec:
+            headers["Content-Type"] = spec["content_type"]
+        for conc in (1, 4, 16):
+            time.sleep(0.5)
+            monitor.set_phase(f"{op}_c{conc}")
+            res = loadgen.run_wrk(server.url, method=spec["method"], path=spec["path"],
+                                  headers=headers, connections=conc,
+                                  duration_s=args.requests, body=spec.get("body"), ids=ids)
+            monitor.set_phase(None)
+            print(f"{op}_c{conc}: {res.rps:.0f} req/s, tree RSS {monitor.rss() / MiB:.1f} MiB")
+    describe("idle after the requests", server, monitor, 0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="uploads (each measured)")
     p.add_argument("--maps", type=int, default=0, help="largest mappings of a worker to list")
+    p.add_argument("--requests", type=float, default=0, metavar="SECONDS",
+                   help="then the request rows of compare_glance.py (list, show, patch, "
+                        "create at 1, 4, 16 clients), SECONDS each (wrk)")
+    p.add_argument("--images", type=int, default=1000, help="images seeded for --requests")
     p.add_argument("--dir", default=f"/tmp/glimpse-memory-{os.getpid()}")
     args = p.parse_args()
     workdir = Path(args.dir)
@@ -148,6 +172,8 @@ def main() -> None:
         stop.append(True)
         sampler.join()
         client.close()
+        if args.requests:
+            run_requests(server, monitor, args)
         print(f"peak tree RSS {monitor.peak_rss / MiB:.1f} MiB (PSS {monitor.peak_pss / MiB:.1f}); "
               + ", ".join(f"{k} {v / MiB:.1f}" for k, v in monitor.phase_peaks.items()))
         print("per-process peak RSS: " + ", ".join(
