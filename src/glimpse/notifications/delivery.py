@@ -43,13 +43,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Integer, Table, and_, bindparam, delete, select, update
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from glimpse.db.engine import Database, utcnow
 from glimpse.db.models import OutboxRow
+from glimpse.db.sqlite_direct import SQLITE, as_sqlalchemy_errors, sqlite_connection
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.lease import DriverLease
 
@@ -69,6 +80,12 @@ _MARK_DELIVERED = update(_outbox).where(_outbox.c.id.in_(bindparam("ids", expand
 # scan for ``id IN (<hundreds of ids>)`` when its statistics (refreshed at 1, 100,
 # 1,000, ... writes, sampled) undercount the table: ~50 us instead of ~10 us a row.
 _MARK_DELIVERED_SQLITE = "UPDATE outbox SET delivered_at = ? WHERE id = ?"
+_PENDING_SQLITE = ("SELECT id, message_id, event_type, priority, envelope, attempts, "
+                   "next_attempt_at FROM outbox WHERE driver = ? AND delivered_at IS NULL "
+                   "ORDER BY id LIMIT ?")
+_PENDING_SQLITE_AFTER = _PENDING_SQLITE.replace("ORDER BY", "AND id > ? ORDER BY")
+_SQLITE_DATETIME = cast(Callable[[str], datetime],
+                        DateTime().dialect_impl(SQLITE).result_processor(SQLITE, None))
 
 PRUNE_INTERVAL = 300.0          # seconds between prune passes
 _PRUNE_CHUNK = 5000
@@ -94,8 +111,35 @@ def mark_delivered(connection: Connection, ids: Sequence[int], when: datetime) -
         connection.execute(_MARK_DELIVERED, {"ids": list(ids), "delivered_at": when})
 
 
-@dataclass(frozen=True)
-class PendingRow:
+def _pending_sqlite(raw: Any, driver: str, limit: int, exclude: Sequence[int],
+                    ) -> list[PendingRow]:
+    """``_PENDING`` on the sqlite3 connection, the rows already sent left out by
+    ``id > max(exclude)`` rather than ``id NOT IN (exclude)``.
+
+    Equivalent on SQLite: writers are serialised, and a new row's id is
+    ``max(id) + 1`` (the rows sent are not yet marked, so never pruned: the
+    maximum is at least theirs), so commit order is id order and a pending row
+    below a row that was read was visible to that read. What was sent is always
+    a prefix of the pending rows in id order (reads skip nothing before the
+    excluded rows; a batch stops at the first row waiting for its retry; a
+    failed batch owes only its confirmed prefix). Were a row ever left out
+    wrongly, it would wait, not be lost: once the marks are written nothing is
+    excluded. Saves SQLAlchemy's per-execution expansion of the id list and
+    SQLite's evaluation of it (~20 us of relay CPU per event in batches of ~60).
+    """
+    params: tuple[Any, ...]
+    if exclude:
+        sql, params = _PENDING_SQLITE_AFTER, (driver, max(exclude), limit)
+    else:
+        sql, params = _PENDING_SQLITE, (driver, limit)
+    with as_sqlalchemy_errors(sql, params):
+        found = raw.execute(sql, params).fetchall()
+    return [PendingRow(OutboxEvent(r[0], r[1], r[2], r[3], r[4]), r[5],
+                       None if r[6] is None else _SQLITE_DATETIME(r[6]))
+            for r in found]
+
+
+class PendingRow(NamedTuple):
     event: OutboxEvent
     attempts: int
     next_attempt_at: datetime | None
@@ -180,11 +224,14 @@ class DriverWorker:
     def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
         """Undelivered rows in id order, leaving out ``exclude`` (rows already sent).
         A Core connection: the ORM session costs more than the query."""
-        params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
-        stmt = _PENDING
-        if exclude:
-            stmt, params["exclude"] = _PENDING_EXCLUDING, list(exclude)
         with self.db.engine.connect() as conn:
+            raw = sqlite_connection(conn)
+            if raw is not None:
+                return _pending_sqlite(raw, self.driver_name, limit, exclude)
+            params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
+            stmt = _PENDING
+            if exclude:
+                stmt, params["exclude"] = _PENDING_EXCLUDING, list(exclude)
             return [PendingRow(OutboxEvent(r[0], r[1], r[2], r[3], r[4]), r[5], r[6])
                     for r in conn.execute(stmt, params)]
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import struct
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
+import amqp.transport
 import pytest
 from oslo_config import cfg
 
@@ -193,3 +198,50 @@ def test_framer_writes_the_same_bytes_as_py_amqp(size: int) -> None:
           message)
     ours = _PublishFramer(7, _Conn.frame_max, "glance").frames("notifications.info", body)
     assert ours == bytes(sink.data)
+
+
+# -- publisher confirms read from the socket ----------------------------------------
+
+def _ack_frame(channel: int, tag: int, multiple: bool, nack: bool = False) -> bytes:
+    return struct.pack(">BHIHHQBB", 1, channel, 13, 60, 120 if nack else 80, tag,
+                       int(multiple), 0xCE)
+
+
+def _driver_on_socket() -> tuple[AmqpDriver, socket.socket, Any]:
+    """An AmqpDriver whose connection is a py-amqp TCPTransport over a socketpair."""
+    ours, broker = socket.socketpair()
+    transport: Any = object.__new__(amqp.transport.TCPTransport)
+    transport.sock, transport._read_buffer = ours, b""
+    driver = AmqpDriver([BrokerHost("h", 5672, "u", "p", "/")], v2=True)
+    driver._conn = cast(Any, SimpleNamespace(connection=SimpleNamespace(transport=transport)))
+    driver._channel = SimpleNamespace(channel_id=1)
+    return driver, broker, transport
+
+
+def test_confirms_are_read_from_the_socket_and_other_frames_left_to_py_amqp() -> None:
+    driver, broker, transport = _driver_on_socket()
+    close_frame = struct.pack(">BHIHH", 1, 1, 4, 20, 40) + b"\xce"   # channel.close (cut)
+    broker.sendall(_ack_frame(1, 1, False) + _ack_frame(1, 3, True) + close_frame)
+    assert driver._read_confirms(1.0) is True
+    assert driver._acked_upto == 3
+    assert transport._read_buffer == close_frame          # py-amqp reads it next
+    assert driver._read_confirms(1.0) is False
+    assert transport._read_buffer == close_frame
+
+
+def test_an_ack_split_across_reads_and_a_nack() -> None:
+    driver, broker, transport = _driver_on_socket()
+    frame = _ack_frame(1, 1, False)
+    broker.sendall(frame[:10])
+    assert driver._read_confirms(1.0) is True and driver._acked_upto == 0
+    broker.sendall(frame[10:] + _ack_frame(1, 2, False, nack=True))
+    assert driver._read_confirms(1.0) is True
+    assert driver._acked_upto == 1 and driver._nacked == [2]
+    assert transport._read_buffer == b""
+    assert driver._read_confirms(0.05) is True              # timed out: caller's deadline
+    assert _ack_frame(2, 1, False)[:3] != frame[:3]
+    broker.sendall(_ack_frame(2, 5, False))                  # another channel: py-amqp's
+    assert driver._read_confirms(1.0) is False
+    broker.close()
+    transport._read_buffer = b""
+    assert driver._read_confirms(1.0) is False               # closed: py-amqp raises

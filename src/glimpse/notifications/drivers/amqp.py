@@ -60,6 +60,20 @@ _FLUSH_BYTES = 256 * 1024
 
 
 _FRAME_END = b"\xce"
+# basic.ack / basic.nack: frame header (type 1, channel, size 13), class 60, method
+# 80 / 120, delivery tag, flags octet, frame end.
+_ACK_FRAME = struct.Struct(">BHIHHQBB")
+_ACK_METHODS = (b"\x00\x50", b"\x00\x78")
+
+
+def _may_start_with_ack(buffer: bytes, channel_id: int) -> bool:
+    """Whether ``buffer`` may begin with an ack/nack frame of ``channel_id``: the
+    bytes that are there match its start (an empty buffer does)."""
+    head = buffer[:11]
+    probe = struct.pack(">BHIH", 1, channel_id, 13, 60)
+    if len(head) <= len(probe):
+        return probe.startswith(head)
+    return head.startswith(probe) and (len(head) < 11 or head[9:11] in _ACK_METHODS)
 _BASIC_PUBLISH = struct.pack(">HH", *spec.Basic.Publish)
 
 
@@ -245,7 +259,59 @@ class AmqpDriver(Driver):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no publisher confirm within {self.confirm_timeout}s")
-            self._conn.drain_events(timeout=remaining)
+            if not self._read_confirms(remaining):
+                self._conn.drain_events(timeout=remaining)
+
+    def _read_confirms(self, timeout: float) -> bool:
+        """Read the broker's ``basic.ack``/``basic.nack`` frames straight from the
+        socket; False when py-amqp must read the next frame (any other frame, a
+        closed or failing socket, a transport other than plain TCP).
+
+        The broker acks a published batch in many small frames; through
+        ``drain_events`` each costs ~60 us of Python (kombu, py-amqp's frame
+        reader, method dispatch, channel events), here ~2 us. Bytes that are not
+        acks of our channel stay at the head of py-amqp's read buffer, which its
+        frame reader consumes first, so everything else (channel or connection
+        close, flow control) is handled by py-amqp as before.
+        """
+        transport: Any = self._conn.connection.transport if self._conn is not None else None
+        if type(transport) is not amqp.transport.TCPTransport or self._channel is None:
+            return False
+        buffer = transport._read_buffer
+        if not isinstance(buffer, bytes):
+            return False
+        channel_id = self._channel.channel_id
+        if not _may_start_with_ack(buffer, channel_id):
+            return False
+        if len(buffer) < _ACK_FRAME.size:          # wait for (more of) an ack frame
+            try:
+                with transport.having_timeout(timeout) as sock:
+                    data = sock.recv(65536)
+            except TimeoutError:
+                return True                          # the caller checks its deadline
+            except OSError:
+                return False
+            if not data:
+                return False                         # closed: py-amqp raises
+            buffer = transport._read_buffer = buffer + data
+        pos, end = 0, len(buffer) - _ACK_FRAME.size
+        while pos <= end:
+            (frame_type, channel, size, class_id, method_id, tag, bits,
+             frame_end) = _ACK_FRAME.unpack_from(buffer, pos)
+            if (frame_type != 1 or channel != channel_id or size != 13 or class_id != 60
+                    or method_id not in (80, 120) or frame_end != 0xCE):
+                break
+            if method_id == 80:
+                self._on_ack(tag, bool(bits & 1))
+            else:
+                self._on_nack(tag, bool(bits & 1))
+            pos += _ACK_FRAME.size
+        if pos:
+            transport._read_buffer = buffer[pos:]
+        # nothing consumed: more bytes are needed only while the buffer holds the
+        # start of an ack; anything else (even a malformed ack) goes to py-amqp
+        return pos > 0 or (len(buffer) < _ACK_FRAME.size
+                           and _may_start_with_ack(buffer, channel_id))
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if multiple:
