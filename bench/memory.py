@@ -101,9 +101,10 @@ def per_process_peaks(monitor: TreeMonitor, peaks: dict[int, int], stop: list[bo
 
 def run_requests(server: GlimpseServer, monitor: TreeMonitor, args: argparse.Namespace) -> None:
     """The request rows as compare_glance.py runs them (same wrk script and bodies)."""
-    from compare_glance import OPS
+    from compare_glance import OPS, SEED_BODY
 
-    ids = loadgen.create_images(server.url, HEADERS, args.images, BODY)
+    ids = loadgen.create_images(server.url, HEADERS, args.images, SEED_BODY)
+    describe(f"after seeding {len(ids)} images", server, monitor, 0)
     for op, spec in OPS.items():
         headers = dict(HEADERS)
         if "content_type" in spec:
@@ -115,8 +116,13 @@ def run_requests(server: GlimpseServer, monitor: TreeMonitor, args: argparse.Nam
                                   headers=headers, connections=conc,
                                   duration_s=args.requests, body=spec.get("body"), ids=ids)
             monitor.set_phase(None)
-            print(f"{op}_c{conc}: {res.rps:.0f} req/s, tree RSS {monitor.rss() / MiB:.1f} MiB")
+            print(f"{op}_c{conc}: {res.rps:.0f} req/s, RSS " + ", ".join(
+                f"{p.pid} {p.memory_info().rss / MiB:.1f}" for p in monitor.processes()))
     describe("idle after the requests", server, monitor, 0)
+    for pid in server.worker_pids():
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        print(f"   {pid}: {sum(f.endswith('.sqlite') for f in fds)} database connections, "
+              f"{len(os.listdir(f'/proc/{pid}/task'))} threads")
 
 
 def main() -> None:
@@ -168,6 +174,8 @@ def main() -> None:
         monitor.set_phase(None)
         print(f"download {down.mb_per_s:.0f} MB/s, server CPU "
               f"{cpu / (blob.stat().st_size / 2**30):.2f} s/GiB")
+        time.sleep(0.5)
+        describe("idle after the downloads", server, monitor, 0)
         time.sleep(0.5)
         stop.append(True)
         sampler.join()
