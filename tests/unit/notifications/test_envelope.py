@@ -13,6 +13,7 @@ from glimpse.notifications.envelope import (
     default_publisher_id,
     envelope_time,
     make_envelope,
+    new_message_id,
     payload_time,
 )
 
@@ -56,3 +57,12 @@ def test_publisher_id() -> None:
     assert default_publisher_id("image.node7") == "image.node7"
     assert default_publisher_id(None) == "image." + socket.gethostname().split(".")[0]
     assert default_publisher_id("") == "image." + socket.gethostname().split(".")[0]
+
+
+def test_message_ids_are_random_version_4_uuids_in_canonical_form() -> None:
+    ids = {new_message_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
