@@ -98,6 +98,12 @@ class _PublishFramer:
         props = amqp.Message(b"", content_type="application/json", content_encoding="utf-8",
                              delivery_mode=2)
         self._properties: bytes = props._serialize_properties()
+        # header frame up to the body size; the properties and frame end after it
+        self._header_head = struct.pack(">BHIHH", 2, channel_id, 12 + len(self._properties),
+                                        spec.Basic.Publish[0], 0)
+        self._header_tail = self._properties + _FRAME_END
+        self._sizes = struct.Struct(">Q")
+        self._body_head = struct.Struct(">BHI")
 
     def _frame(self, frame_type: int, payload: bytes) -> bytes:
         return (struct.pack(">BHI", frame_type, self.channel_id, len(payload)) + payload
@@ -108,6 +114,11 @@ class _PublishFramer:
         if method is None:
             args = amqp_dumps("Bssbb", (0, self.exchange, routing_key, False, False))
             method = self._methods[routing_key] = self._frame(1, _BASIC_PUBLISH + args)
+        size = len(body)
+        if 0 < size <= self.chunk:                  # the usual case: one body frame
+            return b"".join((method, self._header_head, self._sizes.pack(size),
+                             self._header_tail, self._body_head.pack(3, self.channel_id, size),
+                             body, _FRAME_END))
         header = self._frame(2, struct.pack(">HHQ", spec.Basic.Publish[0], 0, len(body))
                              + self._properties)
         parts = [method, header]
