@@ -17,18 +17,20 @@ has the per-step contract) and waits in between:
 
 Order: every service change of an image updates (row-locks) the image row
 before recording its event, so two transactions on one image are serialised
-and the second inserts its outbox row, and draws its id, only after the
-first committed. Rows of *different* images may commit out of id order on
+and the second inserts its outbox row, and draws its id, only after the first
+committed. Rows of *different* images may commit out of id order on
 PostgreSQL; a row that is not yet committed is simply picked up by a later
-read (rows are selected by ``delivered_at IS NULL``, never by "id greater
-than the last one"). On SQLite writers are serialised, so commit order is id
-order. Delivery is at-least-once: a redelivered event (crash between confirm
-and mark, lease overlap) is the stored envelope, so its ``message_id`` is the
-same. A broker that is down is not an error: rows wait and are retried with
-backoff. Database errors are logged and retried with backoff. Delivered rows
-older than ``[outbox] retention_hours`` are pruned every ``PRUNE_INTERVAL``
-seconds by the lease holder. Nothing here runs on a request thread: requests
-never wait for the relay (``wake()`` only sets an event).
+read (rows are selected by ``delivered_at IS NULL``, never by "id greater than
+the last one"). On SQLite writers are serialised, so commit order is id order
+(which is why there the rows a worker already sent are left out of its reads
+by ``id > max(sent)``: delivery.py ``_pending_sqlite``). Delivery is
+at-least-once: a redelivered event (crash between confirm and mark, lease
+overlap) is the stored envelope, so its ``message_id`` is the same. A broker
+that is down is not an error: rows wait and are retried with backoff. Database
+errors are logged and retried with backoff. Delivered rows older than
+``[outbox] retention_hours`` are pruned every ``PRUNE_INTERVAL`` seconds by
+the lease holder. Nothing here runs on a request thread: requests never wait
+for the relay (``wake()`` only sets an event).
 
 ``stop(timeout)`` keeps delivering due rows until nothing is pending or
 ``timeout`` passed, writes the marks owed, then releases the leases.
