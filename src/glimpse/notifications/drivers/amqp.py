@@ -288,8 +288,9 @@ class AmqpDriver(Driver):
         transport: Any = self._conn.connection.transport if self._conn is not None else None
         if type(transport) is not amqp.transport.TCPTransport or self._channel is None:
             return False
-        buffer = transport._read_buffer
-        if not isinstance(buffer, bytes):
+        # py-amqp's read buffer (5.x): a version without it takes the slow path
+        buffer = getattr(transport, "_read_buffer", None)
+        if not isinstance(buffer, bytes) or not hasattr(transport, "having_timeout"):
             return False
         channel_id = self._channel.channel_id
         if not _may_start_with_ack(buffer, channel_id):
