@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def test_create_records_the_image_as_created(rt: Runtime) -> None:
     image = _new_image(rt)
     events = _events(rt, "image.create")
     assert len(events) == 1
-    assert f'"id": "{image.id}"' in events[0] and '"p": "0"' in events[0]
+    payload = json.loads(events[0])["payload"]
+    assert payload["id"] == image.id and payload["properties"] == {"p": "0"}
 
 
 def test_an_empty_patch_writes_nothing(rt: Runtime) -> None:
