@@ -72,3 +72,52 @@ def test_wal_checkpoints_run_in_their_own_thread(tmp_path: Path,
     assert db.checkpointer.runs == 1
     db.dispose()
     assert db.checkpointer._thread is not None and not db.checkpointer._thread.is_alive()
+
+
+@pytest.mark.parametrize("restart_frames", [100, 10**9], ids=["restart", "passive-only"])
+def test_a_long_wal_is_started_over_while_readers_and_writers_keep_going(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart_frames: int) -> None:
+    """Passive checkpoints alone never rewind a WAL that is written and read
+    without pause; past ``RESTART_FRAMES`` frames the checkpointer restarts it."""
+    import os
+    import threading
+    import time
+
+    from glimpse.db import engine
+
+    monkeypatch.setattr(engine, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(engine, "RESTART_FRAMES", restart_frames)
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    assert db.checkpointer is not None
+    with db.write() as session:
+        session.execute(text("CREATE TABLE t (x TEXT)"))
+    stop = threading.Event()
+
+    def read() -> None:          # short read transactions, as request threads run them
+        while not stop.is_set():
+            with db.read() as session:
+                session.execute(text("SELECT count(*) FROM t")).scalar_one()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        for i in range(800):
+            with db.write() as session:
+                session.execute(text("INSERT INTO t VALUES (:x)"), {"x": f"{i:04d}" * 1000})
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    time.sleep(0.2)              # the last requested checkpoint
+    wal = os.path.getsize(f"{tmp_path}/e.sqlite-wal")
+    written = 800 * 4000
+    if restart_frames == 100:
+        assert db.checkpointer.restarts >= 1
+        assert wal < written / 2, "the WAL was started over"
+    else:                        # the scenario does starve passive checkpoints
+        assert db.checkpointer.restarts == 0
+        assert wal > written
+    with db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 800
+    db.dispose()
