@@ -29,10 +29,11 @@ class Cycle:
         return {"type": "http.disconnect"}
 
 
-def run_download(monkeypatch: pytest.MonkeyPatch, count: int) -> tuple[
+def run_download(monkeypatch: pytest.MonkeyPatch, count: int, trim_after: int = 0) -> tuple[
         list[dict[str, Any]], int, list[tuple[Any, ...]]]:
     """Stream ``count`` 4-byte chunks through the response; the messages sent,
-    the most chunks alive when a send began, and the record_send calls."""
+    the most chunks alive when a send began, and the record_send (and heap
+    trim, for downloads of ``trim_after`` bytes or more) calls."""
     alive: list[weakref.ref[Chunk]] = []
     recorded: list[tuple[Any, ...]] = []
 
@@ -52,6 +53,7 @@ def run_download(monkeypatch: pytest.MonkeyPatch, count: int) -> tuple[
     monkeypatch.setattr(api.image_data, "record_send",
                         lambda *args: recorded.append(args))
     monkeypatch.setattr(api, "release_free_heap", lambda: recorded.append(("trim",)))
+    monkeypatch.setattr(api, "TRIM_AFTER_BYTES", trim_after)
     download = Download(image=SimpleNamespace(id="img", checksum=None, owner="p"),  # type: ignore[arg-type]
                         location="file:///x", size=4 * count, start=0, length=4 * count,
                         partial=False)
@@ -84,6 +86,11 @@ def test_download_streams_every_chunk_and_records_the_bytes_sent(
     assert len(recorded) == 2
     assert recorded[0][3:] == (20, INFO)
     assert recorded[1] == ("trim",)   # the heap is trimmed once the download is over
+
+
+def test_a_short_download_does_not_trim_the_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, recorded = run_download(monkeypatch, 5, trim_after=21)
+    assert len(recorded) == 1 and recorded[0][3:] == (20, INFO)
 
 
 def test_release_free_heap_runs() -> None:
