@@ -45,6 +45,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 TYPE_CHECKING = False  # no typing import in the supervisor: it stays resident
 if TYPE_CHECKING:
@@ -251,8 +252,11 @@ class Supervisor:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:       # EMFILE, ECONNABORTED, ...: the next wake retries
+            except ConnectionAbortedError:   # that client gave up: take the next one
+                continue
+            except OSError as exc:       # EMFILE, ENOBUFS, ...: the backlog waits a moment
                 LOG.warning("accept failed: %s", exc)
+                time.sleep(0.1)          # (the socket stays readable: no busy loop)
                 return
             with conn:
                 with contextlib.suppress(OSError):   # as uvicorn's own accept does
