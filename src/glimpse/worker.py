@@ -146,6 +146,8 @@ def handed_connections_server(config: Config, channel: socket.socket) -> Server:
 
     from glimpse.supervisor import READY
 
+    handing: set[asyncio.Task[None]] = set()
+
     class HandedConnectionsServer(Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=[])      # lifespan, no listener
@@ -169,7 +171,10 @@ def handed_connections_server(config: Config, channel: socket.socket) -> Server:
                     self.should_exit = True
                     return
                 for fd in fds:
-                    loop.create_task(self._serve_connection(loop, socket.socket(fileno=fd)))
+                    task = loop.create_task(
+                        self._serve_connection(loop, socket.socket(fileno=fd)))
+                    handing.add(task)                 # the loop keeps only weak references
+                    task.add_done_callback(handing.discard)
 
         async def _serve_connection(self, loop: asyncio.AbstractEventLoop,
                                     conn: socket.socket) -> None:
