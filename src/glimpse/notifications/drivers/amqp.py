@@ -60,6 +60,7 @@ _FLUSH_BYTES = 256 * 1024
 
 
 _FRAME_END = b"\xce"
+_BASIC_PUBLISH = struct.pack(">HH", *spec.Basic.Publish)
 # basic.ack / basic.nack: frame header (type 1, channel, size 13), class 60, method
 # 80 / 120, delivery tag, flags octet, frame end.
 _ACK_FRAME = struct.Struct(">BHIHHQBB")
@@ -74,7 +75,6 @@ def _may_start_with_ack(buffer: bytes, channel_id: int) -> bool:
     if len(head) <= len(probe):
         return probe.startswith(head)
     return head.startswith(probe) and (len(head) < 11 or head[9:11] in _ACK_METHODS)
-_BASIC_PUBLISH = struct.pack(">HH", *spec.Basic.Publish)
 
 
 class _PublishFramer:
