@@ -187,7 +187,7 @@ def test_framer_writes_the_same_bytes_as_py_amqp(size: int) -> None:
     from amqp import spec
     from amqp.method_framing import frame_writer
 
-    from glimpse.notifications.drivers.amqp import _PublishFramer
+    from glimpse.notifications.drivers.amqp_wire import PublishFramer
 
     body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     sink = _Sink()
@@ -197,7 +197,7 @@ def test_framer_writes_the_same_bytes_as_py_amqp(size: int) -> None:
     write(1, 7, spec.Basic.Publish,
           amqp.serialization.dumps("Bssbb", (0, "glance", "notifications.info", False, False)),
           message)
-    ours = _PublishFramer(7, _Conn.frame_max, "glance").frames("notifications.info", body)
+    ours = PublishFramer(7, _Conn.frame_max, "glance").frames("notifications.info", body)
     assert ours == bytes(sink.data)
 
 

@@ -19,7 +19,7 @@ options), so that an unmodified oslo.messaging notification listener with
   ``delivery_mode`` 2 (persistent).
 
 Delivery: the channel is in publisher-confirm mode; a batch is published in
-one go (pre-framed, a few socket writes: see ``_PublishFramer``) and the
+one go (pre-framed, a few socket writes: see ``PublishFramer``) and the
 driver then waits (up to ``confirm_timeout``) for the broker's acks, so
 confirms cost one round trip per batch, not per message. An event
 counts as delivered once every message carrying it (one per topic) is acked.
@@ -35,20 +35,22 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
-import struct
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import amqp
 import kombu
-import orjson
 from amqp import exceptions as amqp_exc
-from amqp import spec
-from amqp.serialization import dumps as amqp_dumps
 
 from glimpse.exceptions import ConfigError
+from glimpse.notifications.drivers.amqp_wire import (
+    ACK_FRAME,
+    PublishFramer,
+    add_unique_id,
+    may_start_with_ack,
+    message_body,
+)
 from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.drivers.transport_url import BrokerHost, parse_transport_url
 
@@ -57,92 +59,6 @@ __all__ = ["AmqpDriver", "BrokerHost", "add_unique_id", "message_body", "parse_t
 LOG = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 256 * 1024
-
-
-_FRAME_END = b"\xce"
-_BASIC_PUBLISH = struct.pack(">HH", *spec.Basic.Publish)
-# basic.ack / basic.nack: frame header (type 1, channel, size 13), class 60, method
-# 80 / 120, delivery tag, flags octet, frame end.
-_ACK_FRAME = struct.Struct(">BHIHHQBB")
-_ACK_METHODS = (b"\x00\x50", b"\x00\x78")
-
-
-def _may_start_with_ack(buffer: bytes, channel_id: int) -> bool:
-    """Whether ``buffer`` may begin with an ack/nack frame of ``channel_id``: the
-    bytes that are there match its start (an empty buffer does)."""
-    head = buffer[:11]
-    probe = struct.pack(">BHIH", 1, channel_id, 13, 60)
-    if len(head) <= len(probe):
-        return probe.startswith(head)
-    return head.startswith(probe) and (len(head) < 11 or head[9:11] in _ACK_METHODS)
-
-
-class _PublishFramer:
-    """Builds the AMQP frames of ``basic.publish`` for one channel, fast.
-
-    py-amqp serialises the method and the (identical) properties again for
-    every message and writes each message with its own ``sendall``; on a busy
-    host that caps a publisher near 1,500 messages/s. Here the method frame
-    per routing key and the properties are serialised once (with py-amqp's own
-    ``dumps`` and ``Message``), each message only adds its body, and a batch
-    goes to the socket in a few large writes. Same bytes on the wire as
-    ``channel.basic_publish``; the broker numbers confirms per channel exactly
-    as for py-amqp's own publishes.
-    """
-
-    def __init__(self, channel_id: int, frame_max: int, exchange: str) -> None:
-        self.channel_id = channel_id
-        self.chunk = max(4096, frame_max - 8)
-        self.exchange = exchange
-        self._methods: dict[str, bytes] = {}
-        props = amqp.Message(b"", content_type="application/json", content_encoding="utf-8",
-                             delivery_mode=2)
-        self._properties: bytes = props._serialize_properties()
-        # header frame up to the body size; the properties and frame end after it
-        self._header_head = struct.pack(">BHIHH", 2, channel_id, 12 + len(self._properties),
-                                        spec.Basic.Publish[0], 0)
-        self._header_tail = self._properties + _FRAME_END
-        self._sizes = struct.Struct(">Q")
-        self._body_head = struct.Struct(">BHI")
-
-    def _frame(self, frame_type: int, payload: bytes) -> bytes:
-        return (struct.pack(">BHI", frame_type, self.channel_id, len(payload)) + payload
-                + _FRAME_END)
-
-    def frames(self, routing_key: str, body: bytes) -> bytes:
-        method = self._methods.get(routing_key)
-        if method is None:
-            args = amqp_dumps("Bssbb", (0, self.exchange, routing_key, False, False))
-            method = self._methods[routing_key] = self._frame(1, _BASIC_PUBLISH + args)
-        size = len(body)
-        if 0 < size <= self.chunk:                  # the usual case: one body frame
-            return b"".join((method, self._header_head, self._sizes.pack(size),
-                             self._header_tail, self._body_head.pack(3, self.channel_id, size),
-                             body, _FRAME_END))
-        header = self._frame(2, struct.pack(">HHQ", spec.Basic.Publish[0], 0, len(body))
-                             + self._properties)
-        parts = [method, header]
-        parts.extend(self._frame(3, body[i:i + self.chunk])
-                     for i in range(0, len(body), self.chunk))
-        return b"".join(parts)
-
-
-def add_unique_id(envelope_json: str) -> str:
-    """The stored envelope text with ``"_unique_id":"<32 hex>"`` appended as last key."""
-    text = envelope_json.rstrip()
-    if not text.endswith("}") or text == "{}":
-        raise ValueError("envelope is not a non-empty JSON object")
-    return f'{text[:-1]},"_unique_id":"{os.urandom(16).hex()}"}}'
-
-
-def message_body(envelope_json: str, *, v2: bool) -> bytes:
-    """The AMQP body (UTF-8) for one publish (a new ``_unique_id`` each call).
-    orjson: compact, non-ASCII as UTF-8 rather than ``\\uXXXX``; ~1/6 of
-    json.dumps's CPU for the v2 wrapper."""
-    inner = add_unique_id(envelope_json)
-    if v2:
-        return orjson.dumps({"oslo.version": "2.0", "oslo.message": inner})
-    return inner.encode()
 
 
 class _AmqpTicket(Ticket):
@@ -178,7 +94,7 @@ class AmqpDriver(Driver):
         self._acked_upto = 0        # every tag <= this is acked
         self._acked_single: set[int] = set()
         self._nacked: list[int] = []
-        self._framer: _PublishFramer | None = None
+        self._framer: PublishFramer | None = None
         self._outstanding: list[_AmqpTicket] = []     # published, not yet settled
 
     @classmethod
@@ -293,9 +209,9 @@ class AmqpDriver(Driver):
         if not isinstance(buffer, bytes) or not hasattr(transport, "having_timeout"):
             return False
         channel_id = self._channel.channel_id
-        if not _may_start_with_ack(buffer, channel_id):
+        if not may_start_with_ack(buffer, channel_id):
             return False
-        if len(buffer) < _ACK_FRAME.size:          # wait for (more of) an ack frame
+        if len(buffer) < ACK_FRAME.size:          # wait for (more of) an ack frame
             try:
                 with transport.having_timeout(timeout) as sock:
                     data = sock.recv(65536)
@@ -306,10 +222,10 @@ class AmqpDriver(Driver):
             if not data:
                 return False                         # closed: py-amqp raises
             buffer = transport._read_buffer = buffer + data
-        pos, end = 0, len(buffer) - _ACK_FRAME.size
+        pos, end = 0, len(buffer) - ACK_FRAME.size
         while pos <= end:
             (frame_type, channel, size, class_id, method_id, tag, bits,
-             frame_end) = _ACK_FRAME.unpack_from(buffer, pos)
+             frame_end) = ACK_FRAME.unpack_from(buffer, pos)
             if (frame_type != 1 or channel != channel_id or size != 13 or class_id != 60
                     or method_id not in (80, 120) or frame_end != 0xCE):
                 break
@@ -317,13 +233,13 @@ class AmqpDriver(Driver):
                 self._on_ack(tag, bool(bits & 1))
             else:
                 self._on_nack(tag, bool(bits & 1))
-            pos += _ACK_FRAME.size
+            pos += ACK_FRAME.size
         if pos:
             transport._read_buffer = buffer[pos:]
         # nothing consumed: more bytes are needed only while the buffer holds the
         # start of an ack; anything else (even a malformed ack) goes to py-amqp
-        return pos > 0 or (len(buffer) < _ACK_FRAME.size
-                           and _may_start_with_ack(buffer, channel_id))
+        return pos > 0 or (len(buffer) < ACK_FRAME.size
+                           and may_start_with_ack(buffer, channel_id))
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if multiple:
@@ -400,7 +316,7 @@ class AmqpDriver(Driver):
         self._acked_single.clear()
         self._nacked.clear()
         assert self._exchange is not None
-        self._framer = _PublishFramer(channel.channel_id, self._conn.connection.frame_max,
+        self._framer = PublishFramer(channel.channel_id, self._conn.connection.frame_max,
                                       self._exchange.name)
 
     def _declare_queue(self, routing_key: str) -> None:
