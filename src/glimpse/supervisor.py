@@ -27,6 +27,9 @@ Signals, as uvicorn's own multiprocess supervisor handles them:
 - SIGHUP: each worker is replaced by a fresh one. The fresh ones are forked
   first; each time one reports ready, one old worker leaves the rotation and
   gets SIGTERM, so the service never runs short of workers.
+- A worker whose event loop does not answer a ping on its channel within
+  :data:`HEALTHCHECK_TIMEOUT` (stuck: a deadlock, a blocking call on the
+  loop) gets SIGKILL and is replaced like one that died.
 - A worker that dies is replaced, unless it died before it started serving
   (exit status :data:`STARTUP_FAILURE`, as uvicorn's): that failure would repeat
   on every restart, so the supervisor stops the others and returns 1.
@@ -56,6 +59,9 @@ LOG = logging.getLogger("glimpse.supervisor")
 STARTUP_FAILURE = 3          # uvicorn's exit status for "could not start"
 BACKLOG = 2048               # uvicorn's default
 READY = b"R"                 # a worker's message on its channel: it serves now
+PING, PONG = b"P", b"K"      # the supervisor asks, the worker's event loop answers
+HEALTHCHECK_INTERVAL = 5.0   # seconds between pings of a ready worker
+HEALTHCHECK_TIMEOUT = 30.0   # a worker whose event loop has not answered for this long is killed
 _ACCEPTS_PER_WAKE = 64       # connections accepted before looking at signals again
 _STOP = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (*_STOP, signal.SIGHUP, signal.SIGCHLD)
@@ -103,6 +109,8 @@ class Supervisor:
         self.status = 0
         self._turn = 0
         self._wake_r = self._wake_w = -1
+        self._pinged: dict[int, float] = {}   # ready pid -> when its unanswered ping went out
+        self._next_ping = 0.0
 
     # -- in the child -------------------------------------------------------
 
@@ -167,6 +175,7 @@ class Supervisor:
 
     def _forget(self, pid: int) -> None:
         self.children.discard(pid)
+        self._pinged.pop(pid, None)
         self._leave_rotation(pid)
         self.stale.discard(pid)
         channel = self.channels.pop(pid, None)
@@ -229,7 +238,9 @@ class Supervisor:
             return
         except OSError:
             message = b""
-        if message == READY and not self.stopping and pid not in self.retiring:
+        if message == PONG:
+            self._pinged.pop(pid, None)
+        elif message == READY and not self.stopping and pid not in self.retiring:
             if pid not in self.rotation:
                 self.rotation.append(pid)
             if pid not in self.stale and self.stale:
@@ -241,6 +252,27 @@ class Supervisor:
     def _age(self, pid: int) -> int:
         """Order of readiness (stale workers never ready sort first)."""
         return self.rotation.index(pid) if pid in self.rotation else -1
+
+    def _check_health(self) -> None:
+        """Ping the ready workers every HEALTHCHECK_INTERVAL; SIGKILL one whose
+        ping stayed unanswered for HEALTHCHECK_TIMEOUT (``_reap`` replaces it)."""
+        now = time.monotonic()
+        for pid, sent in list(self._pinged.items()):
+            if now - sent >= HEALTHCHECK_TIMEOUT and pid in self.rotation:
+                LOG.error("Worker process [%d] did not answer for %.0f s: killing it",
+                          pid, now - sent)
+                self._leave_rotation(pid)
+                self._pinged.pop(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if now < self._next_ping:
+            return
+        self._next_ping = now + HEALTHCHECK_INTERVAL
+        for pid in self.rotation:
+            if pid not in self._pinged:
+                with contextlib.suppress(OSError):
+                    self.channels[pid].send(PING)
+                    self._pinged[pid] = now
 
     def _dispatch(self) -> None:
         """Accept what is queued (up to ``_ACCEPTS_PER_WAKE``) and hand each
@@ -306,6 +338,8 @@ class Supervisor:
                 while self.pending:
                     self._handle(self.pending.pop(0))
                 self._reap()
+                if not self.stopping:
+                    self._check_health()
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():

@@ -138,13 +138,14 @@ def serve(settings: ServeSettings, channel: socket.socket | None = None
 def handed_connections_server(config: Config, channel: socket.socket) -> Server:
     """A uvicorn ``Server`` without a listening socket: it serves the connections
     the supervisor accepted and sends over ``channel`` (glimpse.supervisor's
-    module docstring), tells the supervisor ``READY`` once it serves, and shuts
-    down gracefully when the channel reaches EOF (the supervisor is gone)."""
+    module docstring), tells the supervisor ``READY`` once it serves, answers
+    its pings from the event loop, and shuts down gracefully when the channel
+    reaches EOF (the supervisor is gone)."""
     import asyncio
 
     from uvicorn.server import Server
 
-    from glimpse.supervisor import READY
+    from glimpse.supervisor import PING, PONG, READY
 
     handing: set[asyncio.Task[None]] = set()
 
@@ -170,6 +171,9 @@ def handed_connections_server(config: Config, channel: socket.socket) -> Server:
                     loop.remove_reader(channel.fileno())
                     self.should_exit = True
                     return
+                if message == PING:               # answered by this loop: it is not stuck
+                    with contextlib.suppress(OSError):
+                        channel.send(PONG)
                 for fd in fds:
                     task = loop.create_task(
                         self._serve_connection(loop, socket.socket(fileno=fd)))

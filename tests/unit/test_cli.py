@@ -91,7 +91,8 @@ print(json.dumps([started, received]))
 SUPERVISED = """
 import os, signal, socket, sys, time
 from pathlib import Path
-from glimpse.supervisor import READY, STARTUP_FAILURE, Supervisor
+import glimpse.supervisor as supervisor
+from glimpse.supervisor import PING, PONG, READY, STARTUP_FAILURE, Supervisor
 
 work = Path(sys.argv[1])
 
@@ -108,6 +109,11 @@ def serve(channel):
         return 7
     except FileNotFoundError:
         pass
+    try:
+        (work / "hang-once").unlink()   # this worker will not answer pings
+        hang = True
+    except FileNotFoundError:
+        hang = False
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     channel.send(READY)
@@ -120,12 +126,15 @@ def serve(channel):
         if not message and not fds:
             event("orphaned")
             return 0
+        if message == PING and not hang:
+            channel.send(PONG)
         for fd in fds:   # a handed-over connection: answer with our pid
             with socket.socket(fileno=fd) as conn:
                 conn.sendall(str(os.getpid()).encode())
     event("stop")
     return 0
 
+supervisor.HEALTHCHECK_INTERVAL, supervisor.HEALTHCHECK_TIMEOUT = 0.1, 1.0
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
 sock.listen(16)
@@ -213,6 +222,20 @@ def test_connections_are_handed_to_the_workers_in_turn(
         assert sorted(served.count(pid) for pid in workers) == [2, 2]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+def test_a_worker_that_stops_answering_pings_is_killed_and_replaced(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised("hang-once")
+    _wait(_ready(tmp_path, 3), "two workers and the replacement of the hung one")
+    time.sleep(1.5)   # the others keep answering: no further kill
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    events = _events(tmp_path)
+    started = [p for p, e in events if e == "start"]
+    stopped = [p for p, e in events if e == "stop"]
+    assert len(started) == 3
+    assert len(stopped) == 2 and set(stopped) < set(started), "the hung one was killed"
 
 
 def test_workers_stop_when_the_supervisor_dies(
