@@ -195,17 +195,23 @@ def supervised(tmp_path: Path) -> Callable[..., subprocess.Popen[bytes]]:
             proc.wait()
 
 
+def _stop_and_check_one_was_replaced(proc: subprocess.Popen[bytes], work: Path,
+                                     why: str) -> None:
+    """SIGTERM: a clean exit; three workers started, the two live ones stopped."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    events = _events(work)
+    started = [p for p, e in events if e == "start"]
+    stopped = [p for p, e in events if e == "stop"]
+    assert len(started) == 3
+    assert len(stopped) == 2 and set(stopped) < set(started), why
+
+
 def test_dead_worker_is_replaced_and_sigterm_stops_all(
         tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
     proc = supervised("die-once")
     _wait(lambda: len(_events(tmp_path)) == 3, "two workers and one replacement")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    events = _events(tmp_path)
-    started = [p for p, e in events if e == "start"]
-    stopped = [p for p, e in events if e == "stop"]
-    assert len(started) == 3
-    assert len(stopped) == 2 and set(stopped) < set(started), "the live two stop cleanly"
+    _stop_and_check_one_was_replaced(proc, tmp_path, "the live two stop cleanly")
 
 
 def test_connections_are_handed_to_the_workers_in_turn(
@@ -229,13 +235,7 @@ def test_a_worker_that_stops_answering_pings_is_killed_and_replaced(
     proc = supervised("hang-once")
     _wait(_ready(tmp_path, 3), "two workers and the replacement of the hung one")
     time.sleep(1.5)   # the others keep answering: no further kill
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    events = _events(tmp_path)
-    started = [p for p, e in events if e == "start"]
-    stopped = [p for p, e in events if e == "stop"]
-    assert len(started) == 3
-    assert len(stopped) == 2 and set(stopped) < set(started), "the hung one was killed"
+    _stop_and_check_one_was_replaced(proc, tmp_path, "the hung one was killed")
 
 
 def test_workers_stop_when_the_supervisor_dies(
