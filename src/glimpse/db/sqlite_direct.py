@@ -120,7 +120,7 @@ def rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
 _PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
 
 
-def execute(session: Session, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
+def execute(session: Reader, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
              ) -> int:
     """Run the INSERT/UPDATE ``stmt`` once, or once per dict of a list (all with the
     same keys: they name the columns written); the count of rows it touched."""

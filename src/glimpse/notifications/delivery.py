@@ -58,9 +58,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from glimpse.db import sqlite_direct
 from glimpse.db.engine import Database, utcnow
 from glimpse.db.models import OutboxRow
-from glimpse.db.sqlite_direct import SQLITE, as_sqlalchemy_errors, sqlite_connection
+from glimpse.db.sqlite_direct import SQLITE
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.lease import DriverLease
 
@@ -76,14 +77,14 @@ _PENDING = (select(_outbox.c.id, _outbox.c.message_id, _outbox.c.event_type,
             .order_by(_outbox.c.id).limit(bindparam("limit", type_=Integer())))
 _PENDING_EXCLUDING = _PENDING.where(_outbox.c.id.not_in(bindparam("exclude", expanding=True)))
 _MARK_DELIVERED = update(_outbox).where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
-# SQLite: one rowid lookup per row (executemany). The planner may choose a full
-# scan for ``id IN (<hundreds of ids>)`` when its statistics (refreshed at 1, 100,
-# 1,000, ... writes, sampled) undercount the table: ~50 us instead of ~10 us a row.
-_MARK_DELIVERED_SQLITE = "UPDATE outbox SET delivered_at = ? WHERE id = ?"
-_PENDING_SQLITE = ("SELECT id, message_id, event_type, priority, envelope, attempts, "
-                   "next_attempt_at FROM outbox WHERE driver = ? AND delivered_at IS NULL "
-                   "ORDER BY id LIMIT ?")
-_PENDING_SQLITE_AFTER = _PENDING_SQLITE.replace("ORDER BY", "AND id > ? ORDER BY")
+# SQLite: the rows a worker already sent are left out by ``id > max(sent)`` (see
+# DriverWorker.pending), and rows are marked one rowid lookup each (executemany):
+# the planner may choose a full scan for ``id IN (<hundreds of ids>)`` when its
+# statistics (refreshed at 1, 100, 1,000, ... writes, sampled) undercount the
+# table: ~50 us instead of ~10 us a row.
+_PENDING_AFTER = _PENDING.where(_outbox.c.id > bindparam("after"))
+_MARK_ONE = (update(_outbox).where(_outbox.c.id == bindparam("row_id"))
+             .values(delivered_at=bindparam("stamp", type_=DateTime())))
 _SQLITE_DATETIME = cast(Callable[[str], datetime],
                         DateTime().dialect_impl(SQLITE).result_processor(SQLITE, None))
 
@@ -102,41 +103,11 @@ def backoff_delay(attempts: int, initial: float, maximum: float) -> float:
 def mark_delivered(connection: Connection, ids: Sequence[int], when: datetime) -> None:
     """Set ``delivered_at = when`` on the outbox rows ``ids``, in ``connection``'s
     transaction."""
-    dialect = connection.dialect
-    if dialect.name == "sqlite":
-        convert = _outbox.c.delivered_at.type.dialect_impl(dialect).bind_processor(dialect)
-        stamp = convert(when) if convert is not None else when
-        connection.exec_driver_sql(_MARK_DELIVERED_SQLITE, [(stamp, row_id) for row_id in ids])
+    if connection.dialect.name == "sqlite":
+        sqlite_direct.execute(connection, _MARK_ONE,
+                              [{"row_id": row_id, "stamp": when} for row_id in ids])
     else:
         connection.execute(_MARK_DELIVERED, {"ids": list(ids), "delivered_at": when})
-
-
-def _pending_sqlite(raw: Any, driver: str, limit: int, exclude: Sequence[int],
-                    ) -> list[PendingRow]:
-    """``_PENDING`` on the sqlite3 connection, the rows already sent left out by
-    ``id > max(exclude)`` rather than ``id NOT IN (exclude)``.
-
-    Equivalent on SQLite: writers are serialised, and a new row's id is
-    ``max(id) + 1`` (the rows sent are not yet marked, so never pruned: the
-    maximum is at least theirs), so commit order is id order and a pending row
-    below a row that was read was visible to that read. What was sent is always
-    a prefix of the pending rows in id order (reads skip nothing before the
-    excluded rows; a batch stops at the first row waiting for its retry; a
-    failed batch owes only its confirmed prefix). Were a row ever left out
-    wrongly, it would wait, not be lost: once the marks are written nothing is
-    excluded. Saves SQLAlchemy's per-execution expansion of the id list and
-    SQLite's evaluation of it (~20 us of relay CPU per event in batches of ~60).
-    """
-    params: tuple[Any, ...]
-    if exclude:
-        sql, params = _PENDING_SQLITE_AFTER, (driver, max(exclude), limit)
-    else:
-        sql, params = _PENDING_SQLITE, (driver, limit)
-    with as_sqlalchemy_errors(sql, params):
-        found = raw.execute(sql, params).fetchall()
-    return [PendingRow(OutboxEvent(r[0], r[1], r[2], r[3], r[4]), r[5],
-                       None if r[6] is None else _SQLITE_DATETIME(r[6]))
-            for r in found]
 
 
 class PendingRow(NamedTuple):
@@ -223,17 +194,34 @@ class DriverWorker:
 
     def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
         """Undelivered rows in id order, leaving out ``exclude`` (rows already sent).
-        A Core connection: the ORM session costs more than the query."""
+        A Core connection: the ORM session costs more than the query.
+
+        On SQLite ``exclude`` is left out by ``id > max(exclude)`` rather than
+        ``id NOT IN (exclude)``, which is equivalent there: writers are
+        serialised, and a new row's id is ``max(id) + 1`` (the rows sent are not
+        yet marked, so never pruned: the maximum is at least theirs), so commit
+        order is id order and a pending row below a row that was read was
+        visible to that read. What was sent is always a prefix of the pending
+        rows in id order (reads skip nothing before the excluded rows; a batch
+        stops at the first row waiting for its retry; a failed batch owes only
+        its confirmed prefix). Were a row ever left out wrongly, it would wait,
+        not be lost: once the marks are written nothing is excluded. Saves the
+        per-execution expansion of the id list (~20 us of relay CPU per event in
+        batches of ~60).
+        """
+        params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
         with self.db.engine.connect() as conn:
-            raw = sqlite_connection(conn)
-            if raw is not None:
-                return _pending_sqlite(raw, self.driver_name, limit, exclude)
-            params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
+            on_sqlite = conn.dialect.name == "sqlite"
             stmt = _PENDING
-            if exclude:
+            if exclude and on_sqlite:
+                stmt, params["after"] = _PENDING_AFTER, max(exclude)
+            elif exclude:
                 stmt, params["exclude"] = _PENDING_EXCLUDING, list(exclude)
-            return [PendingRow(OutboxEvent(r[0], r[1], r[2], r[3], r[4]), r[5], r[6])
-                    for r in conn.execute(stmt, params)]
+            found = sqlite_direct.rows(conn, stmt, params)
+        # sqlite_direct.rows leaves SQLite's DATETIME text as it is
+        return [PendingRow(OutboxEvent(r[0], r[1], r[2], r[3], r[4]), r[5],
+                           _SQLITE_DATETIME(r[6]) if isinstance(r[6], str) else r[6])
+                for r in found]
 
     def _sent_ids(self) -> list[int]:
         """Rows this worker sent that are not marked: in flight or owed."""

@@ -23,7 +23,7 @@ PostgreSQL; a row that is not yet committed is simply picked up by a later
 read (rows are selected by ``delivered_at IS NULL``, never by "id greater than
 the last one"). On SQLite writers are serialised, so commit order is id order
 (which is why there the rows a worker already sent are left out of its reads
-by ``id > max(sent)``: delivery.py ``_pending_sqlite``). Delivery is
+by ``id > max(sent)``: ``DriverWorker.pending``). Delivery is
 at-least-once: a redelivered event (crash between confirm and mark, lease
 overlap) is the stored envelope, so its ``message_id`` is the same. A broker
 that is down is not an error: rows wait and are retried with backoff. Database
