@@ -37,7 +37,24 @@ def create_worker_app() -> Starlette:
     argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
     conf = config.load(argv)
     setup_logging(conf)
-    return create_app(conf, build(conf, check_schema=False))
+    app = create_app(conf, build(conf, check_schema=False))
+    freeze_startup_objects()
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, configuration, the app) out of the
+    cyclic collector's generations, for the rest of the process's life.
+
+    They live as long as the process, yet each full collection walked all of
+    them: 65-80 ms with the GIL held, under a show load every few seconds, and
+    every request in flight waited (that pause was most of the p99). Frozen,
+    a full collection takes 5-7 ms. Garbage already unreachable is collected
+    first so that none of it is kept forever."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def import_uvicorn_lean() -> None:

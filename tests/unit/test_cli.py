@@ -63,6 +63,22 @@ def test_worker_app_does_not_import_tools_it_does_not_use(prepared_args: str) ->
     assert json.loads(result.stdout.splitlines()[-1]) == []
 
 
+def test_worker_app_leaves_its_startup_objects_out_of_garbage_collection(
+        prepared_args: str) -> None:
+    """The modules, configuration and app a worker builds are frozen: full
+    collections while it serves do not walk them (they were the p99 pauses)."""
+    result = _python(
+        "import gc, json; from glimpse.worker import create_worker_app;"
+        "before = gc.get_freeze_count(); app = create_worker_app();"
+        "print(json.dumps([before, gc.get_freeze_count(), gc.is_tracked(app),"
+        " any(o is app for g in (0, 1, 2) for o in gc.get_objects(g))]))",
+        GLIMPSE_CONFIG_ARGS=prepared_args)
+    assert result.returncode == 0, result.stderr
+    before, after, tracked, in_a_generation = json.loads(result.stdout.splitlines()[-1])
+    assert before == 0 and after > 10_000
+    assert tracked and not in_a_generation
+
+
 def test_sigterm_before_uvicorn_handles_signals_still_stops_the_server(
         prepared_args: str) -> None:
     """A worker told to stop while it is still starting (e.g. replaced by a
