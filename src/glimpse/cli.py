@@ -47,6 +47,7 @@ LOG = logging.getLogger("glimpse")
 
 CONFIG_ENV = "GLIMPSE_CONFIG_ARGS"
 GRACEFUL_SHUTDOWN = 10
+STOP_MARGIN = 60.0
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s %(message)s"
 # Chatty INFO loggers of libraries, kept at WARNING.
 QUIET_LOGGERS = ("alembic.runtime.plugins", "httpx", "kombu", "amqp", "stevedore")
@@ -56,20 +57,26 @@ class ServeSettings:
     """What serving needs from the configuration before any worker exists
     (read by the child that checked the configuration, sent back as JSON)."""
 
-    __slots__ = ("bind_host", "bind_port", "debug", "log_file", "workers")
+    __slots__ = ("bind_host", "bind_port", "debug", "log_file", "stop_timeout", "workers")
 
     def __init__(self, bind_host: str, bind_port: int, workers: int, log_file: str | None,
-                 debug: bool) -> None:
+                 debug: bool, stop_timeout: float = GRACEFUL_SHUTDOWN + STOP_MARGIN) -> None:
         self.bind_host = bind_host
         self.bind_port = bind_port
         self.workers = workers
         self.log_file = log_file
         self.debug = debug
+        self.stop_timeout = stop_timeout
 
     @classmethod
     def from_conf(cls, conf: Any) -> ServeSettings:
+        """``stop_timeout`` (after it a stopping worker is killed) is longer than
+        any clean stop takes: uvicorn's grace for open requests, then the task
+        executor (up to twice the drain timeout) and the relay (the drain
+        timeout), plus a margin."""
         return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
-                   log_file=conf.log_file, debug=bool(conf.debug))
+                   log_file=conf.log_file, debug=bool(conf.debug),
+                   stop_timeout=GRACEFUL_SHUTDOWN + 3 * conf.outbox.drain_timeout + STOP_MARGIN)
 
     def to_json(self) -> str:
         return json.dumps({name: getattr(self, name) for name in self.__slots__})
@@ -228,7 +235,8 @@ def api_main(argv: Sequence[str] | None = None) -> int:
             return STARTUP_FAILURE
         with sock:
             supervisor = Supervisor(sock, settings.workers,
-                                    lambda channel: run_worker(settings, channel))
+                                    lambda channel: run_worker(settings, channel),
+                                    stop_timeout=settings.stop_timeout)
             status = supervisor.run()
         received = [supervisor.received] if supervisor.received else []
     LOG.info("Glimpse API stopped%s",

@@ -30,6 +30,10 @@ Signals, as uvicorn's own multiprocess supervisor handles them:
 - A worker whose event loop does not answer a ping on its channel within
   :data:`HEALTHCHECK_TIMEOUT` (stuck: a deadlock, a blocking call on the
   loop) gets SIGKILL and is replaced like one that died.
+- A worker told to stop (SIGTERM, or retired after a SIGHUP) that is still
+  alive ``stop_timeout`` seconds later gets SIGKILL: a stop never waits
+  forever on a worker stuck in its shutdown. What it had recorded is in the
+  database (undelivered events are delivered after the restart).
 - A worker that dies is replaced, unless it died before it started serving
   (exit status :data:`STARTUP_FAILURE`, as uvicorn's): that failure would repeat
   on every restart, so the supervisor stops the others and returns 1.
@@ -62,6 +66,7 @@ READY = b"R"                 # a worker's message on its channel: it serves now
 PING, PONG = b"P", b"K"      # the supervisor asks, the worker's event loop answers
 HEALTHCHECK_INTERVAL = 5.0   # seconds between pings of a ready worker
 HEALTHCHECK_TIMEOUT = 30.0   # a worker whose event loop has not answered for this long is killed
+STOP_TIMEOUT = 60.0          # default: a worker still alive this long after SIGTERM is killed
 _ACCEPTS_PER_WAKE = 64       # connections accepted before looking at signals again
 _STOP = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (*_STOP, signal.SIGHUP, signal.SIGCHLD)
@@ -94,10 +99,12 @@ class Supervisor:
     connections accepted on ``sock``."""
 
     def __init__(self, sock: socket.socket, workers: int,
-                 serve: Callable[[socket.socket], int]) -> None:
+                 serve: Callable[[socket.socket], int], *,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
         self.sock = sock
         self.workers = workers
         self.serve = serve
+        self.stop_timeout = stop_timeout
         self.children: set[int] = set()
         self.channels: dict[int, socket.socket] = {}   # pid -> the supervisor's end
         self.rotation: list[int] = []     # ready workers, in the order they got ready
@@ -110,6 +117,7 @@ class Supervisor:
         self._turn = 0
         self._wake_r = self._wake_w = -1
         self._pinged: dict[int, float] = {}   # ready pid -> when its unanswered ping went out
+        self._told_to_stop: dict[int, float] = {}   # pid -> when it was sent SIGTERM
         self._next_ping = 0.0
 
     # -- in the child -------------------------------------------------------
@@ -158,9 +166,23 @@ class Supervisor:
         self.pending.append(signum)
 
     def _terminate(self, pids: set[int] | list[int]) -> None:
+        now = time.monotonic()
         for pid in pids:
+            self._told_to_stop.setdefault(pid, now)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+    def _kill_overdue(self) -> None:
+        """SIGKILL the workers still alive ``stop_timeout`` after their SIGTERM
+        (``_reap`` then collects them as stopped, not as died)."""
+        now = time.monotonic()
+        for pid, since in list(self._told_to_stop.items()):
+            if now - since >= self.stop_timeout and pid in self.children:
+                LOG.error("Worker process [%d] did not stop within %.0f s: killing it",
+                          pid, now - since)
+                del self._told_to_stop[pid]
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _leave_rotation(self, pid: int) -> None:
         if pid in self.rotation:
@@ -176,6 +198,7 @@ class Supervisor:
     def _forget(self, pid: int) -> None:
         self.children.discard(pid)
         self._pinged.pop(pid, None)
+        self._told_to_stop.pop(pid, None)
         self._leave_rotation(pid)
         self.stale.discard(pid)
         channel = self.channels.pop(pid, None)
@@ -338,6 +361,7 @@ class Supervisor:
                 while self.pending:
                     self._handle(self.pending.pop(0))
                 self._reap()
+                self._kill_overdue()
                 if not self.stopping:
                     self._check_health()
         finally:
