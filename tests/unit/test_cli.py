@@ -130,8 +130,13 @@ def serve(channel):
         hang = True
     except FileNotFoundError:
         hang = False
+    try:
+        (work / "ignore-term-once").unlink()   # this worker will not stop on SIGTERM
+        on_term = lambda *_: event("ignored-term")
+    except FileNotFoundError:
+        on_term = lambda *_: stop.append(1)
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, on_term)
     channel.send(READY)
     channel.settimeout(0.05)
     while not stop:
@@ -155,7 +160,7 @@ sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
 sock.listen(16)
 (work / "port").write_text(str(sock.getsockname()[1]))
-sys.exit(Supervisor(sock, 2, serve).run())
+sys.exit(Supervisor(sock, 2, serve, stop_timeout=1.5).run())
 """
 
 
@@ -283,6 +288,42 @@ def test_sighup_replaces_every_worker(
     fresh = {p for p, e in events if e == "start"} - first
     assert set(_served_by(tmp_path, 4)) == fresh, "only the new workers get connections"
     proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left for its parent to reap counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_worker_that_ignores_sigterm_is_killed_and_the_stop_completes(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised("ignore-term-once")
+    _wait(_ready(tmp_path, 2), "two workers")
+    workers = {p for p, e in _events(tmp_path) if e == "start"}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, "the supervisor does not wait forever for the stuck worker"
+    events = _events(tmp_path)
+    (stuck,) = {p for p, e in events if e == "ignored-term"}
+    assert {p for p, e in events if e == "stop"} == workers - {stuck}
+    assert not _alive(stuck), "killed, not left behind"
+
+
+def test_retired_worker_that_ignores_sigterm_is_killed(
+        tmp_path: Path, supervised: Callable[..., subprocess.Popen[bytes]]) -> None:
+    proc = supervised("ignore-term-once")
+    _wait(_ready(tmp_path, 2), "two workers")
+    proc.send_signal(signal.SIGHUP)
+    _wait(lambda: any(e == "ignored-term" for _, e in _events(tmp_path)), "a retired worker")
+    (stuck,) = {p for p, e in _events(tmp_path) if e == "ignored-term"}
+    _wait(lambda: not _alive(stuck), "the retired worker to be killed")
+    assert proc.poll() is None, "the service goes on"
+    assert len([e for _, e in _events(tmp_path) if e == "start"]) == 4, "not replaced again"
+    proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
 
