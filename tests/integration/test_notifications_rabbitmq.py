@@ -28,13 +28,14 @@ from typing import Any
 import kombu
 import pytest
 from oslo_config import cfg
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from glimpse import config
 from glimpse.cli import setup_logging
 from glimpse.db import migrate
 from glimpse.db.engine import Database
-from glimpse.db.models import OutboxRow, RelayLeaseRow
+from glimpse.db.models import outbox as outbox_table
+from glimpse.db.models import relay_leases
 from glimpse.notifications.drivers import load_driver
 from glimpse.notifications.recorder import Notifier
 from glimpse.notifications.relay import Relay
@@ -120,10 +121,10 @@ def numbered(count: int, image: str = "img-n") -> list[tuple[str, str, Any]]:
     return [("image.update", "INFO", {"id": image, "n": i}) for i in range(count)]
 
 
-def outbox_rows(db: Database, driver: str) -> list[OutboxRow]:
+def outbox_rows(db: Database, driver: str) -> list[Row[Any]]:
     with db.read() as session:
-        return list(session.scalars(select(OutboxRow).where(OutboxRow.driver == driver)
-                                    .order_by(OutboxRow.id)))
+        return list(session.execute(select(outbox_table).where(outbox_table.c.driver == driver)
+                                    .order_by(outbox_table.c.id)))
 
 
 def wait_until(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
@@ -464,7 +465,7 @@ def test_two_relays_on_one_postgresql_deliver_each_event_once(
     ids = [e.message_id for e in listener.events]
     assert ids == [e["message_id"] for e in envelopes]     # once each, in order
     with db_a.read() as session:
-        assert session.scalar(select(func.count()).select_from(RelayLeaseRow)) == 1
+        assert session.scalar(select(func.count()).select_from(relay_leases)) == 1
     delivered_by = [r.delivered for relay in relays for r in relay.workers]
     assert sorted(delivered_by) == [0, 200]                 # one lease holder did it all
 

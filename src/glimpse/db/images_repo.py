@@ -1,8 +1,8 @@
 """Image and member repository: the only module that reads and writes image rows.
 
-Every function takes the caller's ``Session`` (from ``Database.write()`` or
-``Database.read()``; the read functions also a Core ``Connection`` from
-``Database.query()``) and never commits: the caller's transaction decides.
+Every function takes the caller's ``Connection`` in a transaction (from
+``Database.write()`` or, for the read functions, ``Database.read()``) and never
+commits: the caller's transaction decides.
 Functions return and accept domain objects (:class:`glimpse.domain.image.Image`,
 :class:`glimpse.domain.member.Member`); tags and properties are loaded with the
 image. Visibility is *not* checked here: ``glimpse.services.access`` does that
@@ -31,7 +31,6 @@ from typing import Any, Final, cast
 from sqlalchemy import (
     Integer,
     Select,
-    Table,
     and_,
     asc,
     bindparam,
@@ -49,23 +48,19 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from glimpse.db import sqlite_direct
-from glimpse.db.models import ImageMemberRow, ImagePropertyRow, ImageRow, ImageTagRow
+from glimpse.db import models, sqlite_direct
 from glimpse.domain.image import DELETED, KILLED, Image
 from glimpse.domain.member import Member
 from glimpse.exceptions import Invalid, NotFound
 
-Reader = sqlite_direct.Reader
+_images = models.images
+_props = models.image_properties
+_tags = models.image_tags
+_members = models.image_members
 
-_images = cast(Table, ImageRow.__table__)
-_props = cast(Table, ImagePropertyRow.__table__)
-_tags = cast(Table, ImageTagRow.__table__)
-_members = cast(Table, ImageMemberRow.__table__)
-
-# Columns copied between ImageRow and Image one to one.
+# Columns copied between the ``images`` table and Image one to one.
 _COLUMNS: Final = (
     "id", "name", "status", "visibility", "owner", "disk_format", "container_format",
     "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "min_disk",
@@ -116,9 +111,8 @@ class ImageQuery:
 
 # -- images -------------------------------------------------------------------------------
 
-def _is_postgres(session: Reader) -> bool:
-    bind = session if isinstance(session, Connection) else session.get_bind()
-    return bind.dialect.name == "postgresql"
+def _is_postgres(session: Connection) -> bool:
+    return session.dialect.name == "postgresql"
 
 
 # Statements built once (their SQL is compiled once per dialect and cached):
@@ -177,7 +171,7 @@ def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
 _SQLITE_RESULT_CONVERTERS: Final = _result_converters()
 
 
-def _images_of(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Image]:
+def _images_of(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Image]:
     """Images (without tags and properties) from a SELECT of ``_IMAGE_COLUMNS``."""
     raw = sqlite_direct.sqlite_connection(session)
     prepared = sqlite_direct.cached(stmt) if raw is not None else None
@@ -207,7 +201,7 @@ def _image_values(image: Image) -> dict[str, Any]:
     return values
 
 
-def _load_children(session: Reader, images: Sequence[Image]) -> None:
+def _load_children(session: Connection, images: Sequence[Image]) -> None:
     """Fill ``tags`` and ``properties`` of ``images``: one query (tags UNION ALL
     properties) per CHILDREN_CHUNK images."""
     if not images:
@@ -230,7 +224,7 @@ def _load_children(session: Reader, images: Sequence[Image]) -> None:
         img.properties = props.get(image_id, {})
 
 
-def get(session: Reader, image_id: str, *, for_update: bool = False,
+def get(session: Connection, image_id: str, *, for_update: bool = False,
         include_deleted: bool = False) -> Image | None:
     """The image with tags and properties, or None (also None when deleted, unless
     ``include_deleted``). ``for_update`` locks the row until the transaction ends
@@ -251,12 +245,12 @@ _GET_FOR_UPDATE = _GET.with_for_update()
 _GET_LIVE_FOR_UPDATE = _GET_LIVE.with_for_update()
 
 
-def exists_any(session: Reader, image_id: str) -> bool:
+def exists_any(session: Connection, image_id: str) -> bool:
     """True when a row with this id exists, deleted or not (ids are never reused)."""
     return bool(sqlite_direct.rows(session, _EXISTS, {"id": image_id}))
 
 
-def add(session: Session, image: Image) -> None:
+def add(session: Connection, image: Image) -> None:
     """Insert ``image`` with its tags and properties. A duplicate id raises
     SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
     sqlite_direct.execute(session, _INSERT_IMAGE, _image_values(image))
@@ -268,7 +262,7 @@ def add(session: Session, image: Image) -> None:
                                          for k, v in sorted(image.properties.items())])
 
 
-def update(session: Session, image: Image, *, before: Image | None = None) -> None:
+def update(session: Connection, image: Image, *, before: Image | None = None) -> None:
     """Write every column of ``image`` and make its stored tags and properties
     equal to ``image.tags`` / ``image.properties`` (only the differences are written).
 
@@ -308,7 +302,7 @@ def update(session: Session, image: Image, *, before: Image | None = None) -> No
                      {"image_key": image.id, "prop_key": name, "value": value})
 
 
-def usage(session: Session, project_id: str, *, exclude_image_id: str | None = None) -> int:
+def usage(session: Connection, project_id: str, *, exclude_image_id: str | None = None) -> int:
     """Bytes of image data the project's non-deleted images hold (``user_storage_quota``)."""
     stmt = select(func.coalesce(func.sum(_images.c.size), 0)).where(
         _images.c.owner == project_id, _images.c.deleted == false(),
@@ -456,7 +450,7 @@ def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
     return params
 
 
-def list_images(session: Reader, query: ImageQuery) -> list[Image]:
+def list_images(session: Connection, query: ImageQuery) -> list[Image]:
     """One page of images (with tags and properties), in ``query.sort`` order.
 
     Raises Invalid for an unknown sort or filter key, NotFound when the marker
@@ -482,43 +476,43 @@ def _row_to_member(row: Any) -> Member:
                   created_at=row.created_at, updated_at=row.updated_at)
 
 
-def get_member(session: Reader, image_id: str, member_id: str) -> Member | None:
+def get_member(session: Connection, image_id: str, member_id: str) -> Member | None:
     row = session.execute(select(_members).where(
         _members.c.image_id == image_id, _members.c.member == member_id)).first()
     return None if row is None else _row_to_member(row)
 
 
-def list_members(session: Reader, image_id: str) -> list[Member]:
+def list_members(session: Connection, image_id: str) -> list[Member]:
     """Members of the image, oldest first."""
     rows = session.execute(select(_members).where(_members.c.image_id == image_id)
                            .order_by(_members.c.created_at, _members.c.member))
     return [_row_to_member(row) for row in rows]
 
 
-def count_members(session: Reader, image_id: str) -> int:
+def count_members(session: Connection, image_id: str) -> int:
     return int(session.scalar(select(func.count()).select_from(_members)
                               .where(_members.c.image_id == image_id)) or 0)
 
 
-def add_member(session: Session, member: Member) -> None:
+def add_member(session: Connection, member: Member) -> None:
     """Insert; a duplicate (image, member) raises IntegrityError (check ``get_member``)."""
     session.execute(insert(_members).values(
         image_id=member.image_id, member=member.member_id, status=member.status,
         created_at=member.created_at, updated_at=member.updated_at))
 
 
-def update_member(session: Session, member: Member) -> None:
+def update_member(session: Connection, member: Member) -> None:
     session.execute(sql_update(_members).where(
         _members.c.image_id == member.image_id, _members.c.member == member.member_id)
         .values(status=member.status, updated_at=member.updated_at))
 
 
-def delete_member(session: Session, image_id: str, member_id: str) -> None:
+def delete_member(session: Connection, image_id: str, member_id: str) -> None:
     session.execute(delete(_members).where(_members.c.image_id == image_id,
                                            _members.c.member == member_id))
 
 
-def member_status_of(session: Reader, image_ids: Iterable[str],
+def member_status_of(session: Connection, image_ids: Iterable[str],
                      project_id: str) -> dict[str, str]:
     """``{image_id: status}`` of ``project_id``'s memberships among ``image_ids``."""
     ids = list(image_ids)
@@ -529,7 +523,7 @@ def member_status_of(session: Reader, image_ids: Iterable[str],
             _members.c.image_id.in_(ids), _members.c.member == project_id))}
 
 
-def soft_delete(session: Session, image: Image, *, when: datetime) -> None:
+def soft_delete(session: Connection, image: Image, *, when: datetime) -> None:
     """Mark ``image`` deleted (status ``deleted``, ``deleted_at``); the row stays so the
     id is never reused. Members, tags and properties stay for the record."""
     image.status = DELETED

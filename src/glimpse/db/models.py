@@ -1,4 +1,8 @@
-"""SQLAlchemy table definitions. Alembic migrations in ``db/migrations`` create them.
+"""SQLAlchemy Core table definitions. Alembic migrations in ``db/migrations`` create them.
+
+Plain ``Table`` objects on one ``metadata``: the services run Core statements
+only, and ``sqlalchemy.orm`` (declarative classes, ``Session``) would add ~6 MiB
+to every process for nothing.
 
 Times are naive UTC datetimes. Deleted images are kept (status ``deleted``,
 ``deleted_at`` set) so that an id is never reused, as in Glance.
@@ -6,16 +10,17 @@ Times are naive UTC datetimes. Deleted images are kept (status ``deleted``,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Table,
     Text,
@@ -23,142 +28,123 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
+metadata = MetaData()
 
-class Base(DeclarativeBase):
-    pass
+images = Table(
+    "images", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255)),
+    Column("status", String(30), nullable=False),
+    Column("visibility", String(20), nullable=False),
+    Column("owner", String(255)),
+    Column("disk_format", String(20)),
+    Column("container_format", String(20)),
+    Column("size", BigInteger),
+    Column("virtual_size", BigInteger),
+    Column("checksum", String(32)),
+    Column("os_hash_algo", String(64)),
+    Column("os_hash_value", String(128)),
+    Column("min_disk", Integer, nullable=False, default=0),
+    Column("min_ram", Integer, nullable=False, default=0),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("os_hidden", Boolean, nullable=False, default=False),
+    Column("location", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("deleted_at", DateTime),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index("ix_images_owner_deleted", "owner", "deleted"),
+    Index("ix_images_visibility_deleted", "visibility", "deleted"),
+    Index("ix_images_created_at_id", "created_at", "id"),
+)
 
+image_properties = Table(
+    "image_properties", metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 
-class ImageRow(Base):
-    __tablename__ = "images"
+image_tags = Table(
+    "image_tags", metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("value", String(255), primary_key=True),
+    Index("ix_image_tags_value", "value"),
+)
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(30), nullable=False)
-    visibility: Mapped[str] = mapped_column(String(20), nullable=False)
-    owner: Mapped[str | None] = mapped_column(String(255))
-    disk_format: Mapped[str | None] = mapped_column(String(20))
-    container_format: Mapped[str | None] = mapped_column(String(20))
-    size: Mapped[int | None] = mapped_column(BigInteger)
-    virtual_size: Mapped[int | None] = mapped_column(BigInteger)
-    checksum: Mapped[str | None] = mapped_column(String(32))
-    os_hash_algo: Mapped[str | None] = mapped_column(String(64))
-    os_hash_value: Mapped[str | None] = mapped_column(String(128))
-    min_disk: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    min_ram: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    protected: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    os_hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    location: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
-    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+image_members = Table(
+    "image_members", metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("member", String(255), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_image_members_member", "member", "status"),
+)
 
-    __table_args__ = (
-        Index("ix_images_owner_deleted", "owner", "deleted"),
-        Index("ix_images_visibility_deleted", "visibility", "deleted"),
-        Index("ix_images_created_at_id", "created_at", "id"),
-    )
-
-
-class ImagePropertyRow(Base):
-    __tablename__ = "image_properties"
-
-    image_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text, nullable=False)
-
-
-class ImageTagRow(Base):
-    __tablename__ = "image_tags"
-
-    image_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    value: Mapped[str] = mapped_column(String(255), primary_key=True)
-
-    __table_args__ = (Index("ix_image_tags_value", "value"),)
-
-
-class ImageMemberRow(Base):
-    __tablename__ = "image_members"
-
-    image_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    member: Mapped[str] = mapped_column(String(255), primary_key=True)
-    status: Mapped[str] = mapped_column(String(20), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-
-    __table_args__ = (Index("ix_image_members_member", "member", "status"),)
-
-
-class TaskRow(Base):
-    __tablename__ = "tasks"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    type: Mapped[str] = mapped_column(String(30), nullable=False)
-    status: Mapped[str] = mapped_column(String(30), nullable=False)
-    owner: Mapped[str | None] = mapped_column(String(255))
-    input: Mapped[str] = mapped_column(Text, nullable=False)        # JSON
-    result: Mapped[str | None] = mapped_column(Text)                # JSON
-    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    image_id: Mapped[str | None] = mapped_column(String(36))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
-    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+tasks = Table(
+    "tasks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("type", String(30), nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("owner", String(255)),
+    Column("input", Text, nullable=False),           # JSON
+    Column("result", Text),                          # JSON
+    Column("message", Text, nullable=False, default=""),
+    Column("image_id", String(36)),
+    Column("expires_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("deleted_at", DateTime),
     # Executor claim: which process runs it and until when the claim holds.
-    claimed_by: Mapped[str | None] = mapped_column(String(255))
-    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    Column("claimed_by", String(255)),
+    Column("claimed_until", DateTime),
     # Who asked for it (Glance shows both in the task representation).
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    user_id: Mapped[str | None] = mapped_column(String(255))
+    Column("request_id", String(64)),
+    Column("user_id", String(255)),
+    Index("ix_tasks_status", "status"),
+    Index("ix_tasks_owner", "owner"),
+)
 
-    __table_args__ = (Index("ix_tasks_status", "status"), Index("ix_tasks_owner", "owner"))
-
-
-class OutboxRow(Base):
-    """One notification waiting for (or delivered by) one driver.
-
-    A notification that several drivers carry has one row per driver, all with
-    the same ``message_id``; each driver's rows are delivered in ``id`` order.
-    """
-
-    __tablename__ = "outbox"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    driver: Mapped[str] = mapped_column(String(32), nullable=False)
-    message_id: Mapped[str] = mapped_column(String(36), nullable=False)
-    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
-    priority: Mapped[str] = mapped_column(String(8), nullable=False)
-    envelope: Mapped[str] = mapped_column(Text, nullable=False)     # JSON, key order kept
-    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
-
-    # Both indexes are partial: a row is in ix_outbox_pending until it is delivered,
-    # then in ix_outbox_delivered_at (the prune's), so the request's INSERT writes
-    # one index entry, not two. The PostgreSQL predicate is attached when the table
-    # is created on PostgreSQL (_postgresql_partial_indexes): ``postgresql_where=``
-    # here would import SQLAlchemy's PostgreSQL dialect (~2 MiB) into every process.
-    __table_args__ = (
-        Index("ix_outbox_pending", "driver", "id",
-              sqlite_where=text("delivered_at IS NULL"),
-              info={"where": "delivered_at IS NULL"}),
-        Index("ix_outbox_delivered_at", "delivered_at",
-              sqlite_where=text("delivered_at IS NOT NULL"),
-              info={"where": "delivered_at IS NOT NULL"}),
-    )
+# One notification waiting for (or delivered by) one driver. A notification that
+# several drivers carry has one row per driver, all with the same ``message_id``;
+# each driver's rows are delivered in ``id`` order.
+#
+# Both indexes are partial: a row is in ix_outbox_pending until it is delivered,
+# then in ix_outbox_delivered_at (the prune's), so the request's INSERT writes
+# one index entry, not two. The PostgreSQL predicate is attached when the table
+# is created on PostgreSQL (_postgresql_partial_indexes): ``postgresql_where=``
+# here would import SQLAlchemy's PostgreSQL dialect (~2 MiB) into every process.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("driver", String(32), nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("envelope", Text, nullable=False),        # JSON, key order kept
+    Column("created_at", DateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime),
+    Index("ix_outbox_pending", "driver", "id",
+          sqlite_where=text("delivered_at IS NULL"),
+          info={"where": "delivered_at IS NULL"}),
+    Index("ix_outbox_delivered_at", "delivered_at",
+          sqlite_where=text("delivered_at IS NOT NULL"),
+          info={"where": "delivered_at IS NOT NULL"}),
+)
 
 
-@event.listens_for(OutboxRow.__table__, "before_create")
+@event.listens_for(outbox, "before_create")
 def _postgresql_partial_indexes(table: Table, connection: Connection, **_: Any) -> None:
     """``Index.info["where"]`` as ``postgresql_where`` when created on PostgreSQL."""
     if connection.dialect.name != "postgresql":
@@ -168,11 +154,10 @@ def _postgresql_partial_indexes(table: Table, connection: Connection, **_: Any) 
             index.dialect_kwargs["postgresql_where"] = text(index.info["where"])
 
 
-class RelayLeaseRow(Base):
-    """Which relay process currently delivers a driver's events, and until when."""
-
-    __tablename__ = "relay_leases"
-
-    driver: Mapped[str] = mapped_column(String(32), primary_key=True)
-    owner: Mapped[str | None] = mapped_column(String(255))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+# Which relay process currently delivers a driver's events, and until when.
+relay_leases = Table(
+    "relay_leases", metadata,
+    Column("driver", String(32), primary_key=True),
+    Column("owner", String(255)),
+    Column("expires_at", DateTime),
+)

@@ -21,11 +21,6 @@ from typing import Any
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
-
-# What the read functions accept: an ORM Session (``Database.read()``/``write()``) or
-# a Core Connection in a transaction (``Database.query()``, cheaper to open).
-Reader = Session | Connection
 
 # Prepared statements kept per cache before it is cleared (statements are built once).
 MAX_STATEMENTS = 512
@@ -97,15 +92,14 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
         raise DBAPIError.instance(sql, params, error, sqlite3.Error) from error
 
 
-def sqlite_connection(session: Reader) -> Any | None:
-    """The sqlite3 connection of ``session``'s transaction (None on other databases)."""
-    connection = session if isinstance(session, Connection) else session.connection()
+def sqlite_connection(connection: Connection) -> Any | None:
+    """The sqlite3 connection of ``connection``'s transaction (None on other databases)."""
     if connection.dialect.name != "sqlite":
         return None
     return connection.connection.driver_connection
 
 
-def rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
+def rows(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Any]:
     """Rows of ``stmt`` as tuples (on SQLite the values are not converted: the
     caller converts what it needs, see ``images_repo._images_of``)."""
     raw = sqlite_connection(session)
@@ -120,7 +114,7 @@ def rows(session: Reader, stmt: Any, params: dict[str, Any]) -> list[Any]:
 _PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
 
 
-def execute(session: Reader, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
+def execute(session: Connection, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
              ) -> int:
     """Run the INSERT/UPDATE ``stmt`` once, or once per dict of a list (all with the
     same keys: they name the columns written); the count of rows it touched."""
@@ -147,4 +141,4 @@ def execute(session: Reader, stmt: Any, params: dict[str, Any] | list[dict[str, 
                     cursor = raw.execute(prepared.sql, values)
             return int(cursor.rowcount)
     result = session.execute(stmt, params)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)

@@ -1,9 +1,9 @@
 """Task repository: the only module that reads and writes task rows.
 
-Every function takes the caller's ``Session`` and never commits. Tasks are
-returned as :class:`glimpse.domain.task.Task`. Expired tasks (``expires_at`` in
-the past) are invisible to :func:`get` and :func:`list_tasks` and removed by
-:func:`purge_expired`.
+Every function takes the caller's ``Connection`` in a transaction and never
+commits. Tasks are returned as :class:`glimpse.domain.task.Task`. Expired tasks
+(``expires_at`` in the past) are invisible to :func:`get` and :func:`list_tasks`
+and removed by :func:`purge_expired`.
 
 Claims (the executor's "exactly once" across processes): :func:`claim` is a
 single conditional ``UPDATE ... WHERE status='pending' AND claimed_by IS NULL``;
@@ -17,17 +17,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from sqlalchemy import Table, and_, asc, delete, desc, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, asc, delete, desc, insert, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from glimpse.db.models import TaskRow
+from glimpse.db.models import tasks as _tasks
 from glimpse.domain.task import PENDING, PROCESSING, Task
 from glimpse.exceptions import Invalid
-
-_tasks = cast(Table, TaskRow.__table__)
 
 SORT_KEYS: Final = frozenset({"id", "type", "status", "owner", "expires_at", "created_at",
                               "updated_at"})
@@ -57,29 +55,29 @@ def _alive(now: datetime) -> ColumnElement[bool]:
     return or_(_tasks.c.expires_at.is_(None), _tasks.c.expires_at > now)
 
 
-def insert_task(session: Session, task: Task) -> None:
+def insert_task(session: Connection, task: Task) -> None:
     session.execute(insert(_tasks).values(id=task.id, **_values(task)))
 
 
-def update_task(session: Session, task: Task) -> None:
+def update_task(session: Connection, task: Task) -> None:
     """Write every column of ``task`` but the claim."""
     values = _values(task)
     del values["created_at"]
     session.execute(update(_tasks).where(_tasks.c.id == task.id).values(**values))
 
 
-def get(session: Session, task_id: str, *, now: datetime, for_update: bool = False,
+def get(session: Connection, task_id: str, *, now: datetime, for_update: bool = False,
         include_expired: bool = False) -> Task | None:
     stmt = select(_tasks).where(_tasks.c.id == task_id, _tasks.c.deleted_at.is_(None))
     if not include_expired:
         stmt = stmt.where(_alive(now))
-    if for_update and session.get_bind().dialect.name == "postgresql":
+    if for_update and session.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = session.execute(stmt).first()
     return None if row is None else _to_task(row)
 
 
-def list_tasks(session: Session, *, now: datetime, owner: str | None, all_owners: bool,
+def list_tasks(session: Connection, *, now: datetime, owner: str | None, all_owners: bool,
                type_: str | None = None, status: str | None = None,
                sort_key: str = "created_at", sort_dir: str = "desc",
                limit: int | None = None, marker: str | None = None) -> list[Task]:
@@ -132,7 +130,7 @@ def _ordered(key: Any, sort_dir: str) -> Any:
 
 # -- executor claims ---------------------------------------------------------------------
 
-def claimable(session: Session, *, limit: int) -> list[str]:
+def claimable(session: Connection, *, limit: int) -> list[str]:
     """Ids of pending, unclaimed tasks, oldest first."""
     stmt = (select(_tasks.c.id)
             .where(_tasks.c.status == PENDING, _tasks.c.claimed_by.is_(None),
@@ -141,7 +139,7 @@ def claimable(session: Session, *, limit: int) -> list[str]:
     return [row[0] for row in session.execute(stmt)]
 
 
-def claim(session: Session, task_id: str, *, node: str, until: datetime) -> bool:
+def claim(session: Connection, task_id: str, *, node: str, until: datetime) -> bool:
     """Claim a pending, unclaimed task for ``node``; True when this call won it."""
     result = session.execute(
         update(_tasks)
@@ -151,7 +149,7 @@ def claim(session: Session, task_id: str, *, node: str, until: datetime) -> bool
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def renew(session: Session, task_ids: Sequence[str], *, node: str, until: datetime) -> None:
+def renew(session: Connection, task_ids: Sequence[str], *, node: str, until: datetime) -> None:
     """Extend ``node``'s claims on ``task_ids``."""
     if task_ids:
         session.execute(update(_tasks)
@@ -159,13 +157,13 @@ def renew(session: Session, task_ids: Sequence[str], *, node: str, until: dateti
                         .values(claimed_until=until))
 
 
-def release(session: Session, task_id: str) -> None:
+def release(session: Connection, task_id: str) -> None:
     """Drop the claim (the task ended, or may be picked up again)."""
     session.execute(update(_tasks).where(_tasks.c.id == task_id)
                     .values(claimed_by=None, claimed_until=None))
 
 
-def expired_claims(session: Session, *, now: datetime) -> list[tuple[str, str]]:
+def expired_claims(session: Connection, *, now: datetime) -> list[tuple[str, str]]:
     """``(id, status)`` of pending/processing tasks whose claim ran out: their
     process died (or hung) while holding them."""
     stmt = select(_tasks.c.id, _tasks.c.status).where(
@@ -174,19 +172,19 @@ def expired_claims(session: Session, *, now: datetime) -> list[tuple[str, str]]:
     return [(row[0], row[1]) for row in session.execute(stmt)]
 
 
-def still_claimed_by(session: Session, task_id: str, node: str) -> bool:
+def still_claimed_by(session: Connection, task_id: str, node: str) -> bool:
     row = session.execute(select(_tasks.c.claimed_by).where(_tasks.c.id == task_id)).first()
     return row is not None and row[0] == node
 
 
-def purge_expired(session: Session, *, now: datetime) -> int:
+def purge_expired(session: Connection, *, now: datetime) -> int:
     """Delete tasks whose ``expires_at`` passed; returns how many."""
     result = session.execute(delete(_tasks).where(_tasks.c.expires_at.is_not(None),
                                                   _tasks.c.expires_at <= now))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def of_image(session: Session, image_id: str, *, now: datetime) -> list[Task]:
+def of_image(session: Connection, image_id: str, *, now: datetime) -> list[Task]:
     """Live tasks that worked on ``image_id``, newest first."""
     stmt = (select(_tasks)
             .where(_tasks.c.image_id == image_id, _tasks.c.deleted_at.is_(None), _alive(now))

@@ -49,7 +49,6 @@ from sqlalchemy import (
     CursorResult,
     DateTime,
     Integer,
-    Table,
     and_,
     bindparam,
     delete,
@@ -60,14 +59,12 @@ from sqlalchemy.engine import Connection
 
 from glimpse.db import sqlite_direct
 from glimpse.db.engine import Database, utcnow
-from glimpse.db.models import OutboxRow
+from glimpse.db.models import outbox as _outbox
 from glimpse.db.sqlite_direct import SQLITE
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.lease import DriverLease
 
 LOG = logging.getLogger(__name__)
-
-_outbox = cast(Table, OutboxRow.__table__)
 
 # Statements of the delivery loop, built once (values bound at execution).
 _PENDING = (select(_outbox.c.id, _outbox.c.message_id, _outbox.c.event_type,
@@ -194,7 +191,6 @@ class DriverWorker:
 
     def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
         """Undelivered rows in id order, leaving out ``exclude`` (rows already sent).
-        A Core connection: the ORM session costs more than the query.
 
         On SQLite ``exclude`` is left out by ``id > max(exclude)`` rather than
         ``id NOT IN (exclude)``, which is equivalent there: writers are
@@ -320,7 +316,7 @@ class DriverWorker:
         ids = list(self._owed)
         with self.db.write() as session:
             if ids:
-                mark_delivered(session.connection(), ids, self.clock())
+                mark_delivered(session, ids, self.clock())
             if failed is not None:
                 row_id, attempts, error, retry_at = failed
                 session.execute(update(_outbox).where(_outbox.c.id == row_id)

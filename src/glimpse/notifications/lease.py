@@ -19,14 +19,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, DateTime, Table, func, or_, update
+from sqlalchemy import CursorResult, DateTime, func, or_, update
 
 from glimpse.db.engine import Database
-from glimpse.db.models import RelayLeaseRow
+from glimpse.db.models import relay_leases as _leases
 
 LOG = logging.getLogger(__name__)
-
-_leases = cast(Table, RelayLeaseRow.__table__)
 
 
 class DriverLease:

@@ -22,19 +22,19 @@ when the caller's membership has the asked ``member_status`` (default accepted).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from sqlalchemy import Table, and_, bindparam, exists, or_, true
+from sqlalchemy import and_, bindparam, exists, or_, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from glimpse.auth.context import RequestContext
-from glimpse.db import images_repo
-from glimpse.db.models import ImageMemberRow, ImageRow
+from glimpse.db import images_repo, models
 from glimpse.domain.image import Image
 from glimpse.exceptions import Forbidden, NotFound
 
-_images = cast(Table, ImageRow.__table__)
-_members = cast(Table, ImageMemberRow.__table__)
+_images = models.images
+_members = models.image_members
 
 # Glance's policy rule names this module answers.
 GET_IMAGE: Final = "get_image"
@@ -77,7 +77,7 @@ def can_see(ctx: RequestContext, image: Image, member_status: str | None) -> boo
     return image.visibility == "shared" and member_status is not None
 
 
-def member_status(session: images_repo.Reader, ctx: RequestContext, image: Image) -> str | None:
+def member_status(session: Connection, ctx: RequestContext, image: Image) -> str | None:
     """The caller's membership status on ``image`` (None when not a member)."""
     if ctx.project_id is None:
         return None
@@ -85,7 +85,7 @@ def member_status(session: images_repo.Reader, ctx: RequestContext, image: Image
     return None if member is None else member.status
 
 
-def get_visible_image(session: images_repo.Reader, ctx: RequestContext, image_id: str, *,
+def get_visible_image(session: Connection, ctx: RequestContext, image_id: str, *,
                       for_update: bool = False) -> Image:
     """The image, if it exists, is not deleted and ``ctx`` may see it; else NotFound.
 

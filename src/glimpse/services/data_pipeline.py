@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from glimpse.config import parse_size
 from glimpse.db import images_repo
@@ -95,7 +95,7 @@ class Limits:
                 f"bytes remaining.")
 
 
-def limits_for(conf: Any, session: Session, image: Image) -> Limits:
+def limits_for(conf: Any, session: Connection, image: Image) -> Limits:
     """The limits an upload/stage/import of ``image`` streams under: the size cap
     and what is left of its owner's ``user_storage_quota`` (other images only).
     Call inside the write transaction that moves the image out of ``queued``."""

@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Final
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
@@ -168,7 +168,7 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
 
 def get_image(runtime: Runtime, ctx: RequestContext, image_id: str) -> Image:
     """The image if the caller may see it; NotFound otherwise (never 403)."""
-    with runtime.db.query() as session:
+    with runtime.db.read() as session:
         image = access.get_visible_image(session, ctx, image_id)
         access.authorize(ctx, access.GET_IMAGE, image)
         return property_protection.current().readable_image(ctx, image)
@@ -184,7 +184,7 @@ def list_images(runtime: Runtime, ctx: RequestContext,
     query.scope = access.list_scope(ctx, visibility=request.visibility,
                                     member_status=request.member_status)
     query.scope_params = access.scope_params(ctx)
-    with runtime.db.query() as session:
+    with runtime.db.read() as session:
         if query.marker is not None:
             try:
                 access.get_visible_image(session, ctx, query.marker)
@@ -212,7 +212,7 @@ def _authorize_change(ctx: RequestContext, image: Image, change: Change) -> None
             access.authorize(ctx, access.COMMUNITIZE_IMAGE, image)
 
 
-def _save(runtime: Runtime, session: Session, image: Image, before: Image,
+def _save(runtime: Runtime, session: Connection, image: Image, before: Image,
           ctx: RequestContext | None = None) -> None:
     """Persist ``image`` (``before``: as loaded in this transaction) and record image.update."""
     image.updated_at = utcnow()
@@ -297,7 +297,7 @@ def _remove_staged_data(runtime: Runtime, image_id: str) -> None:
 
 # -- tags -------------------------------------------------------------------------------------
 
-def _image_for_tags(session: Session, ctx: RequestContext, image_id: str) -> Image:
+def _image_for_tags(session: Connection, ctx: RequestContext, image_id: str) -> Image:
     try:
         image = access.get_visible_image(session, ctx, image_id, for_update=True)
     except NotFound:

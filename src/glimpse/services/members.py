@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo
@@ -48,7 +48,7 @@ def status_from_body(body: Any) -> Any:
     return body["status"]
 
 
-def _lookup_image(session: Session, ctx: RequestContext, image_id: str, *,
+def _lookup_image(session: Connection, ctx: RequestContext, image_id: str, *,
                   for_update: bool = False) -> Image:
     """The image, if the caller may see it (get_image); NotFound otherwise --
     before any member rule, so a caller without access learns nothing."""
@@ -64,7 +64,7 @@ def _may_see_member(ctx: RequestContext, image: Image, member_id: str) -> bool:
     return ctx.is_admin or ctx.owns(image.owner) or member_id == ctx.project_id
 
 
-def _lookup_member(session: Session, ctx: RequestContext, image: Image,
+def _lookup_member(session: Connection, ctx: RequestContext, image: Image,
                    member_id: str) -> Member:
     access.authorize(ctx, access.GET_MEMBER, image)
     member = images_repo.get_member(session, image.id, member_id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import tasks_repo
@@ -52,14 +52,14 @@ def check_api_access(ctx: RequestContext) -> None:
         raise Forbidden("You are not authorized to complete tasks_api_access action.")
 
 
-def wake_executor(rt: Runtime, session: Session) -> None:
+def wake_executor(rt: Runtime, session: Connection) -> None:
     """After commit, tell this process's executor that a task is waiting."""
     executor = rt.extras.get(EXECUTOR_KEY)
     if executor is not None:
         after_commit(session, executor.wake)
 
 
-def insert_pending(rt: Runtime, session: Session, ctx: RequestContext, task_type: str,
+def insert_pending(rt: Runtime, session: Connection, ctx: RequestContext, task_type: str,
                    task_input: dict[str, Any], *, image_id: str | None = None) -> Task:
     """Insert a pending task owned by the caller's project; records ``task.create``."""
     now = utcnow()
@@ -171,7 +171,7 @@ def claim_seconds(rt: Runtime) -> float:
     return float(getattr(rt.conf.task, "claim_timeout", CLAIM_SECONDS))
 
 
-def start_processing(rt: Runtime, session: Session, task: Task) -> None:
+def start_processing(rt: Runtime, session: Connection, task: Task) -> None:
     """pending -> processing with ``task.processing``, in the caller's transaction."""
     task.transition(PROCESSING)
     task.updated_at = utcnow()
@@ -180,7 +180,7 @@ def start_processing(rt: Runtime, session: Session, task: Task) -> None:
     rt.notifier.record(session, ev.TASK_PROCESSING, lambda: payloads.task(snapshot))
 
 
-def _end(rt: Runtime, session: Session, task: Task, status: str) -> None:
+def _end(rt: Runtime, session: Connection, task: Task, status: str) -> None:
     now = utcnow()
     task.transition(status)
     task.updated_at = now
@@ -192,14 +192,14 @@ def _end(rt: Runtime, session: Session, task: Task, status: str) -> None:
     rt.notifier.record(session, event, lambda: payloads.task(snapshot))
 
 
-def succeed(rt: Runtime, session: Session, task: Task, result: dict[str, Any]) -> None:
+def succeed(rt: Runtime, session: Connection, task: Task, result: dict[str, Any]) -> None:
     """processing -> success with ``result``; records ``task.success``."""
     task.result = result
     task.message = ""
     _end(rt, session, task, SUCCESS)
 
 
-def fail(rt: Runtime, session: Session, task: Task, message: str,
+def fail(rt: Runtime, session: Connection, task: Task, message: str,
          result: dict[str, Any] | None = None) -> None:
     """pending/processing -> failure with ``message``; records ``task.failure``."""
     task.message = message
@@ -207,6 +207,6 @@ def fail(rt: Runtime, session: Session, task: Task, message: str,
     _end(rt, session, task, FAILURE)
 
 
-def load_for_update(session: Session, task_id: str) -> Task | None:
+def load_for_update(session: Connection, task_id: str) -> Task | None:
     return tasks_repo.get(session, task_id, now=utcnow(), for_update=True,
                           include_expired=True)

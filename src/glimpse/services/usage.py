@@ -22,7 +22,7 @@ from sqlalchemy import and_, case, func, select
 
 from glimpse.config import parse_size
 from glimpse.db.engine import Database
-from glimpse.db.models import ImageRow
+from glimpse.db.models import images
 
 MiB = 1024 * 1024
 UNLIMITED = -1
@@ -49,17 +49,17 @@ def project_usage(db: Database, project_id: str | None,
     size_limit = quota // MiB if quota else UNLIMITED
     stored = staged = count = uploading = 0
     if project_id is not None:
-        alive = ImageRow.status.not_in(GONE)
-        has_size = ImageRow.size > 0
+        alive = images.c.status.not_in(GONE)
+        has_size = images.c.size > 0
         query = select(
             func.coalesce(func.sum(case(
-                (and_(alive, has_size, ImageRow.status.not_in((*STAGED, "queued"))),
-                 ImageRow.size), else_=0)), 0),
+                (and_(alive, has_size, images.c.status.not_in((*STAGED, "queued"))),
+                 images.c.size), else_=0)), 0),
             func.coalesce(func.sum(case(
-                (and_(has_size, ImageRow.status.in_(STAGED)), ImageRow.size), else_=0)), 0),
+                (and_(has_size, images.c.status.in_(STAGED)), images.c.size), else_=0)), 0),
             func.count().filter(alive),
-            func.count().filter(ImageRow.status.in_(UPLOADING)),
-        ).where(ImageRow.owner == project_id, ImageRow.deleted.is_(False))
+            func.count().filter(images.c.status.in_(UPLOADING)),
+        ).where(images.c.owner == project_id, images.c.deleted.is_(False))
         with db.read() as session:
             row = session.execute(query).one()
         stored, staged, count, uploading = (int(v or 0) for v in row)

@@ -51,6 +51,37 @@ def test_after_commit_hooks_run_once_committed_and_outside_the_write_gate(
     db.dispose()
 
 
+def test_a_rolled_back_writes_hooks_never_run_not_even_in_a_later_write(
+        tmp_path: Path) -> None:
+    """The hooks belong to the transaction, not to the pooled connection: a write on
+    the same (only) pooled connection after a rollback runs its own hooks only."""
+    from glimpse.db.engine import after_commit
+
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite", pool_size=1)
+    ran: list[str] = []
+    connections = []
+    with pytest.raises(ValueError), db.write() as conn:
+        connections.append(conn.connection.dbapi_connection)
+        after_commit(conn, lambda: ran.append("rolled back"))
+        raise ValueError("abort")
+    assert ran == []
+    with db.write() as conn:
+        connections.append(conn.connection.dbapi_connection)
+        after_commit(conn, lambda: ran.append("committed"))
+    assert ran == ["committed"]
+    assert connections[0] is connections[1]      # the same pooled connection
+    db.dispose()
+
+
+def test_after_commit_outside_a_write_is_refused(tmp_path: Path) -> None:
+    from glimpse.db.engine import after_commit
+
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    with db.read() as conn, pytest.raises(RuntimeError):
+        after_commit(conn, lambda: None)
+    db.dispose()
+
+
 def test_wal_checkpoints_run_in_their_own_thread(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import time

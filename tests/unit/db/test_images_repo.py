@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo as repo
@@ -193,10 +194,10 @@ def test_list_loads_children_in_batches(db: Database) -> None:
     try:
         with db.read() as s:
             if db.dialect == "sqlite":   # reads run on the driver connection there
-                s.connection().connection.driver_connection.set_trace_callback(statements.append)
+                s.connection.driver_connection.set_trace_callback(statements.append)
             images = repo.list_images(s, ImageQuery())
             if db.dialect == "sqlite":
-                s.connection().connection.driver_connection.set_trace_callback(None)
+                s.connection.driver_connection.set_trace_callback(None)
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert len(images) == 7 and all(i.properties for i in images)
@@ -313,25 +314,25 @@ def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
     database.dispose()
 
 
-def test_reads_through_a_core_connection_equal_reads_through_a_session(db: Database) -> None:
+def test_reads_in_a_write_transaction_equal_reads_in_a_read_transaction(db: Database) -> None:
     _seed(db)
     with db.write() as s:
         repo.add(s, make(9, visibility="shared"))
         repo.add_member(s, Member(make(9).id, "p2", created_at=T0, updated_at=T0))
     ctx = RequestContext(project_id="p2", user_id="u", roles=frozenset({"member"}))
 
-    def reads(session: repo.Reader) -> list[object]:
+    def reads(session: Connection) -> list[object]:
         return [repo.get(session, make(3).id), repo.exists_any(session, make(4).id),
                 access.get_visible_image(session, ctx, make(9).id),
                 repo.list_images(session, ImageQuery(limit=4, marker=make(6).id)),
                 repo.get_member(session, make(9).id, "p2")]
 
-    with db.query() as connection:
-        through_connection = reads(connection)
-    with db.read() as session:
-        through_session = reads(session)
-    assert through_connection == through_session
-    assert through_connection[0] is not None and through_connection[1] is True
+    with db.read() as connection:
+        in_read = reads(connection)
+    with db.write() as connection:
+        in_write = reads(connection)
+    assert in_read == in_write
+    assert in_read[0] is not None and in_read[1] is True
 
 
 def test_duplicate_insert_raises_sqlalchemys_integrity_error(db: Database) -> None:

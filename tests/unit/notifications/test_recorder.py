@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from glimpse.db import migrate
 from glimpse.db.engine import Database
-from glimpse.db.models import OutboxRow
+from glimpse.db.models import outbox as outbox_table
 from glimpse.notifications.recorder import Notifier
 
 
@@ -27,9 +28,9 @@ def db(tmp_path: Path) -> Database:
     return database
 
 
-def outbox(db: Database) -> list[OutboxRow]:
+def outbox(db: Database) -> list[Row[Any]]:
     with db.read() as session:
-        return list(session.scalars(select(OutboxRow).order_by(OutboxRow.id)))
+        return list(session.execute(select(outbox_table).order_by(outbox_table.c.id)))
 
 
 def test_non_ascii_payloads_are_stored_as_json_that_reads_back_equal(db: Database) -> None:

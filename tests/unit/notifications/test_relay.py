@@ -11,13 +11,14 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from glimpse.db import migrate
 from glimpse.db.engine import Database
-from glimpse.db.models import OutboxRow
+from glimpse.db.models import outbox
 from glimpse.notifications.delivery import mark_delivered
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.recorder import Notifier
@@ -90,10 +91,10 @@ def record(db: Database, count: int, drivers: Sequence[str] = ("fake",),
     return ids
 
 
-def rows(db: Database, driver: str = "fake") -> list[OutboxRow]:
+def rows(db: Database, driver: str = "fake") -> list[Row[Any]]:
     with db.read() as session:
-        return list(session.scalars(select(OutboxRow).where(OutboxRow.driver == driver)
-                                    .order_by(OutboxRow.id)))
+        return list(session.execute(select(outbox).where(outbox.c.driver == driver)
+                                    .order_by(outbox.c.id)))
 
 
 def worker(db: Database, driver: Driver, clock: Clock, node: str = "node-a",
@@ -133,7 +134,7 @@ def test_mark_delivered_sets_exactly_the_given_rows(db: Database) -> None:
     ids = [r.id for r in rows(db)]
     when = datetime(2026, 11, 26, 12, 0, 0, 123456)
     with db.write() as session:
-        mark_delivered(session.connection(), [ids[1], ids[4], ids[5]], when)
+        mark_delivered(session, [ids[1], ids[4], ids[5]], when)
     assert [r.delivered_at for r in rows(db)] == [None, when, None, None, when, when]
 
 

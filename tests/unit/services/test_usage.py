@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 
 from glimpse.db import migrate
 from glimpse.db.engine import Database, utcnow
-from glimpse.db.models import ImageRow
+from glimpse.db.models import images
 from glimpse.services.usage import MiB, project_usage
 
 MINE = "a" * 32
@@ -29,12 +30,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def _image(n: int, owner: str, status: str, size: int | None,
-           deleted: bool = False) -> ImageRow:
+           deleted: bool = False) -> dict[str, object]:
     now = utcnow()
-    return ImageRow(id=f"00000000-0000-0000-0000-{n:012d}", name=f"i{n}", status=status,
-                    visibility="private", owner=owner, size=size, created_at=now,
-                    updated_at=now, deleted=deleted, min_disk=0, min_ram=0,
-                    protected=False, os_hidden=False)
+    return dict(id=f"00000000-0000-0000-0000-{n:012d}", name=f"i{n}", status=status,
+                visibility="private", owner=owner, size=size, created_at=now,
+                updated_at=now, deleted=deleted, min_disk=0, min_ram=0,
+                protected=False, os_hidden=False)
 
 
 def test_empty_project_uses_nothing(db: Database) -> None:
@@ -46,7 +47,7 @@ def test_empty_project_uses_nothing(db: Database) -> None:
 
 def test_counts_only_the_callers_live_images(db: Database) -> None:
     with db.write() as s:
-        s.add_all([
+        s.execute(insert(images), [
             _image(1, MINE, "active", 3 * MiB),
             _image(2, MINE, "deactivated", 2 * MiB),
             _image(3, MINE, "queued", None),

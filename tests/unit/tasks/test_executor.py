@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from glimpse import config
 from glimpse.db import images_repo, tasks_repo
 from glimpse.db.engine import utcnow
-from glimpse.db.models import OutboxRow, TaskRow
+from glimpse.db.models import outbox, tasks
 from glimpse.domain.image import IMPORTING, Image
 from glimpse.domain.task import PENDING, PROCESSING, Task
 from glimpse.runtime import Runtime, build
@@ -44,15 +44,15 @@ def add_task(rt: Runtime, *, status: str = PENDING, image_id: str | None = None,
     with rt.db.write() as session:
         tasks_repo.insert_task(session, task)
         if claimed_by:
-            session.execute(update(TaskRow).where(TaskRow.id == task.id).values(
+            session.execute(update(tasks).where(tasks.c.id == task.id).values(
                 claimed_by=claimed_by, claimed_until=utcnow() - timedelta(seconds=claim_age)))
     return task.id
 
 
 def events(rt: Runtime) -> list[tuple[str, Any]]:
     with rt.db.read() as session:
-        rows = session.execute(select(OutboxRow.event_type, OutboxRow.envelope)
-                               .order_by(OutboxRow.id)).all()
+        rows = session.execute(select(outbox.c.event_type, outbox.c.envelope)
+                               .order_by(outbox.c.id)).all()
     return [(kind, json.loads(env)["payload"]) for kind, env in rows]
 
 

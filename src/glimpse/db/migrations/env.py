@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from glimpse.db.models import Base
+from glimpse.db.models import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -13,7 +13,7 @@ if connection is None:  # pragma: no cover - only when alembic is run by hand
 
     connection = create_engine(config.get_main_option("sqlalchemy.url") or "").connect()
 
-context.configure(connection=connection, target_metadata=Base.metadata,
+context.configure(connection=connection, target_metadata=metadata,
                   render_as_batch=connection.dialect.name == "sqlite")
 with context.begin_transaction():
     context.run_migrations()
