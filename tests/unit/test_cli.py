@@ -57,7 +57,7 @@ def test_worker_app_does_not_import_tools_it_does_not_use(prepared_args: str) ->
     result = _python(
         "import sys, json; from glimpse.worker import create_worker_app; create_worker_app();"
         "print(json.dumps(sorted(m for m in ('httpx', 'alembic', 'mako', 'keystonemiddleware',"
-        " 'multiprocessing') if m in sys.modules)))",
+        " 'multiprocessing', 'sqlalchemy.orm') if m in sys.modules)))",
         GLIMPSE_CONFIG_ARGS=args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == []
