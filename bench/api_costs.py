@@ -6,7 +6,7 @@ through ``services.images.create_image``), measures CPU milliseconds per call
 (``time.process_time``: robust to other load on the machine, unlike wall time):
 
 - ``services.images.get_image`` vs the same three queries as prebuilt statements
-  (ORM Session, Core connection) vs raw sqlite3;
+  (``Database.read()``, a bare Core connection) vs raw sqlite3;
 - ``services.images.list_images`` (limit=20) and its main SELECT in raw sqlite3,
   before and after ``ANALYZE`` (the query plan is printed);
 - ``access.authorize`` through the oslo.policy enforcer the API installs.
@@ -79,9 +79,9 @@ def main() -> None:
         list(execute(tags_stmt, params))
         list(execute(props_stmt, params))
 
-    def orm(i: int) -> None:
-        with rt.db.read() as session:
-            prebuilt(session.execute, i)
+    def in_read(i: int) -> None:
+        with rt.db.read() as conn:
+            prebuilt(conn.execute, i)
 
     def core(i: int) -> None:
         with rt.db.engine.connect() as conn:
@@ -97,7 +97,7 @@ def main() -> None:
 
     cost("services.images.get_image (policy check included)",
          lambda i: svc.get_image(rt, CTX, ids[i % len(ids)]), n)
-    cost("same 3 queries, prebuilt statements, ORM Session", orm, n)
+    cost("same 3 queries, prebuilt statements, Database.read()", in_read, n)
     cost("same 3 queries, prebuilt statements, Core connection", core, n)
     cost("same 3 queries, raw sqlite3", raw_show, n)
 
@@ -111,7 +111,7 @@ def main() -> None:
     def capture(statement: str) -> None:   # SQLite reads run on the driver connection
         statements.append((statement, None))
 
-    with rt.db.query() as conn:
+    with rt.db.read() as conn:
         conn.connection.driver_connection.set_trace_callback(capture)
         listed = request()
         listed.query.scope = access.list_scope(CTX)

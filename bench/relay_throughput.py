@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from glimpse import config
 from glimpse.db import migrate
 from glimpse.db.engine import Database
-from glimpse.db.models import OutboxRow
+from glimpse.db.models import outbox
 from glimpse.domain.image import Image
 from glimpse.notifications import payloads
 from glimpse.notifications.recorder import Notifier
@@ -102,8 +102,8 @@ def fill(db: Database, count: int) -> None:
 
 def pending(db: Database) -> int:
     with db.read() as session:
-        return int(session.scalar(select(func.count()).select_from(OutboxRow)
-                                  .where(OutboxRow.delivered_at.is_(None))) or 0)
+        return int(session.scalar(select(func.count()).select_from(outbox)
+                                  .where(outbox.c.delivered_at.is_(None))) or 0)
 
 
 def delete_queue(topic: str) -> None:
