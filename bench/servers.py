@@ -65,6 +65,28 @@ def rabbit_url(given: str | None) -> str:
     return url
 
 
+NOTIFICATION_PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
+
+
+def purge_notification_queues(url: str, topic: str = "notifications") -> int:
+    """Empty the ``<topic>.<priority>`` queues on the broker at ``url`` and return
+    how many messages they held. The bench runs no consumer: without this a queue
+    grows over runs (tens of thousands of messages, the broker's memory with them)
+    and each run's publishing costs the broker more than the last."""
+    import amqp
+    from kombu import Connection
+
+    purged = 0
+    with Connection(url.replace("rabbit://", "amqp://", 1)) as conn:
+        channel = conn.channel()
+        for priority in NOTIFICATION_PRIORITIES:
+            try:
+                purged += int(channel.queue_purge(f"{topic}.{priority}") or 0)
+            except amqp.exceptions.NotFound:      # never declared: the channel is closed
+                channel = conn.channel()
+    return purged
+
+
 class TreeMonitor:
     """Background sampler: peak of the summed RSS of ``root`` and its descendants."""
 
@@ -182,6 +204,8 @@ class GlimpseServer(Server):
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        if self.transport_url:
+            purge_notification_queues(self.transport_url)
         if self.workdir.exists():
             subprocess.run(["rm", "-rf", str(self.workdir)], check=True)
         (self.workdir / "state").mkdir(parents=True)
