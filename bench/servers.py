@@ -219,11 +219,22 @@ class GlimpseServer(Server):
         self.url = f"http://127.0.0.1:{self.port}"
         self.root_pid = self.proc.pid
         wait_http(self.url + "/versions", 60, self.proc, err)
-        # uvicorn spawns workers after binding: wait until they all exist
+        # ... and until every worker serves: the supervisor hands connections only
+        # to workers that are ready, so a client connecting earlier (a row's
+        # keep-alive connections) would all land on the first one for the whole row
         deadline = time.monotonic() + 30
-        while len(self.worker_pids()) < self.workers and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while not self._all_workers_serve() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.info.update(config=self.config_text(), workers=self.workers, driver=self.driver)
+
+    def _all_workers_serve(self) -> bool:
+        if len(self.worker_pids()) < self.workers:
+            return False
+        log = self.workdir / "glimpse.log"
+        if self.workers <= 1 or not log.exists():
+            return self.workers <= 1
+        return log.read_text(errors="replace").count(
+            "Application startup complete.") >= self.workers
 
     def outbox_counts(self) -> dict[str, int] | None:
         """Notifications recorded / still undelivered (default SQLite database only);
