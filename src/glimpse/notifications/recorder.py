@@ -34,9 +34,8 @@ class _OutboxInsert:
     It runs inside every write that records an event, on the request thread:
     through SQLAlchemy's statement execution it cost ~130 us of CPU (measured
     with the ORM ``Session``: execution, parameter construction), as driver SQL
-    ~50 us. The SQL, the
-    parameter order and the type conversions are SQLAlchemy's own, taken from
-    the compiled Core statement.
+    ~50 us. The SQL, the parameter order and the type conversions are
+    SQLAlchemy's own, taken from the compiled Core statement.
     """
 
     def __init__(self, dialect: Dialect) -> None:
