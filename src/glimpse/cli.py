@@ -57,16 +57,19 @@ class ServeSettings:
     """What serving needs from the configuration before any worker exists
     (read by the child that checked the configuration, sent back as JSON)."""
 
-    __slots__ = ("bind_host", "bind_port", "debug", "log_file", "stop_timeout", "workers")
+    __slots__ = ("access_log", "bind_host", "bind_port", "debug", "log_file", "stop_timeout",
+                 "workers")
 
     def __init__(self, bind_host: str, bind_port: int, workers: int, log_file: str | None,
-                 debug: bool, stop_timeout: float = GRACEFUL_SHUTDOWN + STOP_MARGIN) -> None:
+                 debug: bool, stop_timeout: float = GRACEFUL_SHUTDOWN + STOP_MARGIN,
+                 access_log: bool = False) -> None:
         self.bind_host = bind_host
         self.bind_port = bind_port
         self.workers = workers
         self.log_file = log_file
         self.debug = debug
         self.stop_timeout = stop_timeout
+        self.access_log = access_log
 
     @classmethod
     def from_conf(cls, conf: Any) -> ServeSettings:
@@ -76,6 +79,7 @@ class ServeSettings:
         timeout), plus a margin."""
         return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
                    log_file=conf.log_file, debug=bool(conf.debug),
+                   access_log=bool(conf.access_log),
                    stop_timeout=GRACEFUL_SHUTDOWN + 3 * conf.outbox.drain_timeout + STOP_MARGIN)
 
     def to_json(self) -> str:

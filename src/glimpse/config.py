@@ -31,6 +31,9 @@ default_opts: list[cfg.Opt] = [
     cfg.StrOpt("log_file", help="Log to this file (service log and `log` notifications). "
                                 "Default: standard error."),
     cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
+    cfg.BoolOpt("access_log", default=False,
+                help="Log one line per HTTP request (client address, method, path, "
+                     "status) at INFO, logger `uvicorn.access`, to log_file."),
     cfg.IntOpt("image_size_cap", default=1099511627776, min=1, max=9223372036854775808,
                help="Maximum size of image data in bytes (default 1 TiB)."),
     cfg.StrOpt("user_storage_quota", default="0",

@@ -96,7 +96,7 @@ def uvicorn_config(settings: ServeSettings) -> Config:
     from uvicorn.config import Config
 
     return Config(create_worker_app, factory=True, host=settings.bind_host,
-                  port=settings.bind_port, log_config=None, access_log=False,
+                  port=settings.bind_port, log_config=None, access_log=settings.access_log,
                   timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, timeout_keep_alive=60,
                   server_header=False, ws="none",
                   # uvicorn's httptools protocol plus a direct body path for uploads

@@ -100,3 +100,21 @@ def test_single_worker_sigterm_exits_zero(glimpse_server: Callable[..., ServerPr
     server.start()
     with server.client() as c:
         assert c.get("/versions").status_code == 200
+
+
+def test_access_log_writes_one_line_per_request_only_when_asked(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    quiet = glimpse_server()
+    logged = glimpse_server({"DEFAULT": {"access_log": True, "workers": 2}})
+    for server in (quiet, logged):
+        with server.client(**MEMBER) as client:
+            assert client.get("/v2/images?limit=3").status_code == 200
+            assert client.get(f"/v2/images/{'0' * 8}-0000-0000-0000-{'0' * 12}"
+                              ).status_code == 404
+    request_line = re.compile(r'uvicorn\.access 127\.0\.0\.1:\d+ - "GET (\S+) HTTP/1\.1" (\d+)')
+    assert not request_line.search(quiet.log.read_text())
+    _wait_for(lambda: len(request_line.findall(logged.log.read_text())) >= 2,
+              "the two request lines")
+    lines = request_line.findall(logged.log.read_text())
+    assert ("/v2/images?limit=3", "200") in lines
+    assert (f"/v2/images/{'0' * 8}-0000-0000-0000-{'0' * 12}", "404") in lines
