@@ -57,30 +57,31 @@ class ServeSettings:
     """What serving needs from the configuration before any worker exists
     (read by the child that checked the configuration, sent back as JSON)."""
 
-    __slots__ = ("access_log", "bind_host", "bind_port", "debug", "log_file", "stop_timeout",
+    __slots__ = ("access_log", "bind_host", "bind_port", "debug", "drain_timeout", "log_file",
                  "workers")
 
     def __init__(self, bind_host: str, bind_port: int, workers: int, log_file: str | None,
-                 debug: bool, stop_timeout: float = GRACEFUL_SHUTDOWN + STOP_MARGIN,
-                 access_log: bool = False) -> None:
+                 debug: bool, drain_timeout: float = 5.0, access_log: bool = False) -> None:
         self.bind_host = bind_host
         self.bind_port = bind_port
         self.workers = workers
         self.log_file = log_file
         self.debug = debug
-        self.stop_timeout = stop_timeout
+        self.drain_timeout = drain_timeout
         self.access_log = access_log
+
+    @property
+    def stop_timeout(self) -> float:
+        """Seconds after which a stopping worker is killed: longer than any clean
+        stop takes (uvicorn's grace for open requests, then the task executor, up
+        to twice the drain timeout, and the relay, the drain timeout), plus a margin."""
+        return GRACEFUL_SHUTDOWN + 3 * self.drain_timeout + STOP_MARGIN
 
     @classmethod
     def from_conf(cls, conf: Any) -> ServeSettings:
-        """``stop_timeout`` (after it a stopping worker is killed) is longer than
-        any clean stop takes: uvicorn's grace for open requests, then the task
-        executor (up to twice the drain timeout) and the relay (the drain
-        timeout), plus a margin."""
         return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
                    log_file=conf.log_file, debug=bool(conf.debug),
-                   access_log=bool(conf.access_log),
-                   stop_timeout=GRACEFUL_SHUTDOWN + 3 * conf.outbox.drain_timeout + STOP_MARGIN)
+                   drain_timeout=conf.outbox.drain_timeout, access_log=bool(conf.access_log))
 
     def to_json(self) -> str:
         return json.dumps({name: getattr(self, name) for name in self.__slots__})

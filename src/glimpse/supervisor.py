@@ -66,7 +66,6 @@ READY = b"R"                 # a worker's message on its channel: it serves now
 PING, PONG = b"P", b"K"      # the supervisor asks, the worker's event loop answers
 HEALTHCHECK_INTERVAL = 5.0   # seconds between pings of a ready worker
 HEALTHCHECK_TIMEOUT = 30.0   # a worker whose event loop has not answered for this long is killed
-STOP_TIMEOUT = 60.0          # default: a worker still alive this long after SIGTERM is killed
 _ACCEPTS_PER_WAKE = 64       # connections accepted before looking at signals again
 _STOP = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (*_STOP, signal.SIGHUP, signal.SIGCHLD)
@@ -96,11 +95,11 @@ def _describe(wait_status: int) -> str:
 class Supervisor:
     """Keeps ``workers`` children running ``serve(channel)`` (which returns the
     child's exit status) until SIGTERM or SIGINT, and hands them the
-    connections accepted on ``sock``."""
+    connections accepted on ``sock``. A child told to stop that is still alive
+    ``stop_timeout`` seconds later is killed."""
 
     def __init__(self, sock: socket.socket, workers: int,
-                 serve: Callable[[socket.socket], int], *,
-                 stop_timeout: float = STOP_TIMEOUT) -> None:
+                 serve: Callable[[socket.socket], int], *, stop_timeout: float) -> None:
         self.sock = sock
         self.workers = workers
         self.serve = serve

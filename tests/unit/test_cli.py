@@ -102,6 +102,21 @@ print(json.dumps([started, received]))
     assert json.loads(result.stdout.splitlines()[-1]) == [True, [int(signal.SIGTERM)]]
 
 
+def test_stop_timeout_outlasts_a_clean_stop_with_the_configured_drain() -> None:
+    """A worker is killed only after uvicorn's grace, the executor's and the
+    relay's drains (three drain timeouts) and a margin: a longer drain_timeout
+    is never cut short."""
+    from glimpse import config
+    from glimpse.cli import GRACEFUL_SHUTDOWN, ServeSettings
+
+    conf = config.load([])
+    conf.set_override("drain_timeout", 40.0, group="outbox")
+    settings = ServeSettings(**json.loads(ServeSettings.from_conf(conf).to_json()))
+    assert settings.stop_timeout > GRACEFUL_SHUTDOWN + 3 * 40.0
+    conf.clear_override("drain_timeout", group="outbox")
+    assert ServeSettings.from_conf(conf).stop_timeout < settings.stop_timeout
+
+
 # A supervisor over a dummy worker: each worker appends "<pid> <event>" lines to
 # a file; behaviour is chosen per start by files in the directory.
 SUPERVISED = """
