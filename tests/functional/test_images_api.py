@@ -165,6 +165,10 @@ def test_concurrent_creates_with_one_id(server: ServerProcess) -> None:
     ({"tags": ["1", "2", "3", "4", "5", "6"]}, 413,
      "The limit has been exceeded on the number of allowed image tags. Attempted: 6, "
      "Maximum: 5"),
+    ({"min_ram": -1}, 400, "Invalid value '-1' for parameter 'min_ram': Cannot be a negative"),
+    ({"min_ram": 2**31}, 400, "'min_ram' value out of range, must not exceed 2147483647."),
+    ({"min_disk": 2**63}, 400, "'min_disk' value out of range, must not exceed 2147483647."),
+    ({"min_disk": 2**70}, 400, "'min_disk' value out of range, must not exceed 2147483647."),
 ])
 def test_create_errors(server: ServerProcess, body: dict[str, Any], status: int,
                        text: str) -> None:
@@ -184,6 +188,25 @@ def test_bad_json_and_readers(server: ServerProcess) -> None:
         assert (r.status_code, message(r)) == (400, "Body expected in request.")
         r = c.post("/v2/images", content=b"[1]")
         assert r.status_code == 400
+        # not text a database or a consumer can store: 400, never a 500 (Glance: 500
+        # for the escape); and nothing is created
+        image_id = create(c, name="p")["id"]
+        before = len(c.get("/v2/images", params={"limit": 1000}).json()["images"])
+        for value in (b'"\\ud800"', '"\ud800"'.encode("utf-8", "surrogatepass"), b"NaN"):
+            r = c.post("/v2/images", content=b'{"name": ' + value + b"}")
+            assert (r.status_code, message(r)) == (400, "Malformed JSON in request body."), value
+            r = c.patch(f"/v2/images/{image_id}", headers={"Content-Type": PATCH},
+                        content=b'[{"op": "add", "path": "/k", "value": ' + value + b"}]")
+            assert (r.status_code, message(r)) == (400, "Malformed JSON in request body."), value
+        assert len(c.get("/v2/images", params={"limit": 1000}).json()["images"]) == before
+        image = create(c, name="whole", min_ram=5.0, min_disk=2**31 - 1)
+        assert (image["min_ram"], image["min_disk"]) == (5, 2**31 - 1)
+        assert type(image["min_ram"]) is int
+        r = patch(c, image["id"], [{"op": "replace", "path": "/min_disk", "value": 2**31}])
+        assert (r.status_code, message(r)) == (
+            400, "'min_disk' value out of range, must not exceed 2147483647.")
+        r = c.post("/v2/images", content=b'\xef\xbb\xbf{"name": "bom"}')
+        assert r.status_code == 201, "a UTF-8 byte order mark is allowed, as Python's json does"
     with as_(server, roles=READER) as c:
         r = c.post("/v2/images", json={"name": "r"})
         assert (r.status_code, message(r)) == (

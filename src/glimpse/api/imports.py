@@ -7,7 +7,6 @@ takes ``application/octet-stream`` only (415 otherwise) and streams the body.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +16,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from glimpse.api.auth import context_of
-from glimpse.api.request_io import body_stream, content_length, require_octet_stream, runtime_of
+from glimpse.api.request_io import (
+    body_stream,
+    content_length,
+    read_json,
+    require_octet_stream,
+    runtime_of,
+)
 from glimpse.domain.task import Task
-from glimpse.exceptions import ClientDisconnected, Invalid
+from glimpse.exceptions import ClientDisconnected
 from glimpse.services import imports as import_service
 from glimpse.services import tasks as task_service
 
@@ -46,13 +51,7 @@ async def stage(request: Request) -> Response:
 
 
 async def import_image(request: Request) -> Response:
-    raw = await request.body()
-    if not raw.strip():
-        raise Invalid("Import request requires a 'method' field.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("Malformed JSON in request body.") from None
+    body = await read_json(request, empty="Import request requires a 'method' field.")
     await run_in_threadpool(import_service.request_import, runtime_of(request),
                             context_of(request), request.path_params["image_id"], body)
     return Response(status_code=202)

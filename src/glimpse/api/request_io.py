@@ -6,10 +6,10 @@ Shared by every route module so that the same input gets the same error
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from glimpse.api.http_protocol import EXTENSION as READINTO_EXTENSION
@@ -25,14 +25,27 @@ def runtime_of(request: Request) -> Runtime:
     return rt
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON; Invalid (400) when absent or malformed (Glance's texts)."""
+async def read_json(request: Request, *, empty: str = "Body expected in request.") -> Any:
+    """The request body as JSON; Invalid (400) with ``empty`` when there is none,
+    or with Glance's text when it is malformed."""
     raw = await request.body()
     if not raw.strip():
-        raise Invalid("Body expected in request.")
+        raise Invalid(empty)
+    return parse_json(raw)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON, strictly: Invalid (400) unless it is well-formed UTF-8 JSON
+    (a leading byte order mark is allowed). Strings with lone surrogates (as
+    bytes or as ``\\ud800`` escapes) and NaN/Infinity are refused: they are not
+    text any database or consumer can store, and Python's ``json`` lets them
+    through to fail later as a 500."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(raw[3:] if raw.startswith(_BOM) else raw)
+    except orjson.JSONDecodeError:
         raise Invalid("Malformed JSON in request body.") from None
 
 

@@ -167,11 +167,23 @@ def apply_change(image: Image, change: Change) -> None:
         image.properties[name] = change.value
 
 
-def check_not_negative(name: str, value: Any) -> None:
-    """``min_disk``/``min_ram`` below zero -> Invalid with Glance's message."""
-    if isinstance(value, int) and value < 0:
+# Glance's min_disk/min_ram columns are 32-bit integers; it refuses larger values.
+MAX_MIN_REQUIREMENT = 2**31 - 1
+
+
+def min_requirement(name: str, value: Any) -> int:
+    """A schema-valid ``min_disk``/``min_ram`` as the int to store (None: 0). Below
+    zero or above ``MAX_MIN_REQUIREMENT`` -> Invalid with Glance's messages. The
+    schema's "integer" admits whole floats (and the JSON parser turns integers
+    beyond 64 bits into floats), so those are checked and converted here."""
+    if value is None:
+        return 0
+    if value < 0:
         raise Invalid(f"Invalid value '{value}' for parameter '{name}': "
                       "Cannot be a negative value")
+    if value > MAX_MIN_REQUIREMENT:
+        raise Invalid(f"'{name}' value out of range, must not exceed {MAX_MIN_REQUIREMENT}.")
+    return int(value)
 
 
 def _set_core(image: Image, name: str, value: Any) -> None:
@@ -182,7 +194,6 @@ def _set_core(image: Image, name: str, value: Any) -> None:
             raise Forbidden(f"Attribute {name} can be only replaced for a queued image.")
         setattr(image, name, value)
     elif name in ("min_disk", "min_ram"):
-        check_not_negative(name, value)
-        setattr(image, name, 0 if value is None else value)
+        setattr(image, name, min_requirement(name, value))
     else:
         setattr(image, name, value)

@@ -40,7 +40,7 @@ from glimpse.services.image_patch import (
     RESERVED_NAMESPACE,
     Change,
     apply_change,
-    check_not_negative,
+    min_requirement,
 )
 from glimpse.services.image_query import ListRequest
 
@@ -109,8 +109,8 @@ def image_from_body(ctx: RequestContext, body: dict[str, Any], *, image_id: str 
             raise Invalid("Custom property should not be greater than 255 characters.")
         if key in RESERVED or key in _FACTORY_RESERVED or key.startswith(RESERVED_NAMESPACE):
             raise ReservedAttribute(f"Attribute '{key}' is reserved.")
-    for key in ("min_disk", "min_ram"):
-        check_not_negative(key, core.get(key))
+    min_disk = min_requirement("min_disk", core.get("min_disk"))
+    min_ram = min_requirement("min_ram", core.get("min_ram"))
     tags = core.pop("tags", None) or []
     moment = now or utcnow()
     return Image(
@@ -120,8 +120,8 @@ def image_from_body(ctx: RequestContext, body: dict[str, Any], *, image_id: str 
         visibility=core.get("visibility") or "shared",
         disk_format=core.get("disk_format"),
         container_format=core.get("container_format"),
-        min_disk=core.get("min_disk") or 0,
-        min_ram=core.get("min_ram") or 0,
+        min_disk=min_disk,
+        min_ram=min_ram,
         protected=bool(core.get("protected", False)),
         os_hidden=bool(core.get("os_hidden", False)),
         created_at=moment, updated_at=moment,
