@@ -213,6 +213,32 @@ def test_bad_json_and_readers(server: ServerProcess) -> None:
             403, "You are not authorized to complete add_image action.")
 
 
+def test_nul_characters_and_huge_numbers_get_400_or_a_clamped_filter(
+        server: ServerProcess) -> None:
+    """Values no database column stores (PostgreSQL refuses NUL in text and numbers
+    beyond a column's range) are answered before they reach it: never a 500."""
+    with as_(server) as c:
+        image = create(c, name="n", min_ram=7)
+        for url in ("/v2/images/%00", f"/v2/images/{image['id']}%00/tags/x",
+                    "/v2/images?name=%00", "/v2/images?marker=a%00"):
+            r = c.get(url)
+            assert (r.status_code, message(r)) == (
+                400, "The request URL contains a NUL character."), url
+        r = c.post("/v2/images", content=b'{"name": "a\\u0000b"}')
+        assert (r.status_code, message(r)) == (400, "The request body contains a NUL character.")
+        r = patch(c, image["id"], [{"op": "add", "path": "/k", "value": "\x00"}])
+        assert (r.status_code, message(r)) == (400, "The request body contains a NUL character.")
+        r = c.post("/v2/images", json={"name": "a\\u0000b"})    # the text, not the character
+        assert r.status_code == 201 and r.json()["name"] == "a\\u0000b"
+        ids = {i["id"] for i in c.get("/v2/images", params={"limit": 1000}).json()["images"]}
+        for params, found in (({"min_ram": 2**70}, set()), ({"min_ram_min": 2**70}, set()),
+                              ({"min_ram_max": 2**70}, ids), ({"size_min": -(2**70)}, set()),
+                              ({"min_ram": 7}, {image["id"]})):
+            r = c.get("/v2/images", params={"limit": 1000, **params})
+            assert r.status_code == 200, (params, r.text)
+            assert {i["id"] for i in r.json()["images"]} & ids == found & ids, params
+
+
 def test_other_projects_private_image_is_404(server: ServerProcess) -> None:
     with as_(server) as owner, as_(server, P2) as other, as_(server, P2, ADMIN) as admin:
         image = create(owner, name="mine", visibility="private")

@@ -124,6 +124,12 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # for every route, before anything looks the values up: no database
+            # stores NUL in text (PostgreSQL refuses it, which would be a 500)
+            await _send_error(send, 400, "The request URL contains a NUL character.", [],
+                              headers.get("accept", ""))
+            return
         remote = client_address(scope, headers, self.trusted_proxies)
         if self.strategy == "noauth":
             context = noauth_context(headers, self.runtime, remote)

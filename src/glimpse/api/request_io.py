@@ -40,13 +40,28 @@ _BOM = b"\xef\xbb\xbf"
 def parse_json(raw: bytes) -> Any:
     """``raw`` as JSON, strictly: Invalid (400) unless it is well-formed UTF-8 JSON
     (a leading byte order mark is allowed). Strings with lone surrogates (as
-    bytes or as ``\\ud800`` escapes) and NaN/Infinity are refused: they are not
-    text any database or consumer can store, and Python's ``json`` lets them
-    through to fail later as a 500."""
+    bytes or as ``\\ud800`` escapes) or NUL, and NaN/Infinity, are refused: they
+    are not text every database and consumer can store, and Python's ``json``
+    lets them through to fail later as a 500."""
     try:
-        return orjson.loads(raw[3:] if raw.startswith(_BOM) else raw)
+        value = orjson.loads(raw[3:] if raw.startswith(_BOM) else raw)
     except orjson.JSONDecodeError:
         raise Invalid("Malformed JSON in request body.") from None
+    if b"\\u0000" in raw and _has_nul(value):
+        raise Invalid("The request body contains a NUL character.")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any string in ``value`` (keys too) holds NUL, which no database
+    stores in text (PostgreSQL refuses it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def content_length(request: Request) -> int | None:
