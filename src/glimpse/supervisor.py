@@ -177,11 +177,14 @@ class Supervisor:
         now = time.monotonic()
         for pid, since in list(self._told_to_stop.items()):
             if now - since >= self.stop_timeout and pid in self.children:
-                LOG.error("Worker process [%d] did not stop within %.0f s: killing it",
-                          pid, now - since)
                 del self._told_to_stop[pid]
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                self._kill(pid, f"did not stop within {now - since:.0f} s")
+
+    def _kill(self, pid: int, why: str) -> None:
+        """SIGKILL ``pid`` (a worker that stopped responding), saying ``why``."""
+        LOG.error("Worker process [%d] %s: killing it", pid, why)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def _leave_rotation(self, pid: int) -> None:
         if pid in self.rotation:
@@ -281,12 +284,9 @@ class Supervisor:
         now = time.monotonic()
         for pid, sent in list(self._pinged.items()):
             if now - sent >= HEALTHCHECK_TIMEOUT and pid in self.rotation:
-                LOG.error("Worker process [%d] did not answer for %.0f s: killing it",
-                          pid, now - sent)
                 self._leave_rotation(pid)
                 self._pinged.pop(pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                self._kill(pid, f"did not answer for {now - sent:.0f} s")
         if now < self._next_ping:
             return
         self._next_ping = now + HEALTHCHECK_INTERVAL

@@ -148,22 +148,20 @@ class Checkpointer:
     reader in the log, which under steady writes from several threads and
     processes never happens (the WAL grew 25 MB/s, to 200 MB in 8 s of image
     creates, and every read and write got slower with it). So once the WAL
-    holds ``restart_frames`` frames, the thread takes the :class:`WriteGate`
+    holds ``RESTART_FRAMES`` frames, the thread takes the :class:`WriteGate`
     (other writers queue in the kernel) and runs ``wal_checkpoint(RESTART)``:
     it copies the few frames written since the passive pass, syncs, and waits
     at most ``RESTART_BUSY_MS`` for readers of the old log; the next writer
     starts the log from its beginning, and ``journal_size_limit`` cuts a file
     left large. Blocks writers for that long, about once per
-    ``restart_frames`` pages written. If readers stay, it gives up and tries
+    ``RESTART_FRAMES`` pages written. If readers stay, it gives up and tries
     at the next request. A failure is logged; the next request tries again.
     Started on the first request (after any fork).
     """
 
-    def __init__(self, database_path: str, gate: WriteGate | None = None,
-                 restart_frames: int | None = None) -> None:
+    def __init__(self, database_path: str, gate: WriteGate | None = None) -> None:
         self.path = database_path
         self.gate = gate
-        self.restart_frames = restart_frames or RESTART_FRAMES
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -205,7 +203,7 @@ class Checkpointer:
         restart under the write gate when the WAL is long. Raises sqlite3.Error."""
         _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.runs += 1
-        if frames < self.restart_frames or self.gate is None:
+        if frames < RESTART_FRAMES or self.gate is None:
             return
         with self.gate.held():
             busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
@@ -253,12 +251,14 @@ class Database:
         self._analyze_at: int | None = FIRST_ANALYZE_AFTER if self.dialect == "sqlite" else None
         self._writes_lock = threading.Lock()
 
+    def _gate_held(self) -> AbstractContextManager[None]:
+        """The write gate, held (a SQLite file), or nothing to queue in."""
+        return self._gate.held() if self._gate is not None else nullcontext()
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        gate: AbstractContextManager[None] = (
-            self._gate.held() if self._gate is not None else nullcontext())
         hooks: list[Callable[[], None]] = []
-        with gate, self._write_engine.connect() as connection:
+        with self._gate_held(), self._write_engine.connect() as connection:
             _after_commit[connection] = hooks
             try:
                 with connection.begin():
@@ -294,12 +294,10 @@ class Database:
         planner keeps the old statistics)."""
         if self.dialect != "sqlite":
             return
-        gate: AbstractContextManager[None] = (
-            self._gate.held() if self._gate is not None else nullcontext())
         try:
             # in the gate: other writers queue in the kernel, not in SQLite's
             # sleeping busy handler, while ANALYZE holds the write lock
-            with gate, self._write_engine.begin() as conn:
+            with self._gate_held(), self._write_engine.begin() as conn:
                 conn.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
                 conn.exec_driver_sql("ANALYZE")
             self.engine.dispose()

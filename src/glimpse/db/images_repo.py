@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import (
+    BigInteger,
     Integer,
     Select,
     and_,
@@ -433,11 +434,23 @@ def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[An
     return stmt
 
 
+def _in_range(column: str, value: Any) -> Any:
+    """A filter operand of an integer ``column`` clamped to what the column holds
+    (BigInteger 64 bits, Integer 32): a bound beyond it selects the same rows, and
+    the database would refuse the number itself. Other values as they are."""
+    column_type = _images.c[column].type
+    if isinstance(value, bool) or not isinstance(value, int) or not isinstance(
+            column_type, Integer):
+        return value
+    bound = 2 ** (63 if isinstance(column_type, BigInteger) else 31)
+    return min(max(value, -bound), bound - 1)
+
+
 def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
                  marker_row: Any) -> dict[str, Any]:
     params: dict[str, Any] = dict(query.scope_params)
     for i, f in enumerate(query.filters):
-        params[f"f{i}"] = list(f.value) if f.op == "in" else f.value
+        params[f"f{i}"] = list(f.value) if f.op == "in" else _in_range(f.column, f.value)
     for i, (name, value) in enumerate(query.properties.items()):
         params[f"pn{i}"], params[f"pv{i}"] = name, value
     for i, tag in enumerate(query.tags):

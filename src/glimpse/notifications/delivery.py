@@ -206,10 +206,9 @@ class DriverWorker:
         batches of ~60).
         """
         params: dict[str, Any] = {"driver": self.driver_name, "limit": limit}
-        with self.db.engine.connect() as conn:
-            on_sqlite = conn.dialect.name == "sqlite"
+        with self.db.read() as conn:
             stmt = _PENDING
-            if exclude and on_sqlite:
+            if exclude and self.db.dialect == "sqlite":
                 stmt, params["after"] = _PENDING_AFTER, max(exclude)
             elif exclude:
                 stmt, params["exclude"] = _PENDING_EXCLUDING, list(exclude)

@@ -165,21 +165,13 @@ def _bool_filter(key: str, value: str) -> bool:
     return value == "true"
 
 
-# The range each integer column holds on every supported database (PostgreSQL:
-# bigint for sizes, integer for the minimum requirements).
-_INT_BITS: Final = {"size": 64, "virtual_size": 64, "min_disk": 32, "min_ram": 32}
-
-
-def _int(value: str, column: str, message: str) -> int:
-    """``value`` as an integer operand for ``column``, Invalid(``message``) if it is
-    not one. Clamped to the column's range: a bound beyond it selects the same
-    rows, and the database would refuse the number itself (a 500)."""
+def _int(value: str, message: str) -> int:
+    """``value`` as an integer (any size: images_repo clamps it to its column's
+    range), Invalid(``message``) if it is not one."""
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise Invalid(message) from None
-    bound = 2 ** (_INT_BITS[column] - 1)
-    return min(max(number, -bound), bound - 1)
 
 
 def parse_list_params(params: list[tuple[str, str]], *, limit_default: int = 25,
@@ -226,7 +218,7 @@ def filters_or_props(key: str, value: str, filters: list[AttrFilter],
     if key in _IGNORED:
         return
     if key.endswith(("_min", "_max")) and key[:-4] in _RANGE_COLUMNS:
-        number = _int(value, key[:-4], "Unable to filter on a range with a non-numeric value.")
+        number = _int(value, "Unable to filter on a range with a non-numeric value.")
         filters.append(AttrFilter(key[:-4], "gte" if key.endswith("_min") else "lte", number))
     elif key in _TIME_COLUMNS:
         op, text = split_op(value)
@@ -244,9 +236,8 @@ def filters_or_props(key: str, value: str, filters: list[AttrFilter],
     elif key in _BOOL_COLUMNS:
         filters.append(AttrFilter(key, "eq", _bool_filter(key, value)))
     elif key in _INT_COLUMNS:
-        filters.append(AttrFilter(key, "eq", _int(value, key, f"Invalid value for '{key}' "
-                                                              f"filter: {value!r} is not an "
-                                                              "integer.")))
+        filters.append(AttrFilter(key, "eq", _int(value, f"Invalid value for '{key}' filter: "
+                                                         f"{value!r} is not an integer.")))
     elif key in _EQ_COLUMNS:
         filters.append(AttrFilter(key, "eq", value))
     else:
