@@ -79,6 +79,8 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     ("DEFAULT", "bind_port = abc", "[DEFAULT] bind_port"),
     ("DEFAULT", "bind_port = 70000", "[DEFAULT] bind_port"),
     ("DEFAULT", "workers = 0", "[DEFAULT] workers"),
+    ("DEFAULT", "worker_threads = 0", "[DEFAULT] worker_threads"),
+    ("DEFAULT", "worker_threads = many", "[DEFAULT] worker_threads"),
     ("DEFAULT", "user_storage_quota = 12XB", "[DEFAULT] user_storage_quota"),
     ("DEFAULT", "debug = maybe", "[DEFAULT] debug"),
     ("DEFAULT", "hashing_algorithm = crc99", "[DEFAULT] hashing_algorithm"),
@@ -109,3 +111,11 @@ def test_missing_config_file_stops_start_up(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "missing.conf" in result.stderr
+
+
+def test_worker_threads_default_and_value(tmp_path: Path) -> None:
+    """[DEFAULT] worker_threads bounds each request thread pool of a worker (issue 6)."""
+    assert config.load([]).worker_threads == 4
+    path = tmp_path / "glimpse-api.conf"
+    path.write_text("[DEFAULT]\nworker_threads = 2\n")
+    assert config.load(["--config-file", str(path)]).worker_threads == 2

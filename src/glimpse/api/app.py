@@ -22,6 +22,9 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from glimpse.worker import bound_request_threads
+
+        bound_request_threads(conf.worker_threads)
         rt.start_background()
         try:
             yield
