@@ -39,6 +39,14 @@ ANALYSIS_LIMIT = 1000
 # writes, then each time the count of writes grew tenfold.
 FIRST_ANALYZE_AFTER = 1
 SECOND_ANALYZE_AFTER = 100
+# Connections a pool opens beyond ``pool_size`` while they are all in use (closed
+# again when returned). What a worker can hold at once is bounded by its threads:
+# 2 * [DEFAULT] worker_threads (glimpse.worker.bound_request_threads) + one read on
+# the event loop + the relay + [task] max_workers task threads + the task scheduler:
+# 15 with the defaults (4 and 4) = pool_size 5 + 10, so no request thread waits
+# for a connection. Connections are opened only when needed, so a larger bound
+# costs nothing until used.
+MAX_OVERFLOW = 10
 
 
 def utcnow() -> datetime:
@@ -55,7 +63,7 @@ def make_engine(url: str, *, pool_size: int = 5, manual_checkpoints: bool = Fals
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=pool_size, max_overflow=10)
+                               pool_size=pool_size, max_overflow=MAX_OVERFLOW)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
@@ -79,7 +87,7 @@ def make_engine(url: str, *, pool_size: int = 5, manual_checkpoints: bool = Fals
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=MAX_OVERFLOW, pool_pre_ping=True)
 
 
 class WriteGate:
