@@ -28,14 +28,16 @@ default_opts: list[cfg.Opt] = [
     cfg.PortOpt("bind_port", default=9292, help="Port to listen on."),
     cfg.IntOpt("workers", default=1, min=1, max=64,
                help="Number of API worker processes."),
-    cfg.IntOpt("worker_threads", default=4, min=1, max=256,
+    cfg.IntOpt("worker_threads", default=2, min=1, max=256,
                help="Threads per API worker process that run the blocking steps of "
                     "requests (database transactions, store and staging I/O); more "
                     "concurrent requests wait for one, on the event loop, without a "
-                    "thread. Each worker has one GIL, so a few threads keep it busy; "
+                    "thread. Each worker has one GIL, so two threads keep it busy; "
                     "every extra thread (with the database connection it holds) costs "
                     "resident memory. Raise it for a database with slow round trips "
-                    "(PostgreSQL over a network) or Keystone validating tokens slowly."),
+                    "(PostgreSQL over a network) or Keystone validating tokens slowly. "
+                    "Separate from [database] max_pool_size, whose connections also "
+                    "serve the relay and the task threads."),
     cfg.StrOpt("log_file", help="Log to this file (service log and `log` notifications). "
                                 "Default: standard error."),
     cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),

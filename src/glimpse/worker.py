@@ -117,7 +117,9 @@ def bound_request_threads(threads: int) -> None:
       transactions and staging-file writes, a download's chunk reads). It
       allowed min(32, cpus + 4) threads.
 
-    A request waiting for a thread waits on the event loop and holds nothing.
+    A request waiting for a thread waits on the event loop and holds nothing;
+    both pools hand out threads in arrival order (anyio's limiter and the
+    executor's queue are FIFO), so a waiting request is delayed, never starved.
     Nothing holds a thread of either pool for longer than one blocking step: a
     transaction (which may queue in the SQLite write gate), one chunk of file
     I/O, one Keystone call. Body streaming runs on the loop, an upload's hash
@@ -130,7 +132,10 @@ def bound_request_threads(threads: int) -> None:
     few they add no throughput, but each one that ever ran keeps its stack and
     its malloc cache, and holds a pooled database connection while it works:
     with the old bounds a worker at 16 concurrent clients had 21 threads and
-    ~4 MiB more resident memory than at 4. Database connections in use are
+    ~4 MiB more resident memory than at 4. Two per pool are enough for one
+    GIL: one thread runs Python while the other waits for the database or the
+    disk (measured: requests/s at 4 and 16 clients the same with 2, 4 and 40,
+    on SQLite and on a local PostgreSQL). Database connections in use are
     then at most ``2 * threads`` + the event loop's short reads + the
     background loops (relay, tasks).
     """
@@ -144,7 +149,11 @@ def bound_request_threads(threads: int) -> None:
         ThreadPoolExecutor(threads, thread_name_prefix="glimpse-blocking"))
 
 
-MALLOC_ARENAS = 2
+# 1 rather than 2, with worker_threads = 2 (bench/memory.py, 2 runs each): the
+# tree's peak RSS per request row 0.7-1.8 MiB lower (create at 16 clients 136.8
+# -> 135.0 MiB), after a 1 GiB upload 0.6 MiB lower; requests/s and download CPU
+# per GiB unchanged within noise, upload CPU per GiB +0-3% (4.7-4.9 s vs 4.5-4.9 s).
+MALLOC_ARENAS = 1
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
@@ -153,7 +162,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     the request threads of a busy worker then each keep freed memory in their
     own arena: ~4-5 MiB more RSS per worker at 16 concurrent clients. Python's
     small objects do not go through malloc and the GIL serialises the rest, so
-    two arenas cost no measurable time. A no-op without glibc."""
+    one arena costs no measurable time. A no-op without glibc."""
     import ctypes
 
     m_arena_max = -8   # glibc's malloc.h

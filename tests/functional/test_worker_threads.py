@@ -23,7 +23,7 @@ from tests.conftest import ServerProcess
 
 ADMIN = {"X-Project-Id": "a" * 32, "X-User-Id": "u1", "X-Roles": "admin,member,reader",
          "X-Identity-Status": "Confirmed"}
-LIMIT = 2
+LIMIT = 3   # not the default (2): the configured value is what holds
 CONCURRENT = 8
 SETTLE = 2.0   # seconds to watch the thread count while the requests wait
 

@@ -115,7 +115,7 @@ def test_missing_config_file_stops_start_up(tmp_path: Path) -> None:
 
 def test_worker_threads_default_and_value(tmp_path: Path) -> None:
     """[DEFAULT] worker_threads bounds each request thread pool of a worker (issue 6)."""
-    assert config.load([]).worker_threads == 4
+    assert config.load([]).worker_threads == 2
     path = tmp_path / "glimpse-api.conf"
-    path.write_text("[DEFAULT]\nworker_threads = 2\n")
-    assert config.load(["--config-file", str(path)]).worker_threads == 2
+    path.write_text("[DEFAULT]\nworker_threads = 8\n")
+    assert config.load(["--config-file", str(path)]).worker_threads == 8

@@ -43,9 +43,9 @@ SECOND_ANALYZE_AFTER = 100
 # again when returned). What a worker can hold at once is bounded by its threads:
 # 2 * [DEFAULT] worker_threads (glimpse.worker.bound_request_threads) + one read on
 # the event loop + the relay + [task] max_workers task threads + the task scheduler:
-# 15 with the defaults (4 and 4) = pool_size 5 + 10, so no request thread waits
-# for a connection. Connections are opened only when needed, so a larger bound
-# costs nothing until used.
+# 11 with the defaults (2 and 4), within pool_size 5 + 10 up to worker_threads = 4,
+# so no request thread waits for a connection. Connections are opened only when
+# needed, so a larger bound costs nothing until used.
 MAX_OVERFLOW = 10
 
 
