@@ -5,8 +5,8 @@ Used by the upload API and by imports: ``await ingest(store, image_id, source, .
 How it runs (per ingest, three worker threads):
 
 - the event loop reads the source (e.g. the ASGI request body) and aggregates
-  its small chunks into ``buffer_size`` buffers (default 8 MiB), counting bytes
-  and enforcing the limits as each chunk arrives;
+  its small chunks into ``buffer_size`` buffers (``BUFFER_SIZE``, 2 MiB),
+  counting bytes and enforcing the limits as each chunk arrives;
 - a *writer* thread runs ``store.write(image_id, buffers)``, pulling buffers
   from the loop one ahead of what it writes;
 - two *hasher* threads run MD5 (``checksum``) and the multihash
@@ -46,13 +46,16 @@ from glimpse.domain.image import Image
 from glimpse.exceptions import QuotaExceeded, TooLarge
 from glimpse.store.base import Store
 
-# 4 MiB x 1 waiting for the hashes: 3 buffers, 12 MiB resident per upload (8 MiB
+# 2 MiB x 1 waiting for the hashes: 3 buffers, 6 MiB resident per upload (8 MiB
 # x 2 was 4 buffers, 32 MiB: the peak of a worker's RSS during a 1 GiB upload
-# went 96 -> 76 MiB). The hashes run ~2x faster than the disk writes, so one
-# buffer of slack keeps them off the writer's path (upload MB/s unchanged within
-# noise); the hand-offs per GiB double: the loop's and the writer's CPU per GiB
-# +0.05 s each (of ~4.9 s, the hashes ~4.2 s).
-BUFFER_SIZE = 4 << 20
+# went 96 -> 76 MiB; 4 MiB x 1 was 12 MiB). The hashes run ~2x faster than the
+# disk writes, so one buffer of slack keeps them off the writer's path (upload
+# MB/s unchanged within noise: the hash threads idle ~half the time, waiting for
+# the disk). Each halving doubles the hand-offs per GiB: 4 -> 2 MiB cost the
+# loop and the writer ~0.15 s of CPU per GiB together (0.65-0.71 -> 0.80-0.93 s
+# besides the hashes' ~4.1 s; bench/data_path.py, 2 runs each), for 6 MiB less
+# per upload in flight (bench/memory.py: the tree's upload peak 138.5 -> 132.5).
+BUFFER_SIZE = 2 << 20
 MAX_IN_FLIGHT = 1
 
 
