@@ -19,6 +19,19 @@ def test_sqlite_reads_without_waiting_once_a_connection_is_idle(tmp_path: Path) 
     db.dispose()
 
 
+def test_sqlite_connections_keep_a_small_page_cache(tmp_path: Path) -> None:
+    """Each pooled SQLite connection caches SQLITE_CACHE_KIB, not SQLite's 2,000 KiB
+    (a worker holds several; issue 6's memory goal)."""
+    from glimpse.db.engine import SQLITE_CACHE_KIB
+
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    for use in (db.read, db.write):
+        with use() as session:
+            assert session.execute(text("PRAGMA cache_size")).scalar_one() == -SQLITE_CACHE_KIB
+    assert SQLITE_CACHE_KIB < 2000
+    db.dispose()
+
+
 def test_postgresql_reads_always_wait(pg_database: str) -> None:
     db = Database(pg_database)
     with db.read() as session:
