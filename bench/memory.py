@@ -3,7 +3,7 @@ upload and download, and idle again after them.
 
     .venv/bin/python bench/memory.py [--size-mib 1024] [--workers 2] [--rounds 1] [--maps 12]
 
-Starts a :class:`servers.GlimpseServer` (log driver, SQLite + filesystem store,
+Starts a :class:`servers.GlimpseServer` (``--driver``, default log; SQLite + filesystem store,
 fresh directory), samples its process tree as compare_glance.py does (the peak of
 RSS summed over the tree, :class:`servers.TreeMonitor`), and prints per process:
 RSS, PSS, anonymous vs file-backed RSS (``/proc/<pid>/smaps_rollup``), and with
@@ -29,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from servers import GlimpseServer, TreeMonitor
+from servers import GlimpseServer, TreeMonitor, rabbit_url
 
 MiB = 1 << 20
 HEADERS = {"X-Identity-Status": "Confirmed", "X-Project-Id": "0" * 31 + "1",
@@ -136,12 +136,16 @@ def main() -> None:
                         "create at 1, 4, 16 clients), SECONDS each (wrk)")
     p.add_argument("--images", type=int, default=1000, help="images seeded for --requests")
     p.add_argument("--dir", default=f"/tmp/glimpse-memory-{os.getpid()}")
+    p.add_argument("--driver", default="log", choices=["log", "messagingv2"],
+                   help="notification driver (messagingv2: the local RabbitMQ, as in "
+                        "compare_glance.py)")
     args = p.parse_args()
     workdir = Path(args.dir)
     blob = loadgen.make_blob(Path("/tmp/glimpse-memory-blobs") / f"blob-{args.size_mib}.bin",
                              args.size_mib * MiB)
     server = GlimpseServer(name="glimpse", port=free_port(), workdir=workdir,
-                           workers=args.workers, driver="log")
+                           workers=args.workers, driver=args.driver,
+                           transport_url=rabbit_url(None) if args.driver != "log" else None)
     server.start()
     try:
         time.sleep(1.0)
