@@ -103,52 +103,6 @@ def uvicorn_config(settings: ServeSettings) -> Config:
                   http="glimpse.api.http_protocol:BodyIntoProtocol")
 
 
-def bound_request_threads(threads: int) -> None:
-    """Run the blocking steps of requests in at most ``threads`` threads per pool
-    (``[DEFAULT] worker_threads``). Call it in the serving event loop, before
-    any request (the app's lifespan startup).
-
-    A worker has two pools, each bounded here:
-
-    * anyio's, through its default limiter (Starlette's ``run_in_threadpool``:
-      the JSON API's services, Keystone token validation). It allowed 40.
-    * the loop's default executor (``asyncio.to_thread``/``run_in_executor(None,
-      ...)``: the image-data steps, i.e. an upload's or a stage's short database
-      transactions and staging-file writes, a download's chunk reads). It
-      allowed min(32, cpus + 4) threads.
-
-    A request waiting for a thread waits on the event loop and holds nothing;
-    both pools hand out threads in arrival order (anyio's limiter and the
-    executor's queue are FIFO), so a waiting request is delayed, never starved.
-    Nothing holds a thread of either pool for longer than one blocking step: a
-    transaction (which may queue in the SQLite write gate), one chunk of file
-    I/O, one Keystone call. Body streaming runs on the loop, an upload's hash
-    and store writes run in its own pipeline threads, and tasks (imports,
-    web-download with its own event loop) run in the task executor's pool; so
-    a slow client or a long import never keeps a request from a thread, and no
-    thread of a pool waits for another thread of the same pool (no deadlock).
-
-    Why it is bounded: one GIL serves all of a worker's threads, so beyond a
-    few they add no throughput, but each one that ever ran keeps its stack and
-    its malloc cache, and holds a pooled database connection while it works:
-    with the old bounds a worker at 16 concurrent clients had 21 threads and
-    ~4 MiB more resident memory than at 4. Two per pool are enough for one
-    GIL: one thread runs Python while the other waits for the database or the
-    disk (measured: requests/s at 4 and 16 clients the same with 2, 4 and 40,
-    on SQLite and on a local PostgreSQL). Database connections in use are
-    then at most ``2 * threads`` + the event loop's short reads + the
-    background loops (relay, tasks).
-    """
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    import anyio.to_thread
-
-    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(threads, thread_name_prefix="glimpse-blocking"))
-
-
 # 1 rather than 2, with worker_threads = 2 (bench/memory.py, 2 runs each): the
 # tree's peak RSS per request row 0.7-1.8 MiB lower (create at 16 clients 136.8
 # -> 135.0 MiB), after a 1 GiB upload 0.6 MiB lower; requests/s and download CPU

@@ -41,7 +41,7 @@ FIRST_ANALYZE_AFTER = 1
 SECOND_ANALYZE_AFTER = 100
 # Connections a pool opens beyond ``pool_size`` while they are all in use (closed
 # again when returned). What a worker can hold at once is bounded by its threads:
-# 2 * [DEFAULT] worker_threads (glimpse.worker.bound_request_threads) + one read on
+# 2 * [DEFAULT] worker_threads (glimpse.api.app.bound_request_threads) + one read on
 # the event loop + the relay + [task] max_workers task threads + the task scheduler:
 # 11 with the defaults (2 and 4), within pool_size 5 + 10 up to worker_threads = 4,
 # so no request thread waits for a connection. Connections are opened only when

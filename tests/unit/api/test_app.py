@@ -1,4 +1,4 @@
-"""glimpse.worker.bound_request_threads: both thread pools of a worker's event
+"""glimpse.api.app.bound_request_threads: both thread pools of a worker's event
 loop (anyio's, for Starlette's run_in_threadpool; asyncio's default executor,
 for asyncio.to_thread) run at most ``[DEFAULT] worker_threads`` threads."""
 
@@ -9,7 +9,7 @@ import threading
 
 import anyio.to_thread
 
-from glimpse.worker import bound_request_threads
+from glimpse.api.app import bound_request_threads
 
 
 def _peak_concurrency(calls: int, offload: str) -> int:
