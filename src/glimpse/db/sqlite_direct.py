@@ -13,14 +13,14 @@ Nothing here commits: the caller's transaction decides.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 # Prepared statements kept per cache before it is cleared (statements are built once).
 MAX_STATEMENTS = 512
@@ -89,7 +89,14 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as error:
-        raise DBAPIError.instance(sql, params, error, sqlite3.Error) from error
+        raise sqlalchemy_error(sql, params, error) from error
+
+
+def sqlalchemy_error(sql: str, params: Any, error: sqlite3.Error) -> StatementError:
+    """``error`` as the SQLAlchemy exception a statement run through SQLAlchemy
+    raises. (The hot paths below catch with ``try`` rather than
+    :func:`as_sqlalchemy_errors`: a generator context manager costs ~2 us.)"""
+    return DBAPIError.instance(sql, params, error, sqlite3.Error)
 
 
 def sqlite_connection(connection: Connection) -> Any | None:
@@ -107,11 +114,25 @@ def rows(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Any]:
     if raw is None or prepared is None:
         return [tuple(row) for row in session.execute(stmt, params)]
     values = prepared.values(params)
-    with as_sqlalchemy_errors(prepared.sql, values):
+    try:
         return list(raw.execute(prepared.sql, values).fetchall())
+    except sqlite3.Error as error:
+        raise sqlalchemy_error(prepared.sql, values, error) from error
 
 
 _PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
+
+
+def _prepared_dml(stmt: Any, keys: tuple[str, ...]) -> Prepared | None:
+    """The cached :func:`prepare` of the INSERT/UPDATE ``stmt`` writing ``keys``."""
+    key = (id(stmt), keys)
+    entry = _PREPARED_DML.get(key)
+    if entry is None or entry[0] is not stmt:
+        if len(_PREPARED_DML) >= MAX_STATEMENTS:
+            _PREPARED_DML.clear()
+        entry = (stmt, prepare(stmt, column_keys=list(keys)))
+        _PREPARED_DML[key] = entry
+    return entry[1]
 
 
 def execute(session: Connection, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
@@ -120,25 +141,48 @@ def execute(session: Connection, stmt: Any, params: dict[str, Any] | list[dict[s
     same keys: they name the columns written); the count of rows it touched."""
     raw = sqlite_connection(session)
     if raw is not None:
-        many = isinstance(params, list)
         first = params[0] if isinstance(params, list) else params
-        key = (id(stmt), tuple(first))
-        entry = _PREPARED_DML.get(key)
-        if entry is None or entry[0] is not stmt:
-            if len(_PREPARED_DML) >= MAX_STATEMENTS:
-                _PREPARED_DML.clear()
-            entry = (stmt, prepare(stmt, column_keys=list(first)))
-            _PREPARED_DML[key] = entry
-        prepared = entry[1]
+        prepared = _prepared_dml(stmt, tuple(first))
         if prepared is not None:
-            if isinstance(params, list) and many:
-                rows = [prepared.values(p) for p in params]
-                with as_sqlalchemy_errors(prepared.sql, rows):
-                    cursor = raw.executemany(prepared.sql, rows)
-            else:
-                values = prepared.values(first)
-                with as_sqlalchemy_errors(prepared.sql, values):
-                    cursor = raw.execute(prepared.sql, values)
-            return int(cursor.rowcount)
+            values: Any = ([prepared.values(p) for p in params] if isinstance(params, list)
+                           else prepared.values(first))
+            try:
+                if isinstance(params, list):
+                    return int(raw.executemany(prepared.sql, values).rowcount)
+                return int(raw.execute(prepared.sql, values).rowcount)
+            except sqlite3.Error as error:
+                raise sqlalchemy_error(prepared.sql, values, error) from error
     result = session.execute(stmt, params)
     return int(result.rowcount)
+
+
+def execute_each(session: Connection, stmt: Any, fixed: dict[str, Any], key: str,
+                 values: Sequence[Any]) -> int:
+    """Run the INSERT/UPDATE ``stmt`` once per item of ``values`` bound to ``key``,
+    every other parameter from ``fixed``; the count of rows it touched (-1 when
+    the driver does not count, e.g. an INSERT on PostgreSQL).
+
+    The same as :func:`execute` with one dict per value, for the hot loops of
+    the notification outbox (an event's row per driver; a relay's batch of
+    delivered-row marks): on SQLite ``fixed`` is converted once, not once per
+    row (~10 us less per row).
+    """
+    if not values:
+        return 0
+    raw = sqlite_connection(session)
+    prepared = _prepared_dml(stmt, (*fixed, key)) if raw is not None else None
+    if raw is None or prepared is None:
+        return int(session.execute(stmt, [{**fixed, key: v} for v in values]).rowcount)
+    head = prepared.values({**fixed, key: None})
+    at = prepared.names.index(key)
+    convert = prepared.converters[at]
+    if convert is not None:
+        values = [v if v is None else convert(v) for v in values]
+    before, after = tuple(head[:at]), tuple(head[at + 1:])
+    rows = [(*before, v, *after) for v in values]
+    try:
+        if len(rows) == 1:
+            return int(raw.execute(prepared.sql, rows[0]).rowcount)
+        return int(raw.executemany(prepared.sql, rows).rowcount)
+    except sqlite3.Error as error:
+        raise sqlalchemy_error(prepared.sql, rows, error) from error

@@ -101,8 +101,7 @@ def mark_delivered(connection: Connection, ids: Sequence[int], when: datetime) -
     """Set ``delivered_at = when`` on the outbox rows ``ids``, in ``connection``'s
     transaction."""
     if connection.dialect.name == "sqlite":
-        sqlite_direct.execute(connection, _MARK_ONE,
-                              [{"row_id": row_id, "stamp": when} for row_id in ids])
+        sqlite_direct.execute_each(connection, _MARK_ONE, {"stamp": when}, "row_id", ids)
     else:
         connection.execute(_MARK_DELIVERED, {"ids": list(ids), "delivered_at": when})
 
