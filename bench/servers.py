@@ -303,3 +303,25 @@ class GlanceServer(Server):
 
     def stop(self) -> None:
         self._run("stop", timeout=60)
+        self._stop_leftovers()
+
+    def _stop_leftovers(self) -> None:
+        """Stop processes of the peer's venv still running after ``run-peer.sh stop``,
+        which stops the uWSGI master it started. Once a worker outlived it (niced,
+        parent init) and would have shared the cores with the next server measured."""
+        venv = f"{self.peer / 'venv' / 'bin'}/"
+        left = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if any(arg.startswith(venv) for arg in cmdline[:2]):
+                left.append(proc)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(left, timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if left:
+            print(f"glance: stopped {len(left)} leftover process(es) of {venv}",
+                  file=sys.stderr, flush=True)
