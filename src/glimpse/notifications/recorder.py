@@ -36,7 +36,7 @@ class _OutboxInsert:
     through SQLAlchemy's statement execution it cost ~130 us of CPU (measured
     with the ORM ``Session``: execution, parameter construction), as driver SQL
     ~50 us, through :mod:`glimpse.db.sqlite_direct`'s generic path ~30 us (its
-    per-column parameter loop), here ~15 us of which SQLite's INSERT is ~10.
+    per-column parameter loop), here ~15-20 us of which SQLite's INSERT is 8-10.
     The SQL, the parameter order and the type conversions are SQLAlchemy's
     own, taken from the compiled Core statement.
     """
