@@ -29,6 +29,13 @@ goes away (one wake-up per buffer, e.g. 8 MiB). How the bytes get there:
   (no ``bytes`` object per read, as uvloop makes for a plain protocol), and the
   body callbacks copy into the caller's buffer: one copy besides the parser's.
 
+And, on GET requests, ``scope["extensions"]["glimpse.sendfile"]``: an async
+``sendfile(fd, offset, count) -> int`` that sends a range of an open file as
+response body bytes with ``os.sendfile`` (the kernel copies from the page cache
+to the socket; see :meth:`FileSender.sendfile` for its contract). A download
+through Python copies every byte out of the page cache and into the socket
+(~0.55-0.65 CPU s per GiB here).
+
 Everything else is uvicorn's behaviour unchanged: an app that uses
 ``receive()`` sees no difference, and mixing the two is safe (bytes
 ``receive()`` had not yet returned are the first ones ``readinto`` copies, and
@@ -47,6 +54,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 from typing import Any
 
 import httptools
@@ -55,6 +64,12 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 EXTENSION = "glimpse.body_readinto"
+SENDFILE = "glimpse.sendfile"
+# Bytes one sendfile call may send; the socket's send buffer usually takes less.
+_SENDFILE_CALL = 8 << 20
+# sendfile errors that mean the client is gone (any other comes from the file).
+_CLIENT_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
+                          errno.ECONNABORTED, errno.ETIMEDOUT})
 _SCRATCH_SIZE = 256 << 10
 _PARSE_SCRATCH_SIZE = 1 << 20
 
@@ -136,6 +151,99 @@ class BodyReader:
         if self.length is not None:
             return self.delivered < self.length
         return self.chunked
+
+
+class FileSendError(Exception):
+    """The file could not be read (or ended early) after ``sent`` bytes of it went out."""
+
+    def __init__(self, sent: int, cause: BaseException | str) -> None:
+        super().__init__(f"sendfile failed after {sent} bytes: {cause}")
+        self.sent = sent
+
+
+class FileSender:
+    """The ``sendfile`` of one GET request (one :class:`RequestResponseCycle`)."""
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self.cycle = cycle
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of the open file ``fd`` from ``offset`` as body bytes
+        of the response: the kernel copies them from the page cache to the socket
+        (``os.sendfile``), no copy passes through Python.
+
+        Call after ``http.response.start`` of a response with a Content-Length,
+        then finish with an empty last ``http.response.body``. Each sendfile call
+        runs in a worker thread (reading a cold file blocks that thread, never the
+        event loop); waiting for the client to take more waits on the event loop.
+        Returns the bytes sent: fewer than ``count`` only when the client went
+        away. Raises :class:`FileSendError` when the file could not be read or
+        ended early, RuntimeError when the response cannot take a file.
+        """
+        cycle = self.cycle
+        if (not cycle.response_started or cycle.response_complete or cycle.chunked_encoding
+                or count > cycle.expected_content_length):
+            raise RuntimeError("sendfile needs a started response with room for its bytes")
+        sent = 0
+        loop = asyncio.get_running_loop()
+        sock = cycle.transport.get_extra_info("socket")
+        if sock is None:
+            raise RuntimeError("sendfile needs a socket transport")
+        if _closing(cycle):
+            return 0
+        # A descriptor of our own for the transport's socket: the transport closes
+        # its descriptor when the connection is lost, and the number could then be
+        # reused by another connection while a sendfile call is in flight. It also
+        # lets this wait for writability without taking the transport's registration.
+        out = os.dup(sock.fileno())
+        try:
+            while cycle.transport.get_write_buffer_size() and not _closing(cycle):
+                await _writable(loop, out)        # the headers go out first
+            while sent < count and not _closing(cycle):
+                try:
+                    n = await _to_completion(os.sendfile, out, fd, offset + sent,
+                                             min(count - sent, _SENDFILE_CALL))
+                except BlockingIOError:
+                    await _writable(loop, out)
+                    continue
+                except OSError as exc:
+                    if exc.errno in _CLIENT_GONE:
+                        break
+                    raise FileSendError(sent, exc) from exc
+                if n == 0:
+                    raise FileSendError(sent, f"the file ended {count - sent} bytes early")
+                sent += n
+        finally:
+            os.close(out)
+            cycle.expected_content_length -= sent
+        return sent
+
+
+async def _to_completion(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a worker thread. If the caller is cancelled meanwhile the
+    call still ends before the cancellation goes on: it uses descriptors that the
+    caller closes next."""
+    call = asyncio.get_running_loop().run_in_executor(None, func, *args)
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        raise
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` is writable (or failed: the next write then says how)."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
 
 
 def _closing(cycle: RequestResponseCycle) -> bool:
@@ -239,7 +347,8 @@ class _DirectBody(_BodyReads):
 
 
 class BodyIntoProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` plus the ``glimpse.body_readinto`` extension."""
+    """:class:`HttpToolsProtocol` plus the ``glimpse.body_readinto`` extension, and
+    ``glimpse.sendfile`` on GET requests."""
 
     _reader: BodyReader | None = None
 
@@ -259,7 +368,10 @@ class BodyIntoProtocol(HttpToolsProtocol):
             self._reader = BodyReader(self, cycle, _body_length(self.headers),
                                       _is_chunked(self.headers))
             scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
-            scope.setdefault("extensions", {})[EXTENSION] = self._reader.readinto
+            extensions = scope.setdefault("extensions", {})
+            extensions[EXTENSION] = self._reader.readinto
+            if scope["method"] == "GET":
+                extensions[SENDFILE] = FileSender(cycle).sendfile
 
     def on_body(self, body: bytes) -> None:
         reader = self._reader

@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
 from glimpse.auth import property_protection
@@ -288,9 +289,8 @@ async def read_chunks(rt: Runtime, download: Download) -> AsyncGenerator[bytes, 
     reader = rt.store.read(download.location, download.start, download.length)
     try:
         chunks = await asyncio.to_thread(reader.__enter__)
-    except NotFound as exc:   # the record says active, the data is gone: a store fault
-        raise StoreError(f"The data of image {download.image.id} is missing from the store "
-                         f"({exc.message})") from exc
+    except NotFound as exc:
+        raise _missing(download, exc) from exc
     upcoming: asyncio.Future[bytes | None] | None = None
     try:
         upcoming = loop.run_in_executor(None, next, chunks, None)
@@ -305,6 +305,31 @@ async def read_chunks(rt: Runtime, download: Download) -> AsyncGenerator[bytes, 
             # Let the read in flight finish before the handle closes.
             await asyncio.gather(upcoming, return_exceptions=True)
         await asyncio.to_thread(reader.__exit__, None, None, None)
+
+
+def download_file(rt: Runtime, download: Download) -> AbstractContextManager[int] | None:
+    """The download's data as a local file, for ``sendfile``: a context manager
+    yielding an open descriptor, or None when the store keeps no local files
+    (then use :func:`read_chunks`). Entering blocks on I/O; data missing from
+    the store raises StoreError, as in :func:`read_chunks`."""
+    opened = rt.store.open_file(download.location)
+    return None if opened is None else _store_file(opened, download)
+
+
+@contextmanager
+def _store_file(opened: AbstractContextManager[int], download: Download) -> Iterator[int]:
+    with ExitStack() as stack:
+        try:
+            fd = stack.enter_context(opened)
+        except NotFound as exc:
+            raise _missing(download, exc) from exc
+        yield fd
+
+
+def _missing(download: Download, error: NotFound) -> StoreError:
+    """The record says active and the data is gone: a store fault."""
+    return StoreError(f"The data of image {download.image.id} is missing from the store "
+                      f"({error.message})")
 
 
 def record_send(rt: Runtime, ctx: RequestContext, download: Download, bytes_sent: int,

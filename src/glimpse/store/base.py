@@ -66,6 +66,14 @@ class Store(abc.ABC):
         StoreError. Each ``next()`` blocks on I/O.
         """
 
+    def open_file(self, location: str) -> AbstractContextManager[int] | None:
+        """A local file holding the data at ``location``, for ``sendfile``: a context
+        manager yielding an open, read-only file descriptor (closed on exit), or
+        None when this store keeps no local files (callers then use :meth:`read`).
+        Opening raises NotFound when no data is there, StoreError on other I/O
+        failures. Blocks on I/O."""
+        return None
+
     @abc.abstractmethod
     def delete(self, location: str) -> None:
         """Remove the data at ``location``. Missing data is not an error (idempotent)."""

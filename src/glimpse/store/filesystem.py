@@ -211,6 +211,13 @@ class FilesystemStore(Store):
     @contextlib.contextmanager
     def read(self, location: str, offset: int = 0,
              length: int | None = None) -> Iterator[Iterator[bytes]]:
+        with self.open_file(location) as fd:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(fd, offset, length or 0, os.POSIX_FADV_SEQUENTIAL)
+            yield self._chunks(fd, self._path_of(location).name, offset, length)
+
+    @contextlib.contextmanager
+    def open_file(self, location: str) -> Iterator[int]:
         path = self._path_of(location)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -219,9 +226,7 @@ class FilesystemStore(Store):
         except OSError as exc:
             raise store_error(exc, f"cannot open {path.name}") from exc
         try:
-            with contextlib.suppress(OSError, AttributeError):
-                os.posix_fadvise(fd, offset, length or 0, os.POSIX_FADV_SEQUENTIAL)
-            yield self._chunks(fd, path.name, offset, length)
+            yield fd
         finally:
             os.close(fd)
 

@@ -1,8 +1,10 @@
-"""The body_readinto extension of BodyIntoProtocol, over a real uvicorn and a real socket.
+"""The body_readinto and sendfile extensions of BodyIntoProtocol, over a real uvicorn
+and a real socket.
 
 A small ASGI app reads the body with ``readinto`` (or ``receive()``) and answers
-with what it got; raw sockets play the client so that pipelining, ``Expect:
-100-continue``, chunked bodies and hang-ups are exactly what is sent.
+with what it got, or sends a range of a file with ``sendfile``; raw sockets play
+the client so that pipelining, ``Expect: 100-continue``, chunked bodies, slow
+readers and hang-ups are exactly what is sent.
 """
 
 from __future__ import annotations
@@ -21,14 +23,45 @@ import pytest
 import uvicorn
 from starlette.requests import ClientDisconnect
 
-from glimpse.api.http_protocol import EXTENSION, BodyIntoProtocol
+from glimpse.api.http_protocol import EXTENSION, SENDFILE, BodyIntoProtocol, FileSendError
 
 BUFFER = 1 << 20
 events: list[int] = []   # sizes read before ClientDisconnect
+FILE = os.urandom(6 * BUFFER + 333)
+FILE_PATH: list[str] = []  # set by the server fixture
+sent: list[int | str] = []  # what each sendfile returned (or the error's class and count)
+
+
+async def send_file(scope: dict[str, Any], send: Any) -> None:
+    """GET /file/<offset>/<count>[/<content-length>]: that range of FILE by sendfile."""
+    offset, count, *declared = (int(p) for p in scope["path"].split("/")[2:])
+    length = declared[0] if declared else count
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(length).encode())]})
+    fd = os.open(FILE_PATH[0], os.O_RDONLY)
+    try:
+        n = await scope["extensions"][SENDFILE](fd, offset, count)
+    except FileSendError as exc:
+        sent.append(f"FileSendError {exc.sent}")
+        return               # the response stays incomplete: the server closes it
+    finally:
+        os.close(fd)
+    sent.append(n)
+    if n == count:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/extensions":
+        body = json.dumps(sorted(scope["extensions"])).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if scope["path"].startswith("/file/"):
+        await send_file(scope, send)
         return
     readinto = scope["extensions"][EXTENSION]
     buffer = mmap.mmap(-1, BUFFER)
@@ -61,7 +94,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    path = tmp_path_factory.mktemp("sendfile") / "data"
+    path.write_bytes(FILE)
+    FILE_PATH[:] = [str(path)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = int(s.getsockname()[1])
@@ -179,3 +215,117 @@ def test_client_gone_mid_body_raises_client_disconnect(port: int) -> None:
     while not events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(events) == 1 and events[0] <= BUFFER + 10   # never a complete body
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+
+def read_head(reader: Any) -> tuple[int, int]:
+    """Status and Content-Length of the next response on ``reader``."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, length
+
+
+def wait_sent() -> int | str:
+    """What the app's next sendfile returned (it may still be finishing)."""
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sent, "sendfile did not return"
+    return sent.pop(0)
+
+
+def test_sendfile_is_offered_on_get_only(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(get("/extensions") + request("/extensions", b""))
+        reader = sock.makefile("rb")
+        answers = []
+        for _ in range(2):
+            _, length = read_head(reader)
+            answers.append(json.loads(reader.read(length)))
+    assert answers == [sorted([EXTENSION, SENDFILE]), [EXTENSION]]
+
+
+@pytest.mark.parametrize(("offset", "count"), [(0, len(FILE)), (12345, 3 * BUFFER + 7),
+                                               (len(FILE) - 1, 1)])
+def test_sendfile_sends_the_range_then_the_connection_serves_the_next_request(
+        port: int, offset: int, count: int) -> None:
+    sent.clear()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(get(f"/file/{offset}/{count}") + get("/file/5/10"))
+        reader = sock.makefile("rb")
+        first = read_head(reader), reader.read(count)
+        second = read_head(reader), reader.read(10)
+    assert first == ((200, count), FILE[offset:offset + count])
+    assert second == ((200, 10), FILE[5:15])
+    assert [wait_sent(), wait_sent()] == [count, 10]
+
+
+def test_sendfile_to_a_slow_reader_waits_and_loses_nothing(port: int) -> None:
+    sent.clear()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(get(f"/file/0/{len(FILE)}"))
+        reader = sock.makefile("rb", buffering=0)
+        head = reader.readline()
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        received = bytearray()
+        while len(received) < len(FILE):
+            piece = sock.recv(65536)
+            assert piece, "connection closed early"
+            received += piece
+            if len(received) < BUFFER:
+                time.sleep(0.002)   # the server's socket buffer fills: EAGAIN, then wait
+    assert head.startswith(b"HTTP/1.1 200") and bytes(received) == FILE
+    assert wait_sent() == len(FILE)
+
+
+def test_sendfile_returns_short_when_the_client_goes_away(port: int) -> None:
+    sent.clear()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(get(f"/file/0/{len(FILE)}"))
+        received = 0
+        while received < 300_000:
+            received += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    result = wait_sent()            # the close above resets the connection
+    assert isinstance(result, int) and received - 1000 <= result < len(FILE)
+
+
+def test_sendfile_raises_when_the_file_ends_early(port: int) -> None:
+    sent.clear()
+    start = len(FILE) - 1000
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(get(f"/file/{start}/5000"))
+        reader = sock.makefile("rb")
+        status, length = read_head(reader)
+        body = reader.read(length)    # ends where the server closes the connection
+    assert (status, length) == (200, 5000)
+    assert body == FILE[start:]
+    assert wait_sent() == "FileSendError 1000"
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_sendfile_waiting_for_a_stalled_client_ends_when_it_goes_away(
+        port: int, reset: bool) -> None:
+    sent.clear()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(get(f"/file/0/{len(FILE)}"))
+        time.sleep(0.3)             # reads nothing: the server waits to write
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    result = wait_sent()
+    assert isinstance(result, int) and 0 < result < len(FILE)
