@@ -2,10 +2,11 @@
 
 A store has four operations, each one call (in the spirit of httpx's
 transports): ``write`` a stream, ``read`` a byte range, ``delete``, and report
-``capacity``. Every method **blocks** (file or network I/O); async callers run
-them in a worker thread (``asyncio.to_thread``/an executor). None of them
-retries: a failure is reported at once as one of the exceptions below and the
-caller decides.
+``capacity``; a store that keeps local files may also hand one out
+(``open_file``), which downloads then send with ``sendfile``. Every method
+**blocks** (file or network I/O); async callers run them in a worker thread
+(``asyncio.to_thread``/an executor). None of them retries: a failure is
+reported at once as one of the exceptions below and the caller decides.
 
 Failures (all from :mod:`glimpse.exceptions`):
 
@@ -70,8 +71,8 @@ class Store(abc.ABC):
         """A local file holding the data at ``location``, for ``sendfile``: a context
         manager yielding an open, read-only file descriptor (closed on exit), or
         None when this store keeps no local files (callers then use :meth:`read`).
-        Opening raises NotFound when no data is there, StoreError on other I/O
-        failures. Blocks on I/O."""
+        The call itself does no I/O; entering opens the file (blocks) and raises
+        NotFound when no data is there, StoreError on other I/O failures."""
         return None
 
     @abc.abstractmethod

@@ -53,6 +53,30 @@ def test_range_reads(store: FilesystemStore, offset: int, length: int | None) ->
     assert got == DATA[offset:end]
 
 
+def test_open_file_hands_out_a_descriptor_of_the_data_and_closes_it(
+        store: FilesystemStore) -> None:
+    location = store.write("img", chunks(DATA))
+    opened = store.open_file(location)
+    assert opened is not None
+    with opened as fd:
+        assert os.pread(fd, 10, 5) == DATA[5:15]
+        assert os.fstat(fd).st_size == len(DATA)
+    with pytest.raises(OSError):
+        os.fstat(fd)                     # closed on exit
+
+
+def test_open_file_of_missing_or_outside_data_raises_like_read(store: FilesystemStore,
+                                                               tmp_path: Path) -> None:
+    location = store.write("img", [b"data"])
+    store.delete(location)
+    with pytest.raises(NotFound):
+        store.open_file(location).__enter__()
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"secret")
+    with pytest.raises(StoreError):
+        store.open_file(outside.as_uri()).__enter__()
+
+
 def test_read_past_the_end_of_the_file_is_a_store_error(store: FilesystemStore) -> None:
     location = store.write("img", [b"abc"])
     with store.read(location, 0, 10) as it, pytest.raises(StoreError, match="shorter"):
