@@ -9,11 +9,13 @@ readers and hang-ups are exactly what is sent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -126,17 +128,23 @@ def request(path: str, body: bytes, *, chunked: bool = False, expect: bool = Fal
     return (head + "\r\n").encode()
 
 
+def read_head(reader: Any) -> tuple[int, int]:
+    """Status and Content-Length of the next response on ``reader``."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, length
+
+
 def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, Any]]]:
     """``count`` responses (status, JSON body) read from ``sock``."""
     reader = sock.makefile("rb")
     responses = []
     for _ in range(count):
-        status = int(reader.readline().split()[1])
-        length = 0
-        while (line := reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
+        status, length = read_head(reader)
         responses.append((status, json.loads(reader.read(length))))
     return responses
 
@@ -221,15 +229,20 @@ def get(path: str, method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
 
-def read_head(reader: Any) -> tuple[int, int]:
-    """Status and Content-Length of the next response on ``reader``."""
-    status = int(reader.readline().split()[1])
-    length = 0
-    while (line := reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    return status, length
+
+# SO_LINGER on, 0 s: close() resets the connection.
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+@contextlib.contextmanager
+def whole_file_on_a_small_window(port: int) -> Iterator[socket.socket]:
+    """A connection with a 16 KiB receive buffer that has asked for all of FILE."""
+    sent.clear()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(get(f"/file/0/{len(FILE)}"))
+        yield sock
 
 
 def wait_sent() -> int | str:
@@ -268,11 +281,7 @@ def test_sendfile_sends_the_range_then_the_connection_serves_the_next_request(
 
 
 def test_sendfile_to_a_slow_reader_waits_and_loses_nothing(port: int) -> None:
-    sent.clear()
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(get(f"/file/0/{len(FILE)}"))
+    with whole_file_on_a_small_window(port) as sock:
         reader = sock.makefile("rb", buffering=0)
         head = reader.readline()
         while reader.readline() not in (b"\r\n", b""):
@@ -289,15 +298,11 @@ def test_sendfile_to_a_slow_reader_waits_and_loses_nothing(port: int) -> None:
 
 
 def test_sendfile_returns_short_when_the_client_goes_away(port: int) -> None:
-    sent.clear()
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(get(f"/file/0/{len(FILE)}"))
+    with whole_file_on_a_small_window(port) as sock:
         received = 0
         while received < 300_000:
             received += len(sock.recv(65536))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     result = wait_sent()            # the close above resets the connection
     assert isinstance(result, int) and received - 1000 <= result < len(FILE)
 
@@ -318,14 +323,9 @@ def test_sendfile_raises_when_the_file_ends_early(port: int) -> None:
 @pytest.mark.parametrize("reset", [True, False])
 def test_sendfile_waiting_for_a_stalled_client_ends_when_it_goes_away(
         port: int, reset: bool) -> None:
-    sent.clear()
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.connect(("127.0.0.1", port))
-        sock.sendall(get(f"/file/0/{len(FILE)}"))
+    with whole_file_on_a_small_window(port) as sock:
         time.sleep(0.3)             # reads nothing: the server waits to write
         if reset:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                            b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     result = wait_sent()
     assert isinstance(result, int) and 0 < result < len(FILE)
