@@ -56,8 +56,8 @@ def bound_request_threads(threads: int) -> None:
       the JSON API's services, Keystone token validation). It allowed 40.
     * the loop's default executor (``asyncio.to_thread``/``run_in_executor(None,
       ...)``: the image-data steps, i.e. an upload's or a stage's short database
-      transactions and staging-file writes, a download's chunk reads). It
-      allowed min(32, cpus + 4) threads.
+      transactions and staging-file writes, a download's sendfile calls or chunk
+      reads). It allowed min(32, cpus + 4) threads.
 
     A request waiting for a thread waits on the event loop and holds nothing;
     both pools hand out threads in arrival order (anyio's limiter and the

@@ -13,11 +13,12 @@ from glimpse.store.base import Capacity, Store
 __all__ = ["Capacity", "Store", "from_config"]
 
 #: Bytes per read when streaming data out (``filesystem_store_chunk_size``
-#: applies when it is larger). A download holds about three chunks (one read
-#: ahead, one in the socket's write path, one being sent). 2 MiB rather than
-#: 4 MiB (bench/data_path.py, 2 runs each, 1 GiB warm): 1,740-2,014 vs
-#: 1,554-1,684 MB/s, server CPU 0.50-0.57 vs 0.60-0.61 s/GiB, and the
-#: server tree's peak during a download 6 MiB lower (bench/memory.py).
+#: applies when it is larger), for downloads that do not use ``sendfile``
+#: (HEAD, a server without the extension). Such a download holds about three
+#: chunks (one read ahead, one in the socket's write path, one being sent).
+#: 2 MiB rather than 4 MiB (bench/data_path.py before sendfile, 2 runs each,
+#: 1 GiB warm): 1,740-2,014 vs 1,554-1,684 MB/s, server CPU 0.50-0.57 vs
+#: 0.60-0.61 s/GiB, and the server tree's peak during a download 6 MiB lower.
 MIN_READ_CHUNK = 2 << 20
 
 
