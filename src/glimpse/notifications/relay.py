@@ -95,7 +95,8 @@ class Relay:
 
     def wake(self) -> None:
         for worker in self.workers:
-            worker.wakeup.set()
+            if not worker.wakeup.is_set():   # set() takes the event's lock: once per batch
+                worker.wakeup.set()
 
     def stop(self, timeout: float) -> None:
         self._drain_deadline = time.monotonic() + max(0.0, timeout)

@@ -338,9 +338,11 @@ def test_pipelined_driver_overlaps_batches(db: Database) -> None:
     w = worker(db, fake, clock)
     while w.step() == 0.0:
         pass
-    assert [e.message_id for e in fake.sent] == ids
     assert [kind for kind, _ in fake.log] == ["publish", "publish", "confirm", "publish",
-                                              "confirm", "confirm"]
+                                              "confirm"]        # the short batch: in flight
+    assert w.step() == SETTINGS.poll_interval                    # nothing new: confirmed
+    assert [e.message_id for e in fake.sent] == ids
+    assert [kind for kind, _ in fake.log][-1] == "confirm"
     assert all(r.delivered_at is not None for r in rows(db))
 
 
@@ -358,26 +360,37 @@ def test_pipelined_failure_discards_the_batch_behind_it(db: Database) -> None:
     clock.advance(1)
     while w.step() == 0.0:
         pass
+    w.step()                         # the last, short batch is confirmed
     assert [e.message_id for e in fake.sent] == ids       # in order, each confirmed once
     assert all(r.delivered_at is not None for r in rows(db))
 
 
-def test_short_batch_is_confirmed_in_the_same_step_without_a_second_read(db: Database) -> None:
-    ids = record(db, 3)
+def test_short_batch_is_confirmed_at_the_next_step_with_the_batch_behind_it(
+        db: Database) -> None:
+    first = record(db, 3)
     fake, clock = PipeliningDriver(), Clock()
     w = worker(db, fake, clock)
-    reads: list[int] = []
+    reads: list[Sequence[int]] = []
     real_pending = w.pending
 
-    def counting_pending(limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
-        reads.append(limit)
+    def logged_pending(limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
+        reads.append(list(exclude))
         return real_pending(limit, exclude)
 
-    w.pending = counting_pending
-    assert w.step() == SETTINGS.poll_interval        # nothing more was pending
-    assert fake.log == [("publish", ids), ("confirm", ids)]
-    assert len(reads) == 1
+    w.pending = logged_pending
+    # acks gather while the batch is in flight: confirmed no later than the delay
+    assert w.step() == min(SETTINGS.confirm_delay, SETTINGS.poll_interval)
+    assert fake.log == [("publish", first)]
+    assert all(r.delivered_at is None for r in rows(db))
+    second = record(db, 2)
+    w.step()                  # publishes the new events, then confirms the first batch
+    assert fake.log[:3] == [("publish", first), ("publish", second), ("confirm", first)]
+    assert len(reads[1]) == 3                         # the batch in flight was not read again
+    assert [r.delivered_at is not None for r in rows(db)] == [True] * 3 + [False] * 2
+    assert w.step() == SETTINGS.poll_interval         # nothing new: the second is confirmed
+    assert fake.log[-1] == ("confirm", second)
     assert all(r.delivered_at is not None for r in rows(db))
+    assert [e.message_id for e in fake.sent] == first + second
 
 
 def lazy_marking_worker(db: Database, driver: Driver, clock: Clock) -> DriverWorker:
