@@ -162,6 +162,7 @@ def bench_steady(db_url: str, count: int, per_cycle: int, cycle: float = 0.1) ->
     try:
         record_cycle()
         worker.step()                               # connect, declare, lease
+        worker.finish()                             # a short batch stays in flight
         worker.flush_marks()
         start = worker.delivered
         cpu, recorded = 0.0, 0
