@@ -88,9 +88,9 @@ _PENDING_AFTER = _PENDING.where(_outbox.c.id > bindparam("after"))
 # one rowid lookup per id whatever the statistics say, where ``id IN (<hundreds
 # of ids>)`` may become a full scan when they undercount the table (statistics
 # are refreshed at 1, 100, 1,000, ... writes, sampled). One statement instead of
-# one per row: the sqlite3 module releases the GIL around every statement, and
-# on the worker that runs the relay each release is a hand-off to a request
-# thread and back (16.5 -> 11.4 us of relay CPU per event, uncontended).
+# one per row: the sqlite3 module releases the GIL around every statement, and on
+# the worker that runs the relay a release can hand the GIL to a request thread
+# and wait to get it back (16.5 -> 11.4 us of relay CPU per event, alone).
 _MARK_LISTED = (update(_outbox)
                 .where(_outbox.c.id.in_(select(
                     func.json_each(bindparam("ids_json", type_=String()))

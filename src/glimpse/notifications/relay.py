@@ -13,7 +13,9 @@ has the per-step contract) and waits in between:
   batch: a batch every 100 ms carries ~rate/10 events, so the per-batch
   cost (read, publish, confirm round trip) is paid 10 times a second, not
   per event. Added delivery delay: at most ``busy_interval``;
-- with a backlog (a full batch was read) it steps again at once, pipelined.
+- with a backlog (a full batch was read) it steps again at once, pipelined;
+  after a short batch within ``RelaySettings.confirm_delay`` (0.1 s), and
+  that step reads the short batch's confirms.
 
 Order: every service change of an image updates (row-locks) the image row
 before recording its event, so two transactions on one image are serialised
