@@ -22,8 +22,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
-# Prepared statements kept per cache before it is cleared (statements are built once).
-MAX_STATEMENTS = 512
+# Compiled statements kept before the cache is cleared (statements are built once).
+MAX_STATEMENTS = 2048
 
 SQLITE = sqlite_dialect.dialect()
 _Converter = Callable[[Any], Any] | None
@@ -67,18 +67,19 @@ def prepare(stmt: Any, column_keys: list[str] | None = None) -> Prepared | None:
                      constants)
 
 
-_PREPARED: dict[int, tuple[Any, Prepared | None]] = {}
+_PREPARED: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared | None]] = {}
 
 
-def cached(stmt: Any) -> Prepared | None:
-    """The cached :func:`prepare` of ``stmt`` (keyed by identity: statements here are
-    built once and kept)."""
-    entry = _PREPARED.get(id(stmt))
+def cached(stmt: Any, column_keys: tuple[str, ...] | None = None) -> Prepared | None:
+    """The cached :func:`prepare` of ``stmt`` (an INSERT/UPDATE writing
+    ``column_keys``), keyed by identity: statements here are built once and kept."""
+    key = (id(stmt), column_keys)
+    entry = _PREPARED.get(key)
     if entry is None or entry[0] is not stmt:
-        if len(_PREPARED) >= 4 * MAX_STATEMENTS:
+        if len(_PREPARED) >= MAX_STATEMENTS:
             _PREPARED.clear()
-        entry = (stmt, prepare(stmt))
-        _PREPARED[id(stmt)] = entry
+        entry = (stmt, prepare(stmt, None if column_keys is None else list(column_keys)))
+        _PREPARED[key] = entry
     return entry[1]
 
 
@@ -120,21 +121,6 @@ def rows(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Any]:
         raise sqlalchemy_error(prepared.sql, values, error) from error
 
 
-_PREPARED_DML: dict[tuple[int, tuple[str, ...]], tuple[Any, Prepared | None]] = {}
-
-
-def _prepared_dml(stmt: Any, keys: tuple[str, ...]) -> Prepared | None:
-    """The cached :func:`prepare` of the INSERT/UPDATE ``stmt`` writing ``keys``."""
-    key = (id(stmt), keys)
-    entry = _PREPARED_DML.get(key)
-    if entry is None or entry[0] is not stmt:
-        if len(_PREPARED_DML) >= MAX_STATEMENTS:
-            _PREPARED_DML.clear()
-        entry = (stmt, prepare(stmt, column_keys=list(keys)))
-        _PREPARED_DML[key] = entry
-    return entry[1]
-
-
 def execute(session: Connection, stmt: Any, params: dict[str, Any] | list[dict[str, Any]],
              ) -> int:
     """Run the INSERT/UPDATE ``stmt`` once, or once per dict of a list (all with the
@@ -142,7 +128,7 @@ def execute(session: Connection, stmt: Any, params: dict[str, Any] | list[dict[s
     raw = sqlite_connection(session)
     if raw is not None:
         first = params[0] if isinstance(params, list) else params
-        prepared = _prepared_dml(stmt, tuple(first))
+        prepared = cached(stmt, tuple(first))
         if prepared is not None:
             values: Any = ([prepared.values(p) for p in params] if isinstance(params, list)
                            else prepared.values(first))
