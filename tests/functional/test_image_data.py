@@ -13,8 +13,9 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -285,6 +286,38 @@ def test_quota_is_413_keeps_nothing_and_is_freed(glimpse_server: Server) -> None
         assert c.delete(f"/v2/images/{first}").status_code == 204
     assert upload(server, second, two_mib).status_code == 204
     assert sorted(store_files(server)) == sorted([second, other])
+
+
+def test_concurrent_uploads_cannot_exceed_the_quota_together(glimpse_server: Server) -> None:
+    # Each upload's stream is checked against the usage when it began; the one that
+    # finishes second must see the first's bytes when it commits.
+    server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"user_storage_quota": "3MB"}})
+    slow, fast = create_image(server), create_image(server)
+    release = threading.Event()
+    answer: list[httpx.Response] = []
+
+    def held_body() -> Iterator[bytes]:
+        yield b"s" * (1024 * 1024)
+        release.wait(30)
+        yield b"s" * (1024 * 1024)
+
+    def upload_slow() -> None:
+        with server.client(**OWNER, **OCTET) as c:
+            answer.append(c.put(f"/v2/images/{slow}/file", content=held_body()))
+
+    thread = threading.Thread(target=upload_slow)
+    thread.start()
+    try:
+        wait_for(lambda: show(server, slow)["status"] == "saving")
+        assert upload(server, fast, os.urandom(2 * 1024 * 1024)).status_code == 204
+    finally:
+        release.set()
+        thread.join(30)
+    assert answer[0].status_code == 413, answer[0].text
+    assert "quota" in answer[0].json()["message"]
+    assert_failed_upload(server, slow, "quota")
+    assert show(server, fast)["size"] == 2 * 1024 * 1024
+    assert store_files(server) == [fast]
 
 
 def test_client_disconnect_mid_upload_leaves_image_queued(server: ServerProcess) -> None:

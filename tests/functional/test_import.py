@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,45 @@ def test_glance_direct_stage_and_import(glimpse_server: Any) -> None:
                       ("image.update", "INFO", "uploading"),
                       ("image.update", "INFO", "uploading"),
                       *SUCCESS_EVENTS]
+
+
+def test_concurrent_staging_cannot_exceed_the_quota_together(glimpse_server: Any) -> None:
+    # Staged bytes count against user_storage_quota; a stage that began before
+    # another one finished must see that one's bytes when its own size commits.
+    server = glimpse_server({"DEFAULT": {"user_storage_quota": "3MB"},
+                             "oslo_messaging_notifications": {"driver": "log"}})
+    octet = {"Content-Type": "application/octet-stream"}
+    release = threading.Event()
+    answer: list[httpx.Response] = []
+
+    def held_body() -> Iterator[bytes]:
+        yield b"h" * (1024 * 1024)
+        release.wait(30)
+        yield b"h" * (1024 * 1024)
+
+    with server.client(**headers()) as client:
+        slow, fast = new_image(client), new_image(client)
+
+        def stage_slow() -> None:
+            with server.client(**headers()) as other:
+                answer.append(other.put(f"/v2/images/{slow}/stage", content=held_body(),
+                                        headers=octet))
+
+        thread = threading.Thread(target=stage_slow)
+        thread.start()
+        try:
+            wait_image(client, slow, ("uploading",))
+            resp = client.put(f"/v2/images/{fast}/stage", content=b"f" * (2 * 1024 * 1024),
+                              headers=octet)
+            assert resp.status_code == 204, resp.text
+        finally:
+            release.set()
+            thread.join(30)
+        assert answer[0].status_code == 413, answer[0].text
+        assert "quota" in answer[0].json()["message"]
+        image = client.get(f"/v2/images/{slow}").json()
+        assert image["status"] == "queued" and image["size"] is None
+        assert sorted(p.name for p in (server.state / "staging").iterdir()) == [fast]
 
 
 def test_staging_over_size_cap_keeps_nothing(glimpse_server: Any) -> None:

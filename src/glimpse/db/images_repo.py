@@ -22,6 +22,7 @@ Other databases run them through SQLAlchemy.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy import update as sql_update
@@ -301,6 +303,22 @@ def update(session: Connection, image: Image, *, before: Image | None = None) ->
         if name in old_props and old_props[name] != value:
             sqlite_direct.execute(session, _UPDATE_PROP,
                      {"image_key": image.id, "prop_key": name, "value": value})
+
+
+def lock_usage(session: Connection, project_id: str) -> None:
+    """Serialize, until ``session``'s transaction ends, the writers that check and
+    then add to ``project_id``'s stored bytes (blocks while another holds it).
+
+    PostgreSQL: a transaction-level advisory lock keyed by the project (a 64-bit
+    BLAKE2b of its id); under READ COMMITTED the next holder's :func:`usage` then
+    sees what the previous one committed. SQLite: nothing to take, the write
+    transaction (``BEGIN IMMEDIATE``) already excludes every other writer.
+    """
+    if session.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"glimpse-usage:{project_id}".encode(), digest_size=8).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": int.from_bytes(digest, "big", signed=True)})
 
 
 def usage(session: Connection, project_id: str, *, exclude_image_id: str | None = None) -> int:

@@ -109,6 +109,21 @@ def limits_for(conf: Any, session: Connection, image: Image) -> Limits:
     return Limits(size_cap=conf.image_size_cap, quota_remaining=remaining)
 
 
+def check_limits_at_commit(conf: Any, session: Connection, image: Image, size: int) -> None:
+    """Raise TooLarge/QuotaExceeded if ``image`` may not keep ``size`` bytes, counting
+    its owner's other images as they are now. Call in the write transaction that
+    commits the size; blocks while another such transaction of the same owner runs.
+
+    The streaming check reads the usage when a transfer begins, so transfers of
+    one project that run at the same time all pass it. This one holds the
+    owner's usage lock (:func:`images_repo.lock_usage`) until the commit, so the
+    second to commit sees the first's bytes: together they never exceed the quota.
+    """
+    if parse_size(conf.user_storage_quota) > 0 and image.owner is not None:
+        images_repo.lock_usage(session, image.owner)
+    limits_for(conf, session, image).check(size)
+
+
 @dataclass(frozen=True)
 class Ingested:
     """What was stored: where, how much, and its hashes (hex)."""

@@ -8,7 +8,9 @@ Upload, in three steps so that no database transaction spans the transfer:
 2. the body streams into the store (:mod:`glimpse.services.data_pipeline`):
    size, MD5 and the multihash computed on the way; ``image_size_cap`` and
    ``user_storage_quota`` enforced while streaming.
-3. tx2: ``saving`` -> ``active`` with size, hashes and location; records
+3. tx2: the quota checked again against the owner's other images as committed
+   now (concurrent uploads: the second to finish sees the first), then
+   ``saving`` -> ``active`` with size, hashes and location; records
    ``image.upload`` (INFO), ``image.activate``, ``image.update``.
    On any failure (limits, store, client gone, image deleted meanwhile) the
    written data is deleted, and tx2' puts the image back to ``queued``,
@@ -54,7 +56,13 @@ from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
 from glimpse.services import access
-from glimpse.services.data_pipeline import Ingested, Limits, ingest, limits_for
+from glimpse.services.data_pipeline import (
+    Ingested,
+    Limits,
+    check_limits_at_commit,
+    ingest,
+    limits_for,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -96,7 +104,8 @@ def finish_upload(rt: Runtime, image_id: str, stored: Ingested,
     """tx2: saving -> active with the data's size, hashes and location, and its events.
 
     Raises Gone when the image was deleted during the upload, Conflict when its
-    status is no longer ``saving``; the caller then deletes the data.
+    status is no longer ``saving``, QuotaExceeded when uploads that finished
+    meanwhile used the quota up; the caller then deletes the data.
     """
     with rt.db.write() as session:
         image = images_repo.get(session, image_id, for_update=True, include_deleted=True)
@@ -106,6 +115,7 @@ def finish_upload(rt: Runtime, image_id: str, stored: Ingested,
         if image.status != SAVING:
             raise Conflict(f"Unable to upload duplicate image data for image {image_id}: "
                            f"the image is {image.status}.")
+        check_limits_at_commit(rt.conf, session, image, stored.size)
         image.size = stored.size
         image.checksum = stored.checksum
         image.os_hash_algo = stored.os_hash_algo

@@ -33,7 +33,7 @@ from glimpse.notifications import catalogue as ev
 from glimpse.runtime import Runtime
 from glimpse.services import access
 from glimpse.services import tasks as task_service
-from glimpse.services.data_pipeline import Limits, limits_for
+from glimpse.services.data_pipeline import Limits, check_limits_at_commit, limits_for
 from glimpse.tasks import import_flow, staging
 from glimpse.tasks.url_filter import check_url
 
@@ -68,6 +68,7 @@ def _finish_stage(rt: Runtime, image_id: str, size: int) -> None:
         image = images_repo.get(session, image_id, for_update=True)
         if image is None or image.status != UPLOADING:
             raise Conflict(f"Image {image_id} changed while its data was being staged.")
+        check_limits_at_commit(rt.conf, session, image, size)
         image.size = size
         image.updated_at = utcnow()
         images_repo.update(session, image)

@@ -49,7 +49,13 @@ from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
 from glimpse.runtime import Runtime
 from glimpse.services import tasks as task_service
-from glimpse.services.data_pipeline import Ingested, Limits, ingest, limits_for
+from glimpse.services.data_pipeline import (
+    Ingested,
+    Limits,
+    check_limits_at_commit,
+    ingest,
+    limits_for,
+)
 from glimpse.tasks import fetch, staging
 from glimpse.tasks.url_filter import FilterRules, check_url
 
@@ -331,6 +337,7 @@ class _State:
                            "may have been deleted during the upload.")
             if image.status != IMPORTING:
                 raise Conflict(f"Image {image.id} is {image.status}, no longer importing.")
+            check_limits_at_commit(rt.conf, session, image, stored.size)
             image.size = stored.size
             image.checksum = stored.checksum
             image.os_hash_algo = stored.os_hash_algo

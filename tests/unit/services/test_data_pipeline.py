@@ -1,17 +1,25 @@
-"""The ingest pipeline: hashes, sizes and limits over a real filesystem store."""
+"""The ingest pipeline: hashes, sizes and limits over a real filesystem store; the
+quota checked again where the size commits, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from glimpse.db import images_repo, migrate
+from glimpse.db.engine import Database
+from glimpse.domain.image import SAVING, Image
 from glimpse.exceptions import QuotaExceeded, TooLarge
-from glimpse.services.data_pipeline import Limits, ingest
+from glimpse.services.data_pipeline import Limits, check_limits_at_commit, ingest
 from glimpse.store.filesystem import FilesystemStore
 
 
@@ -155,3 +163,93 @@ def test_readable_source_error_propagates_and_keeps_nothing(store: FilesystemSto
     with pytest.raises(Disconnected):
         asyncio.run(ingest(store, "img", body))
     assert list(store.datadir.iterdir()) == []
+
+
+# -- the quota at commit, on both databases ---------------------------------------------------
+
+MiB = 1024 * 1024
+QUOTA = SimpleNamespace(user_storage_quota="3MB", image_size_cap=1 << 40)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = (f"sqlite:///{tmp_path}/quota.sqlite" if request.param == "sqlite"
+           else request.getfixturevalue("pg_database"))
+    database = Database(url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def _saving_images(db: Database, owner: str, count: int) -> list[Image]:
+    now = datetime(2026, 11, 27, 12, 0, 0)
+    made = [Image(id=str(uuid.uuid4()), owner=owner, status=SAVING, created_at=now,
+                  updated_at=now) for _ in range(count)]
+    with db.write() as session:
+        for image in made:
+            images_repo.add(session, image)
+    return made
+
+
+def _commit_size_in_thread(db: Database, image: Image, size: int) -> tuple[threading.Thread,
+                                                                            list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            with db.write() as session:
+                check_limits_at_commit(QUOTA, session, image, size)
+                image.size = size
+                images_repo.update(session, image)
+        except BaseException as error:   # handed to the test thread
+            errors.append(error)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    return thread, errors
+
+
+def test_commits_of_one_owner_are_serialized_and_see_each_other(db: Database) -> None:
+    # Both transfers passed the streaming check (each saw 0 bytes used when it
+    # began); together they would hold 4 MiB of a 3 MiB quota.
+    first, second = _saving_images(db, "p" * 32, 2)
+    with db.write() as session:
+        check_limits_at_commit(QUOTA, session, first, 2 * MiB)
+        first.size = 2 * MiB
+        images_repo.update(session, first)
+        thread, errors = _commit_size_in_thread(db, second, 2 * MiB)
+        thread.join(0.5)
+        assert thread.is_alive(), "the second commit must wait for the first"
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], QuotaExceeded), errors
+    assert "1048576 bytes remaining" in errors[0].message
+    with db.read() as session:
+        assert images_repo.usage(session, "p" * 32) == 2 * MiB
+
+
+def test_within_the_quota_both_commit(db: Database) -> None:
+    first, second = _saving_images(db, "p" * 32, 2)
+    for image in (first, second):
+        thread, errors = _commit_size_in_thread(db, image, MiB)
+        thread.join(10)
+        assert errors == []
+    with db.read() as session:
+        assert images_repo.usage(session, "p" * 32) == 2 * MiB
+
+
+def test_postgresql_lock_is_per_owner(pg_database: str) -> None:
+    # SQLite has one writer at a time anyway; PostgreSQL must not serialize the
+    # commits of different projects.
+    db = Database(pg_database)
+    migrate.upgrade(db.engine)
+    try:
+        (mine,) = _saving_images(db, "p" * 32, 1)
+        (theirs,) = _saving_images(db, "q" * 32, 1)
+        with db.write() as session:
+            check_limits_at_commit(QUOTA, session, mine, 2 * MiB)
+            thread, errors = _commit_size_in_thread(db, theirs, 2 * MiB)
+            thread.join(10)
+            assert not thread.is_alive() and errors == []
+    finally:
+        db.dispose()
