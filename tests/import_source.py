@@ -7,6 +7,8 @@ Routes (all GET):
   ``?nolength`` leaves Content-Length out
 * ``/stall/<n>``      - announces ``n`` bytes, sends 1 KiB, then waits until
   :meth:`SourceServer.release` (or 120 s) before sending the rest
+* ``/drip/<n>?every=S`` - announces ``n`` bytes and sends them one at a time,
+  one every ``S`` seconds (default 0.05): never stalls, never ends soon
 * ``/redirect?to=URL`` - 302 to URL
 * anything else       - 404
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -60,6 +63,9 @@ class SourceServer:
                         self._send_generated(int(segments[1]), "nolength" in parts.query)
                     elif segments[0] == "stall" and len(segments) == 2:
                         self._stall(int(segments[1]))
+                    elif segments[0] == "drip" and len(segments) == 2:
+                        every = float(parse_qs(parts.query).get("every", ["0.05"])[0])
+                        self._drip(int(segments[1]), every)
                     elif segments[0] == "redirect":
                         to = parse_qs(parts.query)["to"][0]
                         self.send_response(302)
@@ -89,6 +95,15 @@ class SourceServer:
                 self.end_headers()
                 for chunk in generated(n):
                     self.wfile.write(chunk)
+
+            def _drip(self, n: int, every: float) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(n))
+                self.end_headers()
+                for _ in range(n):
+                    self.wfile.write(b"d")
+                    self.wfile.flush()
+                    time.sleep(every)
 
             def _stall(self, n: int) -> None:
                 self.send_response(200)

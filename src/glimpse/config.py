@@ -143,6 +143,11 @@ task_opts: list[cfg.Opt] = [
     cfg.IntOpt("max_workers", default=4, min=1, help="Concurrent tasks per process."),
     cfg.FloatOpt("download_timeout", default=60.0, min=0.1,
                  help="Seconds a web-download may stall before it fails."),
+    cfg.FloatOpt("download_deadline", default=21600.0, min=0.0,
+                 help="Seconds a whole web-download may take (0: no limit). A source that "
+                      "sends a little data before every download_timeout would otherwise "
+                      "hold one of the max_workers task slots for as long as it likes. "
+                      "The default, 6 hours, is ~200 GB at 10 MB/s."),
     cfg.FloatOpt("claim_timeout", default=30.0, min=1.0,
                  help="Seconds a process's claim on a running task lasts without renewal "
                       "(renewed every third of it). A task whose process died is failed "

@@ -194,6 +194,16 @@ def test_web_download_stalled_server(glimpse_server: Any, source: SourceServer) 
         assert_failed_import(server, client, image_id, task_id, message="stalled")
 
 
+def test_web_download_past_its_deadline(glimpse_server: Any, source: SourceServer) -> None:
+    # A source that sends a byte every 50 ms never trips download_timeout.
+    server = glimpse_server(import_options(source.port, download_deadline=1))
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        task_id = web_download(client, image_id, source.url("/drip/100000"))
+        assert_failed_import(server, client, image_id, task_id,
+                             message="took longer than 1 seconds")
+
+
 def test_disallowed_host_is_refused_before_any_task(glimpse_server: Any,
                                                     source: SourceServer) -> None:
     server = glimpse_server(import_options(source.port))

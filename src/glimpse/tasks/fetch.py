@@ -8,7 +8,9 @@ resolved again the same way, up to ``max_redirects`` hops.
 
 Blocking: every call blocks the calling thread (run it in a worker thread). Each
 network operation (connect, each read) times out after ``timeout`` seconds, so a
-server that stalls fails the download instead of holding a worker forever.
+server that stalls fails the download instead of holding a worker forever; and
+with a ``deadline`` the whole download (from the first connect) fails once it
+has taken that long, so neither does a server that sends a byte now and then.
 Failures raise :class:`glimpse.exceptions.ImportFailed` (or URLRefused, an
 Invalid, for a refused URL) with a message fit for the task's ``message``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +36,23 @@ if TYPE_CHECKING:   # imported where used: httpx (with click, pygments, ...) cos
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a download must be over (``time.monotonic()``; None: never)."""
+
+    at: float | None
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds if seconds > 0 else None, seconds)
+
+    def check(self, url: str) -> None:
+        if self.at is not None and time.monotonic() > self.at:
+            raise ImportFailed(f"Download from {mask_url(url)} took longer than "
+                               f"{self.seconds:g} seconds")
+
+
 @dataclass
 class Download:
     """An open response. ``content_length`` is the announced size, if any."""
@@ -41,6 +61,7 @@ class Download:
     content_length: int | None
     _response: httpx.Response
     _timeout: float
+    _deadline: Deadline
 
     def abort(self) -> None:
         """From another thread: make a read blocked on this response fail at once
@@ -52,13 +73,24 @@ class Download:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def iter_bytes(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Yield the body in chunks; raises ImportFailed on a stall or a broken connection."""
+        """Yield the body in chunks of ``chunk_size`` (the last one shorter). Raises
+        ImportFailed on a stall, a broken connection or the deadline (checked at
+        every network read; a read waits at most ``timeout``, so the download
+        fails at most that long after its deadline)."""
         import httpx
 
+        buffer = bytearray()
         try:
-            for chunk in self._response.iter_bytes(chunk_size):
-                if chunk:
-                    yield chunk
+            # httpx's own chunk_size would hold small reads back until a chunk is
+            # full, and the deadline must be checked at every read
+            for piece in self._response.iter_bytes():
+                self._deadline.check(self.url)
+                buffer += piece
+                while len(buffer) >= chunk_size:
+                    yield bytes(buffer[:chunk_size])
+                    del buffer[:chunk_size]
+            if buffer:
+                yield bytes(buffer)
         except httpx.TimeoutException as exc:
             raise ImportFailed(f"Download from {mask_url(self.url)} stalled: no data for "
                                f"{self._timeout:g} seconds") from exc
@@ -103,15 +135,19 @@ def _send(client: httpx.Client, target: Target, addresses: list[str],
 
 
 @contextmanager
-def open_download(url: str, rules: FilterRules, *, timeout: float, max_redirects: int = 5,
+def open_download(url: str, rules: FilterRules, *, timeout: float, deadline: float = 0.0,
+                  max_redirects: int = 5,
                   transport: httpx.BaseTransport | None = None) -> Iterator[Download]:
     """Open ``url`` for streaming; the response is closed when the block exits.
+    ``deadline``: seconds the whole download may take, from now (0: no limit).
 
     Raises URLRefused for a URL (or redirect target, or resolved address) the
     rules refuse; ImportFailed for DNS errors, refused connections, timeouts,
     too many redirects and any status but 200.
     """
     import httpx
+
+    ends = Deadline.after(deadline)
 
     client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
                           trust_env=False, transport=transport)
@@ -137,7 +173,7 @@ def open_download(url: str, rules: FilterRules, *, timeout: float, max_redirects
             length = response.headers.get("content-length")
             try:
                 yield Download(url=current, content_length=int(length) if length else None,
-                               _response=response, _timeout=timeout)
+                               _response=response, _timeout=timeout, _deadline=ends)
             finally:
                 response.close()
             return

@@ -286,7 +286,8 @@ class _State:
         if self.method_name not in (None, WEB_DOWNLOAD):
             raise _Failed(f"Unknown import method {self.method_name!r}.")
         with fetch.open_download(str(url), rules(rt),
-                                 timeout=rt.conf.task.download_timeout) as download:
+                                 timeout=rt.conf.task.download_timeout,
+                                 deadline=rt.conf.task.download_deadline) as download:
             if download.content_length is not None:
                 self.limits.check(download.content_length)
             done = threading.Event()

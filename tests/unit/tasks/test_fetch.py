@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +67,23 @@ def test_stalled_server_times_out(source: SourceServer) -> None:
             pytest.raises(ImportFailed, match="stalled"):
         for _ in d.iter_bytes():
             pass
+
+
+def test_a_drip_that_never_stalls_fails_at_the_deadline(source: SourceServer) -> None:
+    started = time.monotonic()
+    with open_download(source.url("/drip/100000"), rules_for(source), timeout=5,
+                       deadline=0.5) as d, \
+            pytest.raises(ImportFailed, match=r"took longer than 0\.5 seconds"):
+        for _ in d.iter_bytes():
+            pass
+    # the 5 s stall timeout never fired: every read got a byte within 0.05 s
+    assert time.monotonic() - started < 4
+
+
+def test_without_a_deadline_a_slow_download_completes(source: SourceServer) -> None:
+    with open_download(source.url("/drip/20?every=0.05"), rules_for(source), timeout=5,
+                       deadline=0) as d:
+        assert b"".join(d.iter_bytes()) == b"d" * 20
 
 
 def test_redirect_followed_to_allowed_target(source: SourceServer) -> None:
