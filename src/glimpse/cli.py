@@ -25,7 +25,10 @@
 
 ``glimpse-manage --config-file FILE db sync|version``
     Applies the migrations / prints the schema revision (``none`` for an empty
-    database). ``token ...``: see :mod:`glimpse.auth.tokens_cli`.
+    database). ``outbox status [--json]``: per driver, the notifications not
+    delivered yet, the age of the oldest and its last error
+    (:mod:`glimpse.notifications.status`). ``token ...``: see
+    :mod:`glimpse.auth.tokens_cli`.
 """
 
 from __future__ import annotations
@@ -250,7 +253,8 @@ def api_main(argv: Sequence[str] | None = None) -> int:
 
 
 def manage_main(argv: Sequence[str] | None = None) -> int:
-    """``glimpse-manage --config-file FILE db sync|version`` and ``token ...``."""
+    """``glimpse-manage --config-file FILE db sync|version``, ``outbox status`` and
+    ``token ...``."""
     import argparse
 
     from sqlalchemy.exc import DBAPIError
@@ -262,6 +266,11 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["sync", "version"],
                     help="sync: apply migrations; version: print the schema revision")
+    box = sub.add_parser("outbox", help="notifications waiting for delivery")
+    box.add_argument("action", choices=["status"],
+                     help="status: per driver, the undelivered events, the age of the "
+                          "oldest and why it is not delivered yet")
+    box.add_argument("--json", action="store_true", help="print one JSON object")
     from glimpse.auth import tokens_cli
 
     tokens_cli.add_parser(sub)
@@ -290,7 +299,47 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
         finally:
             engine.dispose()
         return 0
+    if args.area == "outbox":
+        try:
+            print(_outbox_status(conf, as_json=args.json))
+        except DBAPIError as exc:
+            print(f"glimpse-manage: {_database_error(exc, conf)}", file=sys.stderr)
+            return 1
+        return 0
     return tokens_cli.run(args, conf)
+
+
+def _outbox_status(conf: Any, *, as_json: bool) -> str:
+    """``glimpse-manage outbox status``: a table, or one JSON object with ``--json``."""
+    from glimpse.db.engine import Database, utcnow
+    from glimpse.notifications.recorder import delivering_drivers
+    from glimpse.notifications.status import outbox_status
+
+    db = Database(conf.database.connection)
+    try:
+        status = outbox_status(db, delivering_drivers(conf.oslo_messaging_notifications.driver),
+                               utcnow())
+    finally:
+        db.dispose()
+    last = status.last_delivered_at
+    if as_json:
+        return json.dumps({
+            "drivers": [{"driver": d.driver, "pending": d.pending,
+                         "oldest_pending_seconds": d.oldest_pending_seconds,
+                         "head_attempts": d.head_attempts, "head_error": d.head_error}
+                        for d in status.drivers],
+            "delivered_last_hour": status.delivered_last_hour,
+            "last_delivered_at": last.isoformat("T", "seconds") + "Z" if last else None})
+    lines = [f"{'driver':<14}{'pending':>9}  {'oldest':>10}  {'attempts':>8}  last error"]
+    for d in status.drivers:
+        age = f"{d.oldest_pending_seconds:.1f} s" if d.oldest_pending_seconds is not None else "-"
+        error = (d.head_error or "-").splitlines()[0] if d.head_error else "-"
+        lines.append(f"{d.driver:<14}{d.pending:>9}  {age:>10}  {d.head_attempts:>8}  {error}")
+    if not status.drivers:
+        lines.append("(no notification driver configured and nothing pending)")
+    lines.append(f"delivered in the last hour: {status.delivered_last_hour}; "
+                 f"last delivery: {last.isoformat(' ', 'seconds') + ' UTC' if last else 'none'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """glimpse-api as operators run it: SQLite created on start, worker processes,
-one log file for the service and the ``log`` notification driver, clean SIGTERM."""
+one log file for the service and the ``log`` notification driver, clean SIGTERM;
+and ``glimpse-manage outbox status`` on a running service."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ServerProcess
 
@@ -118,3 +123,57 @@ def test_access_log_writes_one_line_per_request_only_when_asked(
     lines = request_line.findall(logged.log.read_text())
     assert ("/v2/images?limit=3", "200") in lines
     assert (f"/v2/images/{'0' * 8}-0000-0000-0000-{'0' * 12}", "404") in lines
+
+
+MANAGE = "import sys; from glimpse.cli import manage_main; sys.exit(manage_main())"
+
+
+def _manage(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", MANAGE, "--config-file",
+                           str(server.config_file), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_outbox_status_shows_what_a_broken_broker_holds_back(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    # Port 1 refuses connections: messagingv2 keeps its events, log delivers them.
+    server = glimpse_server({"oslo_messaging_notifications": {
+        "driver": ["log", "messagingv2"], "transport_url": "rabbit://guest:guest@127.0.0.1:1/"}})
+    with server.client(**MEMBER) as c:
+        for n in range(3):
+            assert c.post("/v2/images", json={"name": f"s{n}"}).status_code == 201
+
+    def status() -> dict[str, Any]:
+        proc = _manage(server, "outbox", "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return dict(json.loads(proc.stdout))
+
+    _wait_for(lambda: {d["driver"]: d for d in status()["drivers"]}["messagingv2"][
+        "head_attempts"] >= 1, "a failed delivery attempt")
+    found = status()
+    drivers = {d["driver"]: d for d in found["drivers"]}
+    assert sorted(drivers) == ["log", "messagingv2"]
+    assert drivers["messagingv2"]["pending"] == 3
+    assert drivers["messagingv2"]["oldest_pending_seconds"] >= 0
+    assert drivers["messagingv2"]["head_error"]
+    assert drivers["log"]["pending"] == 0 and drivers["log"]["head_error"] is None
+    assert found["delivered_last_hour"] == 3
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", found["last_delivered_at"])
+
+    table = _manage(server, "outbox", "status")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["driver", "pending", "oldest", "attempts"]
+    row = next(line for line in lines if line.startswith("messagingv2"))
+    assert row.split()[1] == "3"
+    assert lines[-1].startswith("delivered in the last hour: 3; last delivery: ")
+
+
+def test_outbox_status_of_an_unreachable_database_is_status_1(tmp_path: Path) -> None:
+    conf = tmp_path / "glimpse-api.conf"
+    conf.write_text("[database]\nconnection = postgresql+psycopg://u:p@127.0.0.1:1/none\n")
+    proc = subprocess.run([sys.executable, "-c", MANAGE, "--config-file", str(conf),
+                           "outbox", "status"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("glimpse-manage: cannot use the database")
+    assert "u:p@" not in proc.stderr     # the password is not printed

@@ -89,15 +89,19 @@ def insert_outbox_rows(session: Connection, fixed: dict[str, Any],
     statement.execute(session, fixed, drivers)
 
 
+def delivering_drivers(names: Sequence[str]) -> tuple[str, ...]:
+    """The configured driver names that produce rows: in order, without duplicates
+    and without ``noop`` (which produces nothing at all)."""
+    return tuple(dict.fromkeys(d for d in names if d and d != "noop"))
+
+
 class Notifier:
     """Knows the configured drivers, the disabled events and the publisher id."""
 
     def __init__(self, drivers: Sequence[str], *, publisher_id: str,
                  disabled: Sequence[str] = (),
                  on_commit: Callable[[], None] | None = None) -> None:
-        # Keep order, drop duplicates and noop: noop produces nothing at all.
-        self.drivers: tuple[str, ...] = tuple(
-            dict.fromkeys(d for d in drivers if d and d != "noop"))
+        self.drivers = delivering_drivers(drivers)
         self.publisher_id = publisher_id
         self.disabled = tuple(disabled)
         self._on_commit = on_commit

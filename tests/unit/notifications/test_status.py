@@ -1,0 +1,68 @@
+"""``outbox_status`` on both databases: what operators read to know every event went out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+
+from glimpse.db import migrate
+from glimpse.db.engine import Database
+from glimpse.db.models import outbox
+from glimpse.notifications.status import outbox_status
+
+NOW = datetime(2026, 11, 27, 18, 0, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = (f"sqlite:///{tmp_path}/status.sqlite" if request.param == "sqlite"
+           else request.getfixturevalue("pg_database"))
+    database = Database(url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def _row(driver: str, age_s: float, *, attempts: int = 0, error: str | None = None,
+         delivered_ago_s: float | None = None) -> dict[str, object]:
+    return {"driver": driver, "message_id": "m", "event_type": "image.create",
+            "priority": "INFO", "envelope": "{}", "created_at": NOW - timedelta(seconds=age_s),
+            "attempts": attempts, "last_error": error,
+            "delivered_at": (NOW - timedelta(seconds=delivered_ago_s)
+                             if delivered_ago_s is not None else None)}
+
+
+def test_backlog_per_driver_and_recent_deliveries(db: Database) -> None:
+    with db.write() as session:
+        session.execute(insert(outbox), [
+            _row("messagingv2", 7300, delivered_ago_s=7200),        # over an hour ago
+            _row("messagingv2", 1900, delivered_ago_s=1800),
+            _row("messagingv2", 90, attempts=3, error="ConnectionRefusedError: [Errno 111]"),
+            _row("messagingv2", 60),
+            _row("messagingv2", 5),
+            _row("log", 4000, delivered_ago_s=600),
+            _row("retired", 30),             # a driver no longer configured, rows left
+        ])
+    status = outbox_status(db, ["messagingv2", "log"], NOW)
+    by_name = {d.driver: d for d in status.drivers}
+    assert [d.driver for d in status.drivers] == ["log", "messagingv2", "retired"]
+    v2 = by_name["messagingv2"]
+    assert (v2.pending, v2.oldest_pending_seconds, v2.head_attempts, v2.head_error) == (
+        3, 90.0, 3, "ConnectionRefusedError: [Errno 111]")
+    log = by_name["log"]
+    assert (log.pending, log.oldest_pending_seconds, log.head_attempts, log.head_error) == (
+        0, None, 0, None)
+    assert by_name["retired"].pending == 1
+    assert status.delivered_last_hour == 2
+    assert status.last_delivered_at == NOW - timedelta(seconds=600)
+
+
+def test_empty_outbox(db: Database) -> None:
+    status = outbox_status(db, ["messagingv2"], NOW)
+    assert [(d.driver, d.pending, d.oldest_pending_seconds) for d in status.drivers] == [
+        ("messagingv2", 0, None)]
+    assert (status.delivered_last_hour, status.last_delivered_at) == (0, None)
