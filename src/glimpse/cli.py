@@ -333,7 +333,7 @@ def _outbox_status(conf: Any, *, as_json: bool) -> str:
     lines = [f"{'driver':<14}{'pending':>9}  {'oldest':>10}  {'attempts':>8}  last error"]
     for d in status.drivers:
         age = f"{d.oldest_pending_seconds:.1f} s" if d.oldest_pending_seconds is not None else "-"
-        error = (d.head_error or "-").splitlines()[0] if d.head_error else "-"
+        error = d.head_error.splitlines()[0] if d.head_error else "-"
         lines.append(f"{d.driver:<14}{d.pending:>9}  {age:>10}  {d.head_attempts:>8}  {error}")
     if not status.drivers:
         lines.append("(no notification driver configured and nothing pending)")

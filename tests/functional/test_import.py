@@ -201,7 +201,7 @@ def test_web_download_past_its_deadline(glimpse_server: Any, source: SourceServe
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/drip/100000"))
         assert_failed_import(server, client, image_id, task_id,
-                             message="took longer than 1 seconds")
+                             message="deadline of 1 s ([task] download_deadline)")
 
 
 def test_disallowed_host_is_refused_before_any_task(glimpse_server: Any,

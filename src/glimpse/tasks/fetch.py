@@ -49,8 +49,8 @@ class Deadline:
 
     def check(self, url: str) -> None:
         if self.at is not None and time.monotonic() > self.at:
-            raise ImportFailed(f"Download from {mask_url(url)} took longer than "
-                               f"{self.seconds:g} seconds")
+            raise ImportFailed(f"Download from {mask_url(url)} took longer than its "
+                               f"deadline of {self.seconds:g} s ([task] download_deadline)")
 
 
 @dataclass
