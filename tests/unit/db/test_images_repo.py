@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,18 +21,6 @@ from glimpse.exceptions import Invalid, NotFound
 from glimpse.services import access
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/repo.sqlite"
-    else:
-        url = request.getfixturevalue("pg_database")
-    database = Database(url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def make(n: int, **kw: object) -> Image:

@@ -4,14 +4,10 @@ gets the ids as one JSON array, PostgreSQL as an expanded list)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy import insert, select
 
-from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import outbox
 from glimpse.notifications.delivery import DriverWorker, RelaySettings, mark_delivered
@@ -20,16 +16,6 @@ from glimpse.notifications.drivers.log import LogDriver
 WHEN = datetime(2026, 11, 27, 12, 30, 1, 654321)
 ROW = {"driver": "messagingv2", "message_id": "m", "event_type": "image.create",
        "priority": "INFO", "envelope": '{"a": 1}', "created_at": WHEN, "attempts": 0}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (f"sqlite:///{tmp_path}/delivery.sqlite" if request.param == "sqlite"
-           else request.getfixturevalue("pg_database"))
-    database = Database(url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def _add(db: Database, count: int, **values: object) -> list[int]:

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import insert
 
-from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import outbox
 from glimpse.notifications.status import outbox_status
 
 NOW = datetime(2026, 11, 27, 18, 0, 0)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (f"sqlite:///{tmp_path}/status.sqlite" if request.param == "sqlite"
-           else request.getfixturevalue("pg_database"))
-    database = Database(url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def _row(driver: str, age_s: float, *, attempts: int = 0, error: str | None = None,

@@ -8,7 +8,7 @@ import hashlib
 import random
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -169,16 +169,6 @@ def test_readable_source_error_propagates_and_keeps_nothing(store: FilesystemSto
 
 MiB = 1024 * 1024
 QUOTA = SimpleNamespace(user_storage_quota="3MB", image_size_cap=1 << 40)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (f"sqlite:///{tmp_path}/quota.sqlite" if request.param == "sqlite"
-           else request.getfixturevalue("pg_database"))
-    database = Database(url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def _saving_images(db: Database, owner: str, count: int) -> list[Image]:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import insert
 
-from glimpse.db import migrate
 from glimpse.db.engine import Database, utcnow
 from glimpse.db.models import images
 from glimpse.services.usage import MiB, project_usage
 
 MINE = "a" * 32
 OTHER = "b" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'usage.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_database")
-    database = Database(url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def _image(n: int, owner: str, status: str, size: int | None,
