@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,10 @@ def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None
 
 
 def assert_failed_import(server: Any, client: httpx.Client, image_id: str, task_id: str,
-                         *, message: str, data_started: bool = True) -> dict[str, Any]:
+                         *, message: str, data_started: bool = True,
+                         other_images: Sequence[str] = ()) -> dict[str, Any]:
+    """The task failed with ``message`` and the image is back to ``queued`` with no
+    data kept: the store holds the data of ``other_images`` only."""
     task = wait_task(client, task_id)
     assert task["status"] == "failure", task
     assert message in task["message"], task["message"]
@@ -123,7 +126,7 @@ def assert_failed_import(server: Any, client: httpx.Client, image_id: str, task_
     assert image["os_glance_importing_to_stores"] == ""
     assert "os_glance_import_task" not in image
     assert image["size"] is None and image["checksum"] is None
-    assert stored_files(server.state) == []
+    assert sorted(p.name for p in stored_files(server.state)) == sorted(other_images)
     events = events_for(server.state, task_id=task_id, image_id=image_id)
     kinds = [(kind, priority) for kind, priority, _ in events]
     expected = [("image.create", "INFO"), ("task.create", "INFO"), ("task.run", "INFO"),
@@ -184,6 +187,26 @@ def test_web_download_over_quota(glimpse_server: Any, source: SourceServer) -> N
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/big/3000000?nolength"))
         assert_failed_import(server, client, image_id, task_id, message="quota")
+
+
+def test_web_download_finishing_after_an_upload_used_the_quota(glimpse_server: Any,
+                                                              source: SourceServer) -> None:
+    # The import's stream passes the quota read when it began; where its size
+    # commits it must see the upload that finished meanwhile.
+    options = import_options(source.port, download_timeout=30)
+    options["DEFAULT"] = {"user_storage_quota": "3MB"}
+    server = glimpse_server(options)
+    with server.client(**headers()) as client:
+        imported, uploaded = new_image(client), new_image(client)
+        task_id = web_download(client, imported, source.url(f"/stall/{2 * 1024 * 1024}"))
+        assert source.stalled.wait(30)
+        resp = client.put(f"/v2/images/{uploaded}/file", content=b"u" * (2 * 1024 * 1024),
+                          headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == 204, resp.text
+        source.release()
+        assert_failed_import(server, client, imported, task_id, message="quota",
+                             other_images=[uploaded])
+        assert client.get(f"/v2/images/{uploaded}").json()["size"] == 2 * 1024 * 1024
 
 
 def test_web_download_stalled_server(glimpse_server: Any, source: SourceServer) -> None:
