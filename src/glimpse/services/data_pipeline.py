@@ -98,13 +98,18 @@ class Limits:
                 f"bytes remaining.")
 
 
-def limits_for(conf: Any, session: Connection, image: Image) -> Limits:
+def limits_for(conf: Any, session: Connection, image: Image, *,
+               lock_usage: bool = False) -> Limits:
     """The limits an upload/stage/import of ``image`` streams under: the size cap
     and what is left of its owner's ``user_storage_quota`` (other images only).
-    Call inside the write transaction that moves the image out of ``queued``."""
+    Call inside the write transaction that moves the image out of ``queued``.
+    ``lock_usage``: first take the owner's usage lock until the transaction ends
+    (:func:`images_repo.lock_usage`; blocks while another transaction holds it)."""
     quota = parse_size(conf.user_storage_quota)
     remaining = None
     if quota > 0 and image.owner is not None:
+        if lock_usage:
+            images_repo.lock_usage(session, image.owner)
         remaining = quota - images_repo.usage(session, image.owner, exclude_image_id=image.id)
     return Limits(size_cap=conf.image_size_cap, quota_remaining=remaining)
 
@@ -116,12 +121,10 @@ def check_limits_at_commit(conf: Any, session: Connection, image: Image, size: i
 
     The streaming check reads the usage when a transfer begins, so transfers of
     one project that run at the same time all pass it. This one holds the
-    owner's usage lock (:func:`images_repo.lock_usage`) until the commit, so the
-    second to commit sees the first's bytes: together they never exceed the quota.
+    owner's usage lock until the commit, so the second to commit sees the
+    first's bytes: together they never exceed the quota.
     """
-    if parse_size(conf.user_storage_quota) > 0 and image.owner is not None:
-        images_repo.lock_usage(session, image.owner)
-    limits_for(conf, session, image).check(size)
+    limits_for(conf, session, image, lock_usage=True).check(size)
 
 
 @dataclass(frozen=True)
