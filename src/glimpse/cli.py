@@ -284,6 +284,16 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"glimpse-manage: {exc.message}", file=sys.stderr)
         return 2
+    from glimpse.db.engine import missing_sqlite_file
+
+    reads_only = (args.area, getattr(args, "action", None)) in {("db", "version"),
+                                                                 ("outbox", "status")}
+    missing = missing_sqlite_file(conf.database.connection)
+    if reads_only and missing:
+        # reading must not leave an empty database behind (e.g. a mistyped path)
+        print(f"glimpse-manage: the database file {missing} does not exist ([database] "
+              "connection); 'glimpse-manage db sync' creates it", file=sys.stderr)
+        return 1
     if args.area == "db":
         from glimpse.db import migrate
         from glimpse.db.engine import make_engine

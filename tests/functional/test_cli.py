@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ServerProcess
 
 MEMBER = {"X-Project-Id": "3" * 32, "X-User-Id": "u3", "X-Roles": "member,reader"}
@@ -177,3 +179,24 @@ def test_outbox_status_of_an_unreachable_database_is_status_1(tmp_path: Path) ->
     assert proc.returncode == 1
     assert proc.stderr.startswith("glimpse-manage: cannot use the database")
     assert "u:p@" not in proc.stderr     # the password is not printed
+
+
+@pytest.mark.parametrize("command", [("db", "version"), ("outbox", "status")])
+def test_reading_a_missing_sqlite_database_fails_without_creating_it(
+        tmp_path: Path, command: tuple[str, str]) -> None:
+    path = tmp_path / "mistyped" / "glimpse.sqlite"
+    conf = tmp_path / "glimpse-api.conf"
+    conf.write_text(f"[database]\nconnection = sqlite:///{path}\n")
+    proc = subprocess.run([sys.executable, "-c", MANAGE, "--config-file", str(conf), *command],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"glimpse-manage: the database file {path} does not exist "
+                           "([database] connection); 'glimpse-manage db sync' creates it\n")
+    assert not path.exists() and not path.parent.exists()
+    # db sync creates it; then both read it
+    sync = subprocess.run([sys.executable, "-c", MANAGE, "--config-file", str(conf), "db", "sync"],
+                          capture_output=True, text=True, timeout=60)
+    assert sync.returncode == 0, sync.stderr
+    again = subprocess.run([sys.executable, "-c", MANAGE, "--config-file", str(conf), *command],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr

@@ -61,6 +61,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of ``url``'s SQLite file when that file does not exist; None when it
+    exists, for ``:memory:`` and for other databases. Opening a missing file would
+    create an empty database: read-only commands report this path instead."""
+    parsed = make_url(url)
+    if (parsed.get_backend_name() != "sqlite" or not parsed.database
+            or parsed.database == ":memory:" or os.path.exists(parsed.database)):
+        return None
+    return os.path.abspath(parsed.database)
+
+
 def make_engine(url: str, *, pool_size: int = 5, manual_checkpoints: bool = False) -> Engine:
     """Create an engine for ``url``; SQLite files get their directory and pragmas.
     ``manual_checkpoints``: SQLite connections do not checkpoint the WAL when they

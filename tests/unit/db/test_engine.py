@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from glimpse.db.engine import Database
+from glimpse.db.engine import Database, missing_sqlite_file
 
 
 def test_sqlite_reads_without_waiting_once_a_connection_is_idle(tmp_path: Path) -> None:
@@ -165,3 +165,13 @@ def test_a_long_wal_is_started_over_while_readers_and_writers_keep_going(
     with db.read() as session:
         assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 800
     db.dispose()
+
+
+def test_missing_sqlite_file_names_only_an_absent_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "glimpse.sqlite"
+    assert missing_sqlite_file(f"sqlite:///{path}") == str(path)
+    path.touch()
+    assert missing_sqlite_file(f"sqlite:///{path}") is None
+    assert missing_sqlite_file("sqlite://") is None
+    assert missing_sqlite_file("sqlite:///:memory:") is None
+    assert missing_sqlite_file("postgresql+psycopg://u@127.0.0.1:1/absent") is None
