@@ -73,8 +73,8 @@ class NotificationListener:
     def start(self) -> NotificationListener:
         # One dispatch thread: the endpoint sees each queue's messages in the
         # order the broker delivers them. With the default pool (64 threads) two
-        # messages of a burst may reach the endpoint swapped: 3 of 120 runs of
-        # the two-relay scenario saw one inversion, 0 of 120 with one thread.
+        # messages of a burst may reach the endpoint swapped: under CPU load 3 of 120
+        # runs of the two-relay scenario saw one inversion, 0 of 120 with one thread.
         self._listener.start(override_pool_size=1)
         return self
 

@@ -63,11 +63,13 @@ def utcnow() -> datetime:
 
 def missing_sqlite_file(url: str) -> str | None:
     """The path of ``url``'s SQLite file when that file does not exist; None when it
-    exists, for ``:memory:`` and for other databases. Opening a missing file would
-    create an empty database: read-only commands report this path instead."""
+    exists, for ``:memory:``, ``file:`` URIs (``?uri=true``, whose mode decides) and
+    for other databases. Opening a missing file would create an empty database:
+    read-only commands report this path instead."""
     parsed = make_url(url)
     if (parsed.get_backend_name() != "sqlite" or not parsed.database
-            or parsed.database == ":memory:" or os.path.exists(parsed.database)):
+            or parsed.database == ":memory:" or "uri" in parsed.query
+            or os.path.exists(parsed.database)):
         return None
     return os.path.abspath(parsed.database)
 

@@ -174,4 +174,5 @@ def test_missing_sqlite_file_names_only_an_absent_sqlite_file(tmp_path: Path) ->
     assert missing_sqlite_file(f"sqlite:///{path}") is None
     assert missing_sqlite_file("sqlite://") is None
     assert missing_sqlite_file("sqlite:///:memory:") is None
+    assert missing_sqlite_file(f"sqlite:///file:{tmp_path}/absent?mode=ro&uri=true") is None
     assert missing_sqlite_file("postgresql+psycopg://u@127.0.0.1:1/absent") is None
