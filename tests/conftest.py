@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -115,6 +116,14 @@ class ServerProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def held_body(release: threading.Event, fill: bytes) -> Iterator[bytes]:
+    """A request body of 2 MiB of ``fill`` that sends its first MiB, then waits for
+    ``release`` (at most 30 s) before the second: a transfer held open midway."""
+    yield fill * (1024 * 1024)
+    release.wait(30)
+    yield fill * (1024 * 1024)
 
 
 def server_options(state: Path, port: int, options: Options | None) -> Options:

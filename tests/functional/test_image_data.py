@@ -15,13 +15,13 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, held_body
 
 OWNER = {"X-Project-Id": "a" * 32, "X-User-Id": "alice", "X-Roles": "member,reader"}
 ADMIN = {"X-Project-Id": "c" * 32, "X-User-Id": "root", "X-Roles": "admin,member,reader"}
@@ -296,14 +296,9 @@ def test_concurrent_uploads_cannot_exceed_the_quota_together(glimpse_server: Ser
     release = threading.Event()
     answer: list[httpx.Response] = []
 
-    def held_body() -> Iterator[bytes]:
-        yield b"s" * (1024 * 1024)
-        release.wait(30)
-        yield b"s" * (1024 * 1024)
-
     def upload_slow() -> None:
         with server.client(**OWNER, **OCTET) as c:
-            answer.append(c.put(f"/v2/images/{slow}/file", content=held_body()))
+            answer.append(c.put(f"/v2/images/{slow}/file", content=held_body(release, b"s")))
 
     thread = threading.Thread(target=upload_slow)
     thread.start()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, held_body
 from tests.import_helpers import (
     events_for,
     headers,
@@ -337,18 +337,13 @@ def test_concurrent_staging_cannot_exceed_the_quota_together(glimpse_server: Any
     release = threading.Event()
     answer: list[httpx.Response] = []
 
-    def held_body() -> Iterator[bytes]:
-        yield b"h" * (1024 * 1024)
-        release.wait(30)
-        yield b"h" * (1024 * 1024)
-
     with server.client(**headers()) as client:
         slow, fast = new_image(client), new_image(client)
 
         def stage_slow() -> None:
             with server.client(**headers()) as other:
-                answer.append(other.put(f"/v2/images/{slow}/stage", content=held_body(),
-                                        headers=octet))
+                answer.append(other.put(f"/v2/images/{slow}/stage",
+                                        content=held_body(release, b"h"), headers=octet))
 
         thread = threading.Thread(target=stage_slow)
         thread.start()
