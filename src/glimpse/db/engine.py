@@ -256,8 +256,8 @@ class Database:
     exception (re-raised), and after a commit runs the hooks registered for
     that transaction with :func:`after_commit` (e.g. waking the relay), outside
     the write gate. The hooks of a rolled-back transaction are dropped.
-    On a SQLite file it first queues in the :class:`WriteGate` (blocks until
-    the writers before it are done).
+    On a SQLite file it queues in the :class:`WriteGate` (blocks until the
+    writers before it are done) with a pooled connection already in hand.
     ``read()`` is for queries only: a ``Connection`` in a transaction.
     (Core, not the ORM: ``sqlalchemy.orm`` would add ~6 MiB to every process
     and ~0.15 ms to every transaction, for a transaction wrapper.)
@@ -287,7 +287,9 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         hooks: list[Callable[[], None]] = []
-        with self._gate_held(), self._write_engine.connect() as connection:
+        # the pool's checkout and check-in happen outside the gate: every process's
+        # writers queue for the time the gate is held (~0.1 ms less per write)
+        with self._write_engine.connect() as connection, self._gate_held():
             _after_commit[connection] = hooks
             try:
                 with connection.begin():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,37 @@ def test_after_commit_hooks_run_once_committed_and_outside_the_write_gate(
         after_commit(session, hook)
         assert seen == []
     assert seen == [(False, 1)]
+    db.dispose()
+
+
+def test_a_writer_queues_in_the_gate_with_its_connection_already_checked_out(
+        tmp_path: Path) -> None:
+    """The pool's checkout and check-in are not part of the time the gate is held
+    (every process's writers queue for that time)."""
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    assert db._gate is not None
+    with db.write() as session:
+        session.execute(text("CREATE TABLE t (x INTEGER)"))
+    # read each time: the statistics refresh after the first write replaced the pool
+    def checked_out() -> int:
+        return int(db.engine.pool.checkedout())   # type: ignore[attr-defined]
+
+    inserted = threading.Event()
+
+    def insert_one() -> None:
+        with db.write() as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+            inserted.set()
+
+    with db._gate.held():   # another writer of this process holds the gate
+        writer = threading.Thread(target=insert_one)
+        writer.start()
+        deadline = time.monotonic() + 10
+        while checked_out() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checked_out() == 1 and not inserted.is_set()   # in hand, waiting
+    writer.join(10)
+    assert inserted.is_set() and checked_out() == 0
     db.dispose()
 
 
