@@ -1,7 +1,9 @@
 """``Notifier``: records notifications into the outbox inside the caller's transaction.
 
 Services call ``notifier.record(session, event_type, build_payload)`` right where
-the state changes, before the transaction commits. Nothing is sent here: the
+the state changes, before the transaction commits (or, when the payload is known
+before the transaction, ``prepare`` it first and ``add`` it inside, so that the
+envelope's JSON is not built while the write lock is held). Nothing is sent here: the
 row commits or rolls back with the change it describes, and the relay delivers
 it later. With no driver but ``noop`` configured, or with the event disabled,
 ``record`` returns at once and ``build_payload`` is never called.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -95,6 +98,14 @@ def delivering_drivers(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(d for d in names if d and d != "noop"))
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event ready for the outbox: its envelope and its row's columns but ``driver``."""
+
+    envelope: dict[str, Any]
+    row: dict[str, Any]
+
+
 class Notifier:
     """Knows the configured drivers, the disabled events and the publisher id."""
 
@@ -113,14 +124,12 @@ class Notifier:
     def wants(self, event_type: str) -> bool:
         return bool(self.drivers) and not is_disabled(event_type, self.disabled)
 
-    def record(self, session: Connection, event_type: str, build_payload: Callable[[], Payload],
-               priority: str = INFO) -> dict[str, Any] | None:
-        """Add the event to the outbox in ``session``'s transaction; return the envelope.
-
-        Must be called inside ``Database.write()``. Raises whatever the insert
-        raises, which rolls the caller's whole change back: a change is never
-        committed without its event.
-        """
+    def prepare(self, event_type: str, build_payload: Callable[[], Payload],
+                priority: str = INFO) -> PreparedEvent | None:
+        """The event's envelope and outbox row, built now (no I/O); None when no driver
+        wants it (``build_payload`` is then never called). Services whose payload
+        is known before their transaction build it here, outside the write lock,
+        and :meth:`add` it inside."""
         if not self.wants(event_type):
             return None
         now = utcnow()
@@ -129,10 +138,28 @@ class Notifier:
         # orjson: key order kept, compact, non-ASCII as UTF-8 (valid JSON for every
         # consumer); ~1/8 of json.dumps's CPU on the request thread
         text = orjson.dumps(envelope).decode()
-        insert_outbox_rows(session, {
+        return PreparedEvent(envelope, {
             "message_id": envelope["message_id"], "event_type": event_type,
             "priority": priority, "envelope": text, "created_at": now, "attempts": 0,
-        }, self.drivers)
+        })
+
+    def add(self, session: Connection, event: PreparedEvent | None) -> dict[str, Any] | None:
+        """Insert a prepared event into the outbox in ``session``'s transaction; return
+        its envelope (None for None).
+
+        Must be called inside ``Database.write()``. Raises whatever the insert
+        raises, which rolls the caller's whole change back: a change is never
+        committed without its event.
+        """
+        if event is None:
+            return None
+        insert_outbox_rows(session, event.row, self.drivers)
         if self._on_commit is not None:
             after_commit(session, self._on_commit)
-        return envelope
+        return event.envelope
+
+    def record(self, session: Connection, event_type: str, build_payload: Callable[[], Payload],
+               priority: str = INFO) -> dict[str, Any] | None:
+        """:meth:`prepare` then :meth:`add`, inside ``session``'s transaction, for
+        payloads that depend on what the transaction read or changed."""
+        return self.add(session, self.prepare(event_type, build_payload, priority))

@@ -345,11 +345,11 @@ def _missing(download: Download, error: NotFound) -> StoreError:
 def record_send(rt: Runtime, ctx: RequestContext, download: Download, bytes_sent: int,
                 priority: str) -> None:
     """Record the download's one ``image.send`` (INFO/WARN/ERROR) in its own transaction."""
-    payload = payloads.send(image_id=download.image.id, owner_id=download.image.owner,
-                            receiver_tenant_id=ctx.project_id,
-                            receiver_user_id=ctx.user_id,
-                            destination_ip=ctx.remote_address, bytes_sent=bytes_sent)
-    if not rt.notifier.wants(ev.IMAGE_SEND):
+    event = rt.notifier.prepare(ev.IMAGE_SEND, lambda: payloads.send(
+        image_id=download.image.id, owner_id=download.image.owner,
+        receiver_tenant_id=ctx.project_id, receiver_user_id=ctx.user_id,
+        destination_ip=ctx.remote_address, bytes_sent=bytes_sent), priority=priority)
+    if event is None:
         return
     with rt.db.write() as session:
-        rt.notifier.record(session, ev.IMAGE_SEND, lambda: payload, priority=priority)
+        rt.notifier.add(session, event)

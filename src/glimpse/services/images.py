@@ -150,17 +150,16 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     protections = property_protection.current()
     protections.check_changes(ctx, {}, image.properties)
     # built before the write lock (held for the writes only), and only when recorded
-    payload = (payloads.image(image, hidden_properties=protections.hidden(ctx, image.properties))
-               if runtime.notifier.wants(catalogue.IMAGE_CREATE) else None)
+    event = runtime.notifier.prepare(catalogue.IMAGE_CREATE, lambda: payloads.image(
+        image, hidden_properties=protections.hidden(ctx, image.properties)))
     with runtime.db.write() as session:
-        if images_repo.exists_any(session, image.id):
-            raise Duplicate(f"Image ID {image.id} already exists!")
         try:
+            # image rows are never deleted (ids are never reused): the primary key
+            # turns away an id that exists or existed, in the same statement
             images_repo.add(session, image)
-        except IntegrityError:  # a concurrent create with the same id won the race
+        except IntegrityError:
             raise Duplicate(f"Image ID {image.id} already exists!") from None
-        if payload is not None:
-            runtime.notifier.record(session, catalogue.IMAGE_CREATE, lambda: payload)
+        runtime.notifier.add(session, event)
     return protections.readable_image(ctx, image)
 
 

@@ -83,3 +83,36 @@ def test_noop_and_disabled_events_record_nothing_and_build_no_payload(db: Databa
         assert Notifier(["log"], publisher_id="p", disabled=["image.create"]).record(
             session, "image.create", payload) is None
     assert outbox(db) == []
+
+
+def test_an_event_prepared_before_the_transaction_is_added_inside_it(db: Database) -> None:
+    woken: list[int] = []
+    notifier = Notifier(["log", "messagingv2"], publisher_id="image.test",
+                        on_commit=lambda: woken.append(1))
+    event = notifier.prepare("image.send", lambda: {"bytes_sent": 7}, priority="WARN")
+    assert event is not None and outbox(db) == []          # preparing writes nothing
+    with db.write() as session:
+        envelope = notifier.add(session, event)
+    assert envelope is event.envelope and woken == [1]
+    rows = outbox(db)
+    assert [(r.driver, r.event_type, r.priority) for r in rows] == [
+        ("log", "image.send", "WARN"), ("messagingv2", "image.send", "WARN")]
+    assert all(json.loads(r.envelope) == envelope for r in rows)
+    assert envelope["payload"] == {"bytes_sent": 7}
+
+    with pytest.raises(RuntimeError), db.write() as session:   # rolls back like record()
+        notifier.add(session, notifier.prepare("image.send", lambda: {"bytes_sent": 8}))
+        raise RuntimeError("the change failed")
+    assert len(outbox(db)) == 2
+
+
+def test_nothing_is_prepared_for_noop_or_disabled_events(db: Database) -> None:
+    def payload() -> dict[str, str]:
+        raise AssertionError("payload built for nothing")
+
+    assert Notifier(["noop"], publisher_id="p").prepare("image.send", payload) is None
+    assert Notifier(["log"], publisher_id="p", disabled=["image"]).prepare(
+        "image.send", payload) is None
+    with db.write() as session:
+        assert Notifier(["log"], publisher_id="p").add(session, None) is None
+    assert outbox(db) == []

@@ -69,6 +69,20 @@ def test_create_records_the_image_as_created(rt: Runtime) -> None:
     assert payload["id"] == image.id and payload["properties"] == {"p": "0"}
 
 
+def test_a_duplicate_id_is_refused_without_an_event_even_after_delete(rt: Runtime) -> None:
+    from glimpse.exceptions import Duplicate
+
+    image = _new_image(rt)
+    svc.delete_image(rt, CTX, image.id)
+    with pytest.raises(Duplicate, match="already exists"):
+        svc.create_image(rt, CTX, {"id": image.id, "name": "again"})
+    assert len(_events(rt, "image.create")) == 1       # the first create's only
+    with rt.db.read() as session:
+        rows = session.execute(text("SELECT name, status FROM images WHERE id = :i"),
+                               {"i": image.id}).all()
+    assert [tuple(r) for r in rows] == [("a", "deleted")]
+
+
 def test_an_empty_patch_writes_nothing(rt: Runtime) -> None:
     image = _new_image(rt)
     assert svc.update_image(rt, CTX, image.id, []) == image
