@@ -191,6 +191,29 @@ def test_status_rules(server: ServerProcess) -> None:
         assert c.get(f"/v2/images/{'0' * 8}-0000-0000-0000-{'0' * 12}/file").status_code == 404
 
 
+def test_upload_needs_both_formats_first_and_changes_nothing_without_them(
+        server: ServerProcess) -> None:
+    """As Glance: 400 before any data is read; the image stays queued, with no
+    image.prepare or image.upload, and uploads once the formats are set."""
+    bare = create_image(server, disk_format=None, container_format=None)
+    raw = create_image(server, container_format=None)
+    for image_id, message in [
+            (bare, "Properties disk_format, container_format must be set prior to saving data."),
+            (raw, "Property container_format must be set prior to saving data.")]:
+        r = upload(server, image_id, b"data")
+        assert (r.status_code, r.json()["message"]) == (400, message)
+        assert show(server, image_id)["status"] == "queued"
+        assert [e[0] for e in events_of(server, image_id)] == ["image.create"]
+    assert store_files(server) == []
+    with server.client(**OWNER, **{"Content-Type": "application/openstack-images-v2.1-json-patch"}
+                       ) as c:
+        r = c.patch(f"/v2/images/{raw}",
+                    json=[{"op": "replace", "path": "/container_format", "value": "bare"}])
+    assert r.status_code == 200, r.text
+    assert upload(server, raw, b"data").status_code == 204
+    assert show(server, raw)["status"] == "active"
+
+
 def test_deactivated_images_only_admins_download(server: ServerProcess) -> None:
     image_id = create_image(server)
     assert upload(server, image_id, b"payload").status_code == 204

@@ -97,6 +97,28 @@ def test_credentials_in_import_url_are_masked_in_events(glimpse_server: Any,
         assert payload["task_input"]["import_from"].startswith("http://***:***@127.0.0.1")
 
 
+def test_legacy_import_without_formats_fails_and_leaves_no_image(
+        glimpse_server: Any, source: SourceServer) -> None:
+    """Glance fails such a task too (its domain refuses to save data into an image
+    without formats); here the image it would create is rolled back with the step."""
+    source.files["img"] = b"abc"
+    server = glimpse_server(import_options(source.port))
+    body = {"type": "import", "input": {"import_from": source.url("/files/img"),
+                                        "import_from_format": "raw",
+                                        "image_properties": {"name": "no-container",
+                                                             "disk_format": "raw"}}}
+    with server.client(**headers()) as client:
+        task_id = client.post("/v2/tasks", json=body).json()["id"]
+        task = wait_task(client, task_id)
+        assert (task["status"], task["result"]) == ("failure", None)
+        assert task["message"] == "Property container_format must be set prior to saving data."
+        assert client.get("/v2/images").json()["images"] == []
+    # the task's start (processing, the image and its image.create) is one
+    # transaction: it rolled back whole, so nothing of it was announced
+    kinds = [e[0] for e in events_for(server.state, task_id=task_id)]
+    assert kinds == ["task.create", "task.run", "task.failure"]
+
+
 def test_legacy_import_404_fails_task(glimpse_server: Any, source: SourceServer) -> None:
     server = glimpse_server(import_options(source.port))
     with server.client(**headers()) as client:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from glimpse.exceptions import InvalidStatusTransition
+from glimpse.exceptions import Invalid, InvalidStatusTransition
 
 QUEUED: Final = "queued"
 SAVING: Final = "saving"
@@ -87,10 +87,19 @@ class Image:
         return self.status == DELETED
 
     def transition(self, new_status: str) -> None:
-        """Move to ``new_status``; raises InvalidStatusTransition if Glance forbids it."""
+        """Move to ``new_status``. Raises InvalidStatusTransition if Glance forbids the
+        move, Invalid when data would be saved (``queued``/``uploading`` to
+        ``saving``, ``active`` or ``importing``) while ``disk_format`` or
+        ``container_format`` is unset (Glance's domain refuses both, 400)."""
         if new_status not in TRANSITIONS[self.status]:
             raise InvalidStatusTransition(
                 f"Image status transition from {self.status} to {new_status} is not allowed")
+        if self.status in (QUEUED, UPLOADING) and new_status in (SAVING, ACTIVE, IMPORTING):
+            missing = [name for name in ("disk_format", "container_format")
+                       if not getattr(self, name)]
+            if missing:
+                noun = "Property" if len(missing) == 1 else "Properties"
+                raise Invalid(f"{noun} {', '.join(missing)} must be set prior to saving data.")
         self.status = new_status
 
     def copy(self) -> Image:
