@@ -81,6 +81,11 @@ default_opts: list[cfg.Opt] = [
     cfg.IntOpt("image_member_quota", default=128, help="Members per image (-1: unlimited)."),
     cfg.IntOpt("image_property_quota", default=128, help="Properties per image (-1: unlimited)."),
     cfg.IntOpt("image_tag_quota", default=128, help="Tags per image (-1: unlimited)."),
+    cfg.IntOpt("max_json_body_size", default=1048576, min=1024,
+               help="Largest JSON request body in bytes (images, members, tasks, "
+                    "imports): a larger one is refused with 413 before it is read "
+                    "whole. Image data (PUT /file, /stage) is bounded by "
+                    "image_size_cap instead."),
 ]
 
 identity_opts: list[cfg.Opt] = [

@@ -23,6 +23,9 @@ IMAGE_KEYS = ["name", "disk_format", "container_format", "visibility", "size", "
               "self", "file", "schema"]
 
 
+JSON_LIMIT = 65536
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -33,7 +36,8 @@ def server(request: pytest.FixtureRequest,
     port = free_port()
     extra: dict[str, dict[str, Any]] = {
         "oslo_messaging_notifications": {"driver": ["log"]},
-        "DEFAULT": {"image_tag_quota": 5, "image_property_quota": 4, "image_member_quota": 2},
+        "DEFAULT": {"image_tag_quota": 5, "image_property_quota": 4, "image_member_quota": 2,
+                    "max_json_body_size": JSON_LIMIT},
     }
     pg_name = None
     if request.param == "postgresql":
@@ -211,6 +215,38 @@ def test_bad_json_and_readers(server: ServerProcess) -> None:
         r = c.post("/v2/images", json={"name": "r"})
         assert (r.status_code, message(r)) == (
             403, "You are not authorized to complete add_image action.")
+
+
+def test_json_bodies_over_the_limit_are_413_and_change_nothing(server: ServerProcess) -> None:
+    too_large = (413, f"The request body is larger than the {JSON_LIMIT} bytes accepted "
+                      "for JSON requests.")
+
+    def sized(size: int) -> bytes:   # a create body of exactly ``size`` bytes
+        head = b'{"name": "big", "p": "'
+        return head + b"v" * (size - len(head) - 2) + b'"}'
+
+    def chunked(body: bytes) -> Iterator[bytes]:   # no Content-Length: counted as read
+        for start in range(0, len(body), 4096):
+            yield body[start:start + 4096]
+
+    with as_(server) as c:
+        image_id = create(c, name="small")["id"]
+        before = c.get("/v2/images", params={"limit": 1000}).json()["images"]
+        r = c.post("/v2/images", content=sized(JSON_LIMIT + 1))
+        assert (r.status_code, message(r)) == too_large
+        r = c.post("/v2/images", content=chunked(sized(JSON_LIMIT * 4)))
+        assert (r.status_code, message(r)) == too_large
+        ops = json.dumps([{"op": "add", "path": "/p", "value": "v" * JSON_LIMIT}]).encode()
+        r = c.patch(f"/v2/images/{image_id}", headers={"Content-Type": PATCH},
+                    content=chunked(ops))
+        assert (r.status_code, message(r)) == too_large
+        r = c.post(f"/v2/images/{image_id}/members", content=b" " * JSON_LIMIT + b"{}  ")
+        assert (r.status_code, message(r)) == too_large
+        # the same connection goes on; nothing was created or changed
+        assert c.get("/v2/images", params={"limit": 1000}).json()["images"] == before
+        created = c.post("/v2/images", content=sized(JSON_LIMIT))
+        assert created.status_code == 201, created.text
+        assert len(created.json()["p"]) == JSON_LIMIT - 24
 
 
 def test_nul_characters_and_huge_numbers_get_400_or_a_clamped_filter(

@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from glimpse.api.http_protocol import EXTENSION as READINTO_EXTENSION
-from glimpse.exceptions import ClientDisconnected, Invalid, UnsupportedMediaType
+from glimpse.exceptions import ClientDisconnected, Invalid, TooLarge, UnsupportedMediaType
 from glimpse.runtime import Runtime
 
 OCTET_STREAM = "application/octet-stream"
@@ -27,11 +27,29 @@ def runtime_of(request: Request) -> Runtime:
 
 async def read_json(request: Request, *, empty: str = "Body expected in request.") -> Any:
     """The request body as JSON; Invalid (400) with ``empty`` when there is none,
-    or with Glance's text when it is malformed."""
-    raw = await request.body()
+    or with Glance's text when it is malformed; TooLarge (413) as soon as it is
+    known to exceed ``[DEFAULT] max_json_body_size`` (from Content-Length, or
+    while reading), so that no metadata request holds more than that in memory."""
+    limit = runtime_of(request).conf.max_json_body_size
+    declared = content_length(request)
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         raise Invalid(empty)
     return parse_json(raw)
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"The request body is larger than the {limit} bytes accepted "
+                    "for JSON requests.")
 
 
 _BOM = b"\xef\xbb\xbf"
