@@ -139,6 +139,10 @@ def serve(settings: ServeSettings, channel: socket.socket | None = None
     from uvicorn.server import Server
 
     config = uvicorn_config(settings)
+    if settings.access_log:
+        from glimpse.api.request_id import log_access_with_request_ids
+
+        log_access_with_request_ids()
     server = Server(config) if channel is None else handed_connections_server(config, channel)
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal
     # with the handler it found: make that ours, so that a clean shutdown ends

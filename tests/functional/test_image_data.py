@@ -104,6 +104,7 @@ def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None
     r = upload(server, image_id, data)
     assert r.status_code == 204, r.text
     assert r.content == b""
+    upload_id = r.headers["x-openstack-request-id"]
     image = show(server, image_id)
     assert image["status"] == "active"
     assert image["size"] == len(data)
@@ -117,6 +118,9 @@ def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["content-length"] == str(len(data))
     assert r.headers["content-md5"] == hashlib.md5(data).hexdigest()
+    # the streamed answers carry their request ids too
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+    assert upload_id.startswith("req-") and upload_id != r.headers["x-openstack-request-id"]
     assert store_files(server) == [image_id]
     assert [(t, p, s) for t, p, s in events_of(server, image_id) if t != "image.send"] == [
         ("image.create", "INFO", "queued"),

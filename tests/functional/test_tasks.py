@@ -49,6 +49,8 @@ def test_legacy_import_success(glimpse_server: Any, source: SourceServer) -> Non
         assert resp.headers["location"] == f"{server.url}/v2/tasks/{created['id']}"
         assert created["status"] == "pending" and created["owner"] == PROJECT
         assert created["user_id"] == "user-1" and created["result"] is None
+        # the task keeps the id of the request that created it, as Glance
+        assert created["request_id"] == resp.headers["x-openstack-request-id"]
 
         task = wait_task(client, created["id"])
         assert task["status"] == "success", task

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from glimpse.api import errors, image_data, images, imports, info, members, schemas, tasks, versions
 from glimpse.api.auth import AuthMiddleware
+from glimpse.api.request_id import RequestIdMiddleware
 from glimpse.exceptions import GlimpseError
 from glimpse.runtime import Runtime, build
 
@@ -42,6 +43,7 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
     })
     app.state.runtime = rt
     app.add_middleware(AuthMiddleware, runtime=rt)
+    app.add_middleware(RequestIdMiddleware)   # added last: runs first, around auth
     return app
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import uuid
 from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from glimpse.api.request_id import request_id_of
 from glimpse.auth.context import RequestContext
 from glimpse.runtime import Runtime
 
@@ -53,7 +53,8 @@ def client_address(scope: Scope, headers: dict[str, str], trusted_proxies: froze
     return address
 
 
-def noauth_context(headers: dict[str, str], runtime: Runtime, remote: str) -> RequestContext:
+def noauth_context(headers: dict[str, str], runtime: Runtime, remote: str,
+                   request_id: str) -> RequestContext:
     conf = runtime.conf
     project = headers.get("x-project-id") or headers.get("x-tenant-id")
     user = headers.get("x-user-id")
@@ -62,14 +63,10 @@ def noauth_context(headers: dict[str, str], runtime: Runtime, remote: str) -> Re
         return RequestContext(project_id=conf.glimpse.default_project_id,
                               user_id=conf.glimpse.default_user_id,
                               roles=frozenset(conf.glimpse.default_roles),
-                              request_id=_request_id(), remote_address=remote)
+                              request_id=request_id, remote_address=remote)
     roles = frozenset(r.strip().lower() for r in (roles_header or "").split(",") if r.strip())
     return RequestContext(project_id=project, user_id=user, roles=roles,
-                          request_id=_request_id(), remote_address=remote)
-
-
-def _request_id() -> str:
-    return f"req-{uuid.uuid4()}"
+                          request_id=request_id, remote_address=remote)
 
 
 def presented_token(headers: dict[str, str]) -> str | None:
@@ -131,11 +128,12 @@ class AuthMiddleware:
                               headers.get("accept", ""))
             return
         remote = client_address(scope, headers, self.trusted_proxies)
+        rid = request_id_of(scope)
         if self.strategy == "noauth":
-            context = noauth_context(headers, self.runtime, remote)
+            context = noauth_context(headers, self.runtime, remote, rid)
         elif scope["path"] in OPEN_PATHS:
             context = RequestContext(project_id=None, user_id=None, roles=frozenset(),
-                                     request_id=_request_id(), remote_address=remote)
+                                     request_id=rid, remote_address=remote)
         elif self.strategy == "token-file":
             entry = self.tokens.lookup(presented_token(headers))
             if entry is None:
@@ -145,7 +143,7 @@ class AuthMiddleware:
                                   headers.get("accept", ""))
                 return
             context = RequestContext(project_id=entry.project, user_id=entry.user,
-                                     roles=frozenset(entry.roles), request_id=_request_id(),
+                                     roles=frozenset(entry.roles), request_id=rid,
                                      remote_address=remote)
         else:
             from glimpse.api.keystone_auth import Identity
@@ -158,7 +156,7 @@ class AuthMiddleware:
                                   headers.get("accept", ""))
                 return
             context = RequestContext(project_id=result.project_id, user_id=result.user_id,
-                                     roles=result.roles, request_id=_request_id(),
+                                     roles=result.roles, request_id=rid,
                                      remote_address=remote)
         scope.setdefault("state", {})["context"] = context
         await self.app(scope, receive, send)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from glimpse import exceptions as exc
+from glimpse.api.request_id import HEADER, request_id_of
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ async def handle_glimpse_error(request: Request, error: Exception) -> Response:
     if isinstance(error, exc.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.size}"
     if status >= 500:
-        LOG.error("%s %s failed: %s", request.method, request.url.path, error.message)
+        LOG.error("%s %s failed: %s (%s)", request.method, request.url.path, error.message,
+                  request_id_of(request.scope))
         message = "The server could not complete the request (see the service log)."
         if isinstance(error, exc.StoragePermissionDenied):
             message = error.message
@@ -107,9 +109,12 @@ async def handle_http_error(request: Request, error: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
-    LOG.exception("Unhandled error on %s %s", request.method, request.url.path)
+    """Starlette's last resort, answered from outside RequestIdMiddleware: the
+    request id header is added here."""
+    rid = request_id_of(request.scope)
+    LOG.exception("Unhandled error on %s %s (%s)", request.method, request.url.path, rid)
     return error_response(500, "The server could not complete the request.",
-                          accept=_accept(request))
+                          {HEADER: rid}, accept=_accept(request))
 
 
 def _accept(request: Request) -> str:
