@@ -142,7 +142,8 @@ def test_property_protections(glimpse_server: Callable[..., Any], tmp_path: Path
                             json={"name": "m", "x_admin_flag": "1"})
         assert refused.status_code == 403, refused.text
         created = http.post("/v2/images", headers=admin,
-                            json={"name": "a", "x_admin_flag": "secret", "plain": "1"})
+                            json={"name": "a", "x_admin_flag": "secret", "plain": "1",
+                                  "disk_format": "raw", "container_format": "bare"})
         assert created.status_code == 201, created.text
         image_id = created.json()["id"]
         assert created.json()["x_admin_flag"] == "secret"
