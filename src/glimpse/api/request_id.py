@@ -48,7 +48,7 @@ class RequestIdMiddleware:
             return
         rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
-        current.set(rid)   # not reset: the 500 answered outside still logs it
+        current.set(rid)   # not reset: the access line of a 500 answered outside has it
         header = (HEADER.encode(), rid.encode())
 
         async def send_with_id(message: Message) -> None:
