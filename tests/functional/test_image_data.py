@@ -177,6 +177,11 @@ def test_status_rules(server: ServerProcess) -> None:
             r = c.request(method, f"/v2/images/{image_id}/file")
             assert r.status_code == 405, method
             assert sorted(r.headers["allow"].split(", ")) == ["GET", "PUT"]
+            if method != "HEAD":
+                assert r.json()["message"] == (
+                    f"The method {method} is not allowed for this resource.")
+        r = c.get(f"/v2/images/{image_id}/files")
+        assert (r.status_code, r.json()["message"]) == (404, "The resource could not be found.")
         r = c.put(f"/v2/images/{image_id}/file", content=b"x",
                   headers={"Content-Type": "text/plain"})
         assert r.status_code == 415

@@ -103,8 +103,15 @@ async def handle_glimpse_error(request: Request, error: Exception) -> Response:
 
 
 async def handle_http_error(request: Request, error: Exception) -> Response:
+    """The router's own answers (no such route, method not allowed) with webob's texts,
+    which Glance's clients show; any other HTTPException with its detail."""
     assert isinstance(error, HTTPException)
-    return error_response(error.status_code, error.detail or TITLES.get(error.status_code, ""),
+    detail = error.detail
+    if error.status_code == 404 and detail == TITLES[404]:
+        detail = "The resource could not be found."
+    elif error.status_code == 405 and detail == TITLES[405]:
+        detail = f"The method {request.method} is not allowed for this resource."
+    return error_response(error.status_code, detail or TITLES.get(error.status_code, ""),
                           dict(error.headers or {}), accept=_accept(request))
 
 
