@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, false, select
 from glimpse import config
 from glimpse.auth import policy
 from glimpse.auth.context import RequestContext
-from glimpse.db import images_repo
+from glimpse.db import image_lists, images_repo
 from glimpse.runtime import build
 from glimpse.services import access, image_query
 from glimpse.services import images as svc
@@ -116,7 +116,7 @@ def main() -> None:
         listed = request()
         listed.query.scope = access.list_scope(CTX)
         listed.query.scope_params = access.scope_params(CTX)
-        images_repo.list_images(conn, listed.query)
+        image_lists.list_images(conn, listed.query)
         conn.connection.driver_connection.set_trace_callback(None)
     sql = next(s for s, _ in statements if "ORDER BY" in s)   # values inlined by the trace
     params: tuple[Any, ...] = ()

@@ -1,19 +1,17 @@
-"""Image and member repository: the only module that reads and writes image rows.
+"""Image and member repository: the only module that writes image rows.
 
 Every function takes the caller's ``Connection`` in a transaction (from
 ``Database.write()`` or, for the read functions, ``Database.read()``) and never
 commits: the caller's transaction decides.
 Functions return and accept domain objects (:class:`glimpse.domain.image.Image`,
 :class:`glimpse.domain.member.Member`); tags and properties are loaded with the
-image. Visibility is *not* checked here: ``glimpse.services.access`` does that
-and hands list queries a SQL predicate (``ImageQuery.scope``).
+image. Visibility is *not* checked here: ``glimpse.services.access`` does that.
+Lists of images are :mod:`glimpse.db.image_lists`, which reads rows with
+:func:`images_of` and their children with :func:`load_children`.
 
-Lists are done in SQL: filters, sorting and marker paging in one query for the
-rows, then one batched query each for their tags and properties (no N+1).
-
-The reads (``get``, ``exists_any``, ``list_images`` and the children of
-images) and the writes of ``add``/``update`` are SQLAlchemy statements built
-once. On SQLite they run as their
+The reads (``get``, ``exists_any``, the pages of ``image_lists`` and the
+children of images) and the writes of ``add``/``update`` are SQLAlchemy
+statements built once. On SQLite they run as their
 compiled text straight on the sqlite3 connection of the caller's transaction,
 with SQLAlchemy's own bind and result converters (:mod:`glimpse.db.sqlite_direct`): the
 execution machinery around these sub-0.1 ms queries cost ~10x the queries.
@@ -25,26 +23,18 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import (
-    BigInteger,
-    Integer,
     Select,
-    and_,
-    asc,
     bindparam,
     delete,
-    desc,
-    exists,
     false,
     func,
     insert,
     literal,
     null,
-    or_,
     select,
     text,
     union_all,
@@ -56,7 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from glimpse.db import models, sqlite_direct
 from glimpse.domain.image import DELETED, KILLED, Image
 from glimpse.domain.member import Member
-from glimpse.exceptions import Invalid, NotFound
+from glimpse.exceptions import NotFound
 
 _images = models.images
 _props = models.image_properties
@@ -64,53 +54,11 @@ _tags = models.image_tags
 _members = models.image_members
 
 # Columns copied between the ``images`` table and Image one to one.
-_COLUMNS: Final = (
+COLUMNS: Final = (
     "id", "name", "status", "visibility", "owner", "disk_format", "container_format",
     "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "min_disk",
     "min_ram", "protected", "os_hidden", "location", "created_at", "updated_at", "deleted_at",
 )
-
-# Keys a list may be sorted and filtered by (Glance's image columns).
-SORT_KEYS: Final = frozenset({
-    "name", "status", "container_format", "disk_format", "size", "id", "created_at",
-    "updated_at", "visibility", "owner", "min_disk", "min_ram", "virtual_size",
-    "protected", "os_hidden", "checksum", "os_hash_algo", "os_hash_value",
-})
-OPERATORS: Final = frozenset({"eq", "neq", "in", "gt", "gte", "lt", "lte"})
-
-
-@dataclass(frozen=True)
-class AttrFilter:
-    """``<column> <op> <value>``; ``value`` is a list for ``in``. ``column`` in SORT_KEYS."""
-
-    column: str
-    op: str
-    value: Any
-
-
-@dataclass
-class ImageQuery:
-    """What ``list_images`` returns: rows in ``scope`` matching every filter.
-
-    ``scope`` is the visibility predicate from ``services.access.list_scope``
-    (None: every image) and ``scope_params`` the values of its bound parameters.
-    ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at`` and ``id`` are
-    appended in ``default_dir`` (as Glance) so that the order is total and
-    marker paging is exact. NULLs sort as the type's empty value.
-    ``marker`` is the id of the last image of the previous page; it must exist
-    (not deleted) or ``list_images`` raises NotFound.
-    """
-
-    scope: ColumnElement[bool] | None = None
-    scope_params: dict[str, Any] = field(default_factory=dict)
-    filters: list[AttrFilter] = field(default_factory=list)
-    properties: dict[str, str] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    sort: list[tuple[str, str]] = field(default_factory=lambda: [("created_at", "desc")])
-    default_dir: str = "desc"
-    limit: int | None = None
-    marker: str | None = None
-
 
 # -- images -------------------------------------------------------------------------------
 
@@ -120,9 +68,9 @@ def _is_postgres(session: Connection) -> bool:
 
 # Statements built once (their SQL is compiled once per dialect and cached):
 # building SQLAlchemy expressions costs more than running these small queries.
-_IMAGE_COLUMNS = [_images.c[name] for name in _COLUMNS]
-_GET = select(*_IMAGE_COLUMNS).where(_images.c.id == bindparam("id"))
-_GET_LIVE = _GET.where(_images.c.deleted == false())
+IMAGE_COLUMNS = [_images.c[name] for name in COLUMNS]
+_GET = select(*IMAGE_COLUMNS).where(_images.c.id == bindparam("id"))
+GET_LIVE = _GET.where(_images.c.deleted == false())
 _EXISTS = select(literal(1)).where(_images.c.id == bindparam("id"))
 _INSERT_IMAGE = insert(_images)
 _INSERT_TAG = insert(_tags)
@@ -162,7 +110,7 @@ def _children_statement(count: int) -> Select[Any]:
 
 def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
     found = []
-    for i, column in enumerate(_IMAGE_COLUMNS):
+    for i, column in enumerate(IMAGE_COLUMNS):
         dialect = sqlite_direct.SQLITE
         convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if convert is not None:
@@ -174,8 +122,8 @@ def _result_converters() -> tuple[tuple[int, Callable[[Any], Any]], ...]:
 _SQLITE_RESULT_CONVERTERS: Final = _result_converters()
 
 
-def _images_of(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Image]:
-    """Images (without tags and properties) from a SELECT of ``_IMAGE_COLUMNS``."""
+def images_of(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Image]:
+    """Images (without tags and properties) from a SELECT of ``IMAGE_COLUMNS``."""
     raw = sqlite_direct.sqlite_connection(session)
     prepared = sqlite_direct.cached(stmt) if raw is not None else None
     if raw is None or prepared is None:
@@ -194,17 +142,17 @@ def _images_of(session: Connection, stmt: Any, params: dict[str, Any]) -> list[I
 
 
 def _row_to_image(row: Any) -> Image:
-    """``row`` holds the columns of ``_COLUMNS`` in that order."""
-    return Image(**dict(zip(_COLUMNS, row, strict=True)))
+    """``row`` holds the columns of ``COLUMNS`` in that order."""
+    return Image(**dict(zip(COLUMNS, row, strict=True)))
 
 
 def _image_values(image: Image) -> dict[str, Any]:
-    values = {name: getattr(image, name) for name in _COLUMNS}
+    values = {name: getattr(image, name) for name in COLUMNS}
     values["deleted"] = image.status == DELETED
     return values
 
 
-def _load_children(session: Connection, images: Sequence[Image]) -> None:
+def load_children(session: Connection, images: Sequence[Image]) -> None:
     """Fill ``tags`` and ``properties`` of ``images``: one query (tags UNION ALL
     properties) per CHILDREN_CHUNK images."""
     if not images:
@@ -233,19 +181,19 @@ def get(session: Connection, image_id: str, *, for_update: bool = False,
     ``include_deleted``). ``for_update`` locks the row until the transaction ends
     (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite write transactions already
     hold the database lock)."""
-    stmt = _GET if include_deleted else _GET_LIVE
+    stmt = _GET if include_deleted else GET_LIVE
     if for_update and _is_postgres(session):
         stmt = _GET_FOR_UPDATE if include_deleted else _GET_LIVE_FOR_UPDATE
-    found = _images_of(session, stmt, {"id": image_id})
+    found = images_of(session, stmt, {"id": image_id})
     if not found:
         return None
     image = found[0]
-    _load_children(session, [image])
+    load_children(session, [image])
     return image
 
 
 _GET_FOR_UPDATE = _GET.with_for_update()
-_GET_LIVE_FOR_UPDATE = _GET_LIVE.with_for_update()
+_GET_LIVE_FOR_UPDATE = GET_LIVE.with_for_update()
 
 
 def exists_any(session: Connection, image_id: str) -> bool:
@@ -329,175 +277,6 @@ def usage(session: Connection, project_id: str, *, exclude_image_id: str | None 
     if exclude_image_id is not None:
         stmt = stmt.where(_images.c.id != exclude_image_id)
     return int(session.scalar(stmt) or 0)
-
-
-# -- lists --------------------------------------------------------------------------------
-
-_DEFAULTS: Final[dict[str, Any]] = {"name": "", "disk_format": "", "container_format": "",
-                                    "owner": "", "checksum": "", "os_hash_algo": "",
-                                    "os_hash_value": "", "size": 0, "virtual_size": 0}
-
-
-def _sort_expr(key: str) -> ColumnElement[Any]:
-    """The column, NULLs read as the type's empty value so both databases order alike
-    and marker comparisons never meet a NULL (as Glance's paginate query)."""
-    column = _images.c[key]
-    if key in _DEFAULTS:
-        return func.coalesce(column, _DEFAULTS[key])
-    return column
-
-
-def _filter_clause(f: AttrFilter, name: str) -> ColumnElement[bool]:
-    """``f`` as SQL whose value is the bound parameter ``name`` (a list for ``in``)."""
-    if f.column not in SORT_KEYS:
-        raise Invalid(f"Unknown filter {f.column!r}")
-    column = _images.c[f.column]
-    if f.op == "in":
-        return column.in_(bindparam(name, expanding=True))
-    value = bindparam(name, type_=column.type)
-    if f.op == "eq":
-        return column == value
-    if f.op == "neq":
-        return or_(column != value, column.is_(None))
-    if f.op == "gt":
-        return column > value
-    if f.op == "gte":
-        return column >= value
-    if f.op == "lt":
-        return column < value
-    if f.op == "lte":
-        return column <= value
-    raise Invalid(f"Unable to filter by unknown operator '{f.op}'.")
-
-
-def _marker_clause(sort: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
-    """Rows strictly after the marker row (values bound as ``m0``, ``m1``, ...) in
-    ``sort`` order (lexicographic, as Glance's paginate query)."""
-    criteria = []
-    for i, (key, direction) in enumerate(sort):
-        parts: list[ColumnElement[bool]] = []
-        for j, (prev_key, _) in enumerate(sort[:i]):
-            parts.append(_sort_expr(prev_key) == bindparam(f"m{j}",
-                                                           type_=_images.c[prev_key].type))
-        expr, value = _sort_expr(key), bindparam(f"m{i}", type_=_images.c[key].type)
-        parts.append(expr < value if direction == "desc" else expr > value)
-        criteria.append(and_(*parts))
-    return or_(*criteria)
-
-
-def _marker_value(key: str, marker_row: Any) -> Any:
-    value = getattr(marker_row, key)
-    return _DEFAULTS.get(key) if value is None else value
-
-
-def _full_sort(query: ImageQuery) -> list[tuple[str, str]]:
-    sort = list(query.sort) or [("created_at", query.default_dir)]
-    for key, _ in sort:
-        if key not in SORT_KEYS:
-            raise Invalid(f"Invalid sort key: {key}")
-    keys = {k for k, _ in sort}
-    for key in ("created_at", "id"):
-        if key not in keys:
-            sort.append((key, query.default_dir))
-    return sort
-
-
-_Shape = tuple[Any, ...]
-
-
-def _shape(query: ImageQuery, sort: list[tuple[str, str]]) -> _Shape:
-    """What determines the SQL of a list (values excluded): the cache key."""
-    scope = None if query.scope is None else id(query.scope)
-    return (scope, tuple((f.column, f.op) for f in query.filters), len(query.properties),
-            len(query.tags), tuple(sort), query.marker is not None, query.limit is not None)
-
-
-_STATEMENTS: dict[_Shape, tuple[Select[Any], ColumnElement[bool] | None]] = {}
-_MAX_STATEMENTS: Final = 512
-
-
-def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[Any]:
-    """The list's SELECT with every value a bound parameter, built once per shape.
-
-    Building SQLAlchemy expressions and their cache keys costs more than running
-    the query; lists of one shape (the common case: the default list) reuse the
-    statement object. The cache keeps a reference to ``query.scope`` so that
-    the ``id()`` in the shape stays unique (``access.list_scope`` returns one
-    object per scope kind anyway).
-    """
-    shape = _shape(query, sort)
-    cached = _STATEMENTS.get(shape)
-    if cached is not None:
-        return cached[0]
-    stmt = select(*_IMAGE_COLUMNS).where(_images.c.deleted == false(), _images.c.status != KILLED)
-    if query.scope is not None:
-        stmt = stmt.where(query.scope)
-    for i, f in enumerate(query.filters):
-        stmt = stmt.where(_filter_clause(f, f"f{i}"))
-    for i in range(len(query.properties)):
-        stmt = stmt.where(exists().where(_props.c.image_id == _images.c.id,
-                                         _props.c.name == bindparam(f"pn{i}"),
-                                         _props.c.value == bindparam(f"pv{i}")))
-    for i in range(len(query.tags)):
-        stmt = stmt.where(exists().where(_tags.c.image_id == _images.c.id,
-                                         _tags.c.value == bindparam(f"t{i}")))
-    if query.marker is not None:
-        stmt = stmt.where(_marker_clause(sort))
-    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
-    if query.limit is not None:
-        stmt = stmt.limit(bindparam("page_limit", type_=Integer()))
-    if len(_STATEMENTS) >= _MAX_STATEMENTS:
-        _STATEMENTS.clear()
-    _STATEMENTS[shape] = (stmt, query.scope)
-    return stmt
-
-
-def _in_range(column: str, value: Any) -> Any:
-    """A filter operand of an integer ``column`` clamped to what the column holds
-    (BigInteger 64 bits, Integer 32): a bound beyond it selects the same rows, and
-    the database would refuse the number itself. Other values as they are."""
-    column_type = _images.c[column].type
-    if isinstance(value, bool) or not isinstance(value, int) or not isinstance(
-            column_type, Integer):
-        return value
-    bound = 2 ** (63 if isinstance(column_type, BigInteger) else 31)
-    return min(max(value, -bound), bound - 1)
-
-
-def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
-                 marker_row: Any) -> dict[str, Any]:
-    params: dict[str, Any] = dict(query.scope_params)
-    for i, f in enumerate(query.filters):
-        params[f"f{i}"] = list(f.value) if f.op == "in" else _in_range(f.column, f.value)
-    for i, (name, value) in enumerate(query.properties.items()):
-        params[f"pn{i}"], params[f"pv{i}"] = name, value
-    for i, tag in enumerate(query.tags):
-        params[f"t{i}"] = tag
-    if marker_row is not None:
-        for i, (key, _) in enumerate(sort):
-            params[f"m{i}"] = _marker_value(key, marker_row)
-    if query.limit is not None:
-        params["page_limit"] = query.limit
-    return params
-
-
-def list_images(session: Connection, query: ImageQuery) -> list[Image]:
-    """One page of images (with tags and properties), in ``query.sort`` order.
-
-    Raises Invalid for an unknown sort or filter key, NotFound when the marker
-    image does not exist (the API answers 400 for both, as Glance).
-    """
-    sort = _full_sort(query)
-    marker_row = None
-    if query.marker is not None:
-        found = _images_of(session, _GET_LIVE, {"id": query.marker})
-        if not found:
-            raise NotFound(f"No image found with ID {query.marker}")
-        marker_row = found[0]
-    stmt = _list_statement(query, sort)
-    images = _images_of(session, stmt, _list_params(query, sort, marker_row))
-    _load_children(session, images)
-    return images
 
 
 # -- members ------------------------------------------------------------------------------

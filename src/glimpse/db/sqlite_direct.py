@@ -109,7 +109,7 @@ def sqlite_connection(connection: Connection) -> Any | None:
 
 def rows(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Any]:
     """Rows of ``stmt`` as tuples (on SQLite the values are not converted: the
-    caller converts what it needs, see ``images_repo._images_of``)."""
+    caller converts what it needs, see ``images_repo.images_of``)."""
     raw = sqlite_connection(session)
     prepared = cached(stmt) if raw is not None else None
     if raw is None or prepared is None:

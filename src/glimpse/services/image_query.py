@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from glimpse.db.images_repo import AttrFilter, ImageQuery
+from glimpse.db.image_lists import AttrFilter, ImageQuery
 from glimpse.exceptions import Invalid
 
 SORT_KEYS: Final = ("name", "status", "container_format", "disk_format", "size", "id",

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
-from glimpse.db import images_repo
+from glimpse.db import image_lists, images_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, DEACTIVATED, Image
 from glimpse.exceptions import (
@@ -190,7 +190,7 @@ def list_images(runtime: Runtime, ctx: RequestContext,
             except NotFound as error:
                 raise Invalid(error.message) from None
         try:
-            images = images_repo.list_images(session, query)
+            images = image_lists.list_images(session, query)
         except NotFound as error:
             raise Invalid(error.message) from None
     next_marker = images[-1].id if images and len(images) == request.limit else None

@@ -1,38 +1,24 @@
-"""The image repository against both databases: round trips, lists, paging, members."""
+"""The image repository against both databases: round trips, members, and the
+SQLite driver path (reads through sqlite3 equal reads through SQLAlchemy)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from glimpse.auth.context import RequestContext
+from glimpse.db import image_lists, migrate, sqlite_direct
 from glimpse.db import images_repo as repo
-from glimpse.db import migrate, sqlite_direct
 from glimpse.db.engine import Database
-from glimpse.db.images_repo import AttrFilter, ImageQuery
+from glimpse.db.image_lists import AttrFilter, ImageQuery
 from glimpse.domain.image import Image
 from glimpse.domain.member import Member
-from glimpse.exceptions import Invalid, NotFound
+from glimpse.exceptions import NotFound
 from glimpse.services import access
-
-T0 = datetime(2026, 1, 1, 12, 0, 0)
-
-
-def make(n: int, **kw: object) -> Image:
-    values: dict[str, object] = {
-        "id": str(uuid.UUID(int=n)), "owner": "p1", "name": f"img{n}",
-        "created_at": T0 + timedelta(seconds=n), "updated_at": T0 + timedelta(seconds=n)}
-    values.update(kw)
-    return Image(**values)  # type: ignore[arg-type]
-
-
-def ids(images: list[Image]) -> list[int]:
-    return [uuid.UUID(i.id).int for i in images]
+from tests.unit.db.factories import T0, make, seed
 
 
 def test_round_trip_with_tags_and_properties(db: Database) -> None:
@@ -108,90 +94,6 @@ def test_usage_sums_live_images_of_project(db: Database) -> None:
         assert repo.usage(s, "nobody") == 0
 
 
-def _seed(db: Database) -> None:
-    with db.write() as s:
-        for n in range(1, 8):
-            repo.add(s, make(n, size=n * 10, tags={"even"} if n % 2 == 0 else {"odd"},
-                             properties={"mod3": str(n % 3)},
-                             disk_format="qcow2" if n < 4 else "raw"))
-
-
-def test_default_order_and_marker_paging(db: Database) -> None:
-    _seed(db)
-    with db.read() as s:
-        assert ids(repo.list_images(s, ImageQuery())) == [7, 6, 5, 4, 3, 2, 1]
-        page1 = repo.list_images(s, ImageQuery(limit=3))
-        page2 = repo.list_images(s, ImageQuery(limit=3, marker=page1[-1].id))
-        page3 = repo.list_images(s, ImageQuery(limit=3, marker=page2[-1].id))
-    assert ids(page1) == [7, 6, 5] and ids(page2) == [4, 3, 2] and ids(page3) == [1]
-
-
-def test_multi_key_sort_with_nulls_and_paging(db: Database) -> None:
-    with db.write() as s:
-        for n, name in enumerate(["b", None, "a", "b", None, "a"], start=1):
-            repo.add(s, make(n, name=name))
-    sort = [("name", "asc"), ("id", "desc")]
-    with db.read() as s:
-        full = ids(repo.list_images(s, ImageQuery(sort=sort, default_dir="asc")))
-        assert full == [5, 2, 6, 3, 4, 1]
-        seen: list[int] = []
-        marker = None
-        while True:
-            page = repo.list_images(s, ImageQuery(sort=sort, limit=2, marker=marker))
-            if not page:
-                break
-            seen += ids(page)
-            marker = page[-1].id
-    assert seen == full
-
-
-def test_filters_tags_properties(db: Database) -> None:
-    _seed(db)
-    with db.read() as s:
-        q = ImageQuery(tags=["even"])
-        assert ids(repo.list_images(s, q)) == [6, 4, 2]
-        q = ImageQuery(properties={"mod3": "1"})
-        assert ids(repo.list_images(s, q)) == [7, 4, 1]
-        q = ImageQuery(filters=[AttrFilter("size", "gte", 30), AttrFilter("size", "lte", 50),
-                                AttrFilter("disk_format", "in", ["raw"])])
-        assert ids(repo.list_images(s, q)) == [5, 4]
-        q = ImageQuery(filters=[AttrFilter("created_at", "lt", T0 + timedelta(seconds=3))])
-        assert ids(repo.list_images(s, q)) == [2, 1]
-        q = ImageQuery(filters=[AttrFilter("name", "neq", "img1")], tags=["odd"])
-        assert ids(repo.list_images(s, q)) == [7, 5, 3]
-
-
-def test_bad_sort_key_and_marker(db: Database) -> None:
-    _seed(db)
-    with db.read() as s:
-        with pytest.raises(Invalid):
-            repo.list_images(s, ImageQuery(sort=[("location", "asc")]))
-        with pytest.raises(NotFound):
-            repo.list_images(s, ImageQuery(marker=str(uuid.uuid4())))
-
-
-def test_list_loads_children_in_batches(db: Database) -> None:
-    _seed(db)
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        with db.read() as s:
-            if db.dialect == "sqlite":   # reads run on the driver connection there
-                s.connection.driver_connection.set_trace_callback(statements.append)
-            images = repo.list_images(s, ImageQuery())
-            if db.dialect == "sqlite":
-                s.connection.driver_connection.set_trace_callback(None)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    assert len(images) == 7 and all(i.properties for i in images)
-    selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 2  # the rows, then their tags and properties in one query
-
-
 def test_members_crud(db: Database) -> None:
     with db.write() as s:
         repo.add(s, make(1, visibility="shared"))
@@ -216,57 +118,13 @@ def test_members_crud(db: Database) -> None:
         assert repo.get_member(s, image_id, "p2") is None
 
 
-def ctx(project: str | None, *roles: str) -> RequestContext:
-    return RequestContext(project_id=project, user_id="u", roles=frozenset(roles or ("member",)))
-
-
-def test_list_scope_follows_glance_rules(db: Database) -> None:
-    with db.write() as s:
-        repo.add(s, make(1, visibility="private"))
-        repo.add(s, make(2, visibility="public", owner="p9"))
-        repo.add(s, make(3, visibility="community", owner="p9"))
-        repo.add(s, make(4, visibility="shared", owner="p9"))
-        repo.add(s, make(5, visibility="shared", owner="p9"))
-        repo.add(s, make(6, visibility="private", owner="p9"))
-        repo.add(s, make(7, visibility="community"))
-        repo.add_member(s, Member(make(4).id, "p1", status="accepted", created_at=T0,
-                                  updated_at=T0))
-        repo.add_member(s, Member(make(5).id, "p1", status="pending", created_at=T0,
-                                  updated_at=T0))
-
-    def listed(c: RequestContext, **kw: str) -> list[int]:
-        with db.read() as s:
-            query = ImageQuery(scope=access.list_scope(c, **kw),
-                               scope_params=access.scope_params(c))
-            return sorted(ids(repo.list_images(s, query)))
-
-    p1 = ctx("p1")
-    assert listed(p1) == [1, 2, 4, 7]
-    assert listed(p1, visibility="community") == [3, 7]
-    assert listed(p1, member_status="pending") == [1, 2, 5, 7]
-    assert listed(p1, member_status="all") == [1, 2, 4, 5, 7]
-    assert listed(p1, visibility="shared", member_status="all") == [4, 5]
-    assert listed(p1, visibility="all") == [1, 2, 3, 4, 7]
-    assert listed(ctx("p5")) == [2]
-    assert listed(ctx("p5", "admin")) == [1, 2, 4, 5, 6]  # others' community: only when asked
-    assert listed(ctx("p5", "admin"), visibility="all") == [1, 2, 3, 4, 5, 6, 7]
-
-    with db.read() as s:
-        for n in (1, 2, 3, 4, 5, 7):
-            assert access.get_visible_image(s, p1, make(n).id).id == make(n).id
-        with pytest.raises(NotFound):
-            access.get_visible_image(s, p1, make(6).id)
-        with pytest.raises(NotFound):
-            access.get_visible_image(s, ctx("p5"), make(4).id)
-
-
 def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite reads run as compiled text on the driver connection: same images, same
     types (datetimes, booleans), whatever the filters, than through SQLAlchemy."""
     database = Database(f"sqlite:///{tmp_path}/raw.sqlite")
     migrate.upgrade(database.engine)
-    _seed(database)
+    seed(database)
     with database.write() as s:
         repo.add(s, make(9, protected=True, os_hidden=True, deleted_at=T0, status="active",
                          visibility="public", tags={"a", "b"}, properties={"p": "q"}))
@@ -287,7 +145,7 @@ def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
             got: list[object] = [repo.get(s, make(9).id), repo.get(s, make(1).id),
                                  repo.get(s, "nope"), repo.exists_any(s, make(2).id),
                                  repo.exists_any(s, "nope")]
-            got += [repo.list_images(s, q) for q in queries]
+            got += [image_lists.list_images(s, q) for q in queries]
         return got
 
     fast = reads()
@@ -302,7 +160,7 @@ def test_sqlite_driver_reads_equal_sqlalchemy_reads(tmp_path: Path,
 
 
 def test_reads_in_a_write_transaction_equal_reads_in_a_read_transaction(db: Database) -> None:
-    _seed(db)
+    seed(db)
     with db.write() as s:
         repo.add(s, make(9, visibility="shared"))
         repo.add_member(s, Member(make(9).id, "p2", created_at=T0, updated_at=T0))
@@ -311,7 +169,7 @@ def test_reads_in_a_write_transaction_equal_reads_in_a_read_transaction(db: Data
     def reads(session: Connection) -> list[object]:
         return [repo.get(session, make(3).id), repo.exists_any(session, make(4).id),
                 access.get_visible_image(session, ctx, make(9).id),
-                repo.list_images(session, ImageQuery(limit=4, marker=make(6).id)),
+                image_lists.list_images(session, ImageQuery(limit=4, marker=make(6).id)),
                 repo.get_member(session, make(9).id, "p2")]
 
     with db.read() as connection:

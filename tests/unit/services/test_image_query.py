@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from glimpse.db.images_repo import AttrFilter
+from glimpse.db.image_lists import AttrFilter
 from glimpse.exceptions import Invalid
 from glimpse.services.image_query import links, parse_list_params, split_in_list
 

@@ -1,0 +1,250 @@
+"""Image lists: Glance's filters, sorting and marker paging, in SQL.
+
+A page is one query for its rows, then one batched query for their tags and
+properties (:func:`glimpse.db.images_repo.load_children`: no N+1). Visibility
+is *not* decided here: ``glimpse.services.access`` hands the query a SQL
+predicate (``ImageQuery.scope``). Like the rest of ``glimpse.db``, nothing here
+commits: the caller's transaction decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    and_,
+    asc,
+    bindparam,
+    desc,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from glimpse.db import models
+from glimpse.db.images_repo import GET_LIVE, IMAGE_COLUMNS, images_of, load_children
+from glimpse.domain.image import KILLED, Image
+from glimpse.exceptions import Invalid, NotFound
+
+_images = models.images
+_props = models.image_properties
+_tags = models.image_tags
+
+# Keys a list may be sorted and filtered by (Glance's image columns).
+SORT_KEYS: Final = frozenset({
+    "name", "status", "container_format", "disk_format", "size", "id", "created_at",
+    "updated_at", "visibility", "owner", "min_disk", "min_ram", "virtual_size",
+    "protected", "os_hidden", "checksum", "os_hash_algo", "os_hash_value",
+})
+OPERATORS: Final = frozenset({"eq", "neq", "in", "gt", "gte", "lt", "lte"})
+
+
+@dataclass(frozen=True)
+class AttrFilter:
+    """``<column> <op> <value>``; ``value`` is a list for ``in``. ``column`` in SORT_KEYS."""
+
+    column: str
+    op: str
+    value: Any
+
+
+@dataclass
+class ImageQuery:
+    """What ``list_images`` returns: rows in ``scope`` matching every filter.
+
+    ``scope`` is the visibility predicate from ``services.access.list_scope``
+    (None: every image) and ``scope_params`` the values of its bound parameters.
+    ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at`` and ``id`` are
+    appended in ``default_dir`` (as Glance) so that the order is total and
+    marker paging is exact. NULLs sort as the type's empty value.
+    ``marker`` is the id of the last image of the previous page; it must exist
+    (not deleted) or ``list_images`` raises NotFound.
+    """
+
+    scope: ColumnElement[bool] | None = None
+    scope_params: dict[str, Any] = field(default_factory=dict)
+    filters: list[AttrFilter] = field(default_factory=list)
+    properties: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    sort: list[tuple[str, str]] = field(default_factory=lambda: [("created_at", "desc")])
+    default_dir: str = "desc"
+    limit: int | None = None
+    marker: str | None = None
+
+
+
+_DEFAULTS: Final[dict[str, Any]] = {"name": "", "disk_format": "", "container_format": "",
+                                    "owner": "", "checksum": "", "os_hash_algo": "",
+                                    "os_hash_value": "", "size": 0, "virtual_size": 0}
+
+
+def _sort_expr(key: str) -> ColumnElement[Any]:
+    """The column, NULLs read as the type's empty value so both databases order alike
+    and marker comparisons never meet a NULL (as Glance's paginate query)."""
+    column = _images.c[key]
+    if key in _DEFAULTS:
+        return func.coalesce(column, _DEFAULTS[key])
+    return column
+
+
+def _filter_clause(f: AttrFilter, name: str) -> ColumnElement[bool]:
+    """``f`` as SQL whose value is the bound parameter ``name`` (a list for ``in``)."""
+    if f.column not in SORT_KEYS:
+        raise Invalid(f"Unknown filter {f.column!r}")
+    column = _images.c[f.column]
+    if f.op == "in":
+        return column.in_(bindparam(name, expanding=True))
+    value = bindparam(name, type_=column.type)
+    if f.op == "eq":
+        return column == value
+    if f.op == "neq":
+        return or_(column != value, column.is_(None))
+    if f.op == "gt":
+        return column > value
+    if f.op == "gte":
+        return column >= value
+    if f.op == "lt":
+        return column < value
+    if f.op == "lte":
+        return column <= value
+    raise Invalid(f"Unable to filter by unknown operator '{f.op}'.")
+
+
+def _marker_clause(sort: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    """Rows strictly after the marker row (values bound as ``m0``, ``m1``, ...) in
+    ``sort`` order (lexicographic, as Glance's paginate query)."""
+    criteria = []
+    for i, (key, direction) in enumerate(sort):
+        parts: list[ColumnElement[bool]] = []
+        for j, (prev_key, _) in enumerate(sort[:i]):
+            parts.append(_sort_expr(prev_key) == bindparam(f"m{j}",
+                                                           type_=_images.c[prev_key].type))
+        expr, value = _sort_expr(key), bindparam(f"m{i}", type_=_images.c[key].type)
+        parts.append(expr < value if direction == "desc" else expr > value)
+        criteria.append(and_(*parts))
+    return or_(*criteria)
+
+
+def _marker_value(key: str, marker_row: Any) -> Any:
+    value = getattr(marker_row, key)
+    return _DEFAULTS.get(key) if value is None else value
+
+
+def _full_sort(query: ImageQuery) -> list[tuple[str, str]]:
+    sort = list(query.sort) or [("created_at", query.default_dir)]
+    for key, _ in sort:
+        if key not in SORT_KEYS:
+            raise Invalid(f"Invalid sort key: {key}")
+    keys = {k for k, _ in sort}
+    for key in ("created_at", "id"):
+        if key not in keys:
+            sort.append((key, query.default_dir))
+    return sort
+
+
+_Shape = tuple[Any, ...]
+
+
+def _shape(query: ImageQuery, sort: list[tuple[str, str]]) -> _Shape:
+    """What determines the SQL of a list (values excluded): the cache key."""
+    scope = None if query.scope is None else id(query.scope)
+    return (scope, tuple((f.column, f.op) for f in query.filters), len(query.properties),
+            len(query.tags), tuple(sort), query.marker is not None, query.limit is not None)
+
+
+_STATEMENTS: dict[_Shape, tuple[Select[Any], ColumnElement[bool] | None]] = {}
+_MAX_STATEMENTS: Final = 512
+
+
+def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[Any]:
+    """The list's SELECT with every value a bound parameter, built once per shape.
+
+    Building SQLAlchemy expressions and their cache keys costs more than running
+    the query; lists of one shape (the common case: the default list) reuse the
+    statement object. The cache keeps a reference to ``query.scope`` so that
+    the ``id()`` in the shape stays unique (``access.list_scope`` returns one
+    object per scope kind anyway).
+    """
+    shape = _shape(query, sort)
+    cached = _STATEMENTS.get(shape)
+    if cached is not None:
+        return cached[0]
+    stmt = select(*IMAGE_COLUMNS).where(_images.c.deleted == false(), _images.c.status != KILLED)
+    if query.scope is not None:
+        stmt = stmt.where(query.scope)
+    for i, f in enumerate(query.filters):
+        stmt = stmt.where(_filter_clause(f, f"f{i}"))
+    for i in range(len(query.properties)):
+        stmt = stmt.where(exists().where(_props.c.image_id == _images.c.id,
+                                         _props.c.name == bindparam(f"pn{i}"),
+                                         _props.c.value == bindparam(f"pv{i}")))
+    for i in range(len(query.tags)):
+        stmt = stmt.where(exists().where(_tags.c.image_id == _images.c.id,
+                                         _tags.c.value == bindparam(f"t{i}")))
+    if query.marker is not None:
+        stmt = stmt.where(_marker_clause(sort))
+    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
+    if query.limit is not None:
+        stmt = stmt.limit(bindparam("page_limit", type_=Integer()))
+    if len(_STATEMENTS) >= _MAX_STATEMENTS:
+        _STATEMENTS.clear()
+    _STATEMENTS[shape] = (stmt, query.scope)
+    return stmt
+
+
+def _in_range(column: str, value: Any) -> Any:
+    """A filter operand of an integer ``column`` clamped to what the column holds
+    (BigInteger 64 bits, Integer 32): a bound beyond it selects the same rows, and
+    the database would refuse the number itself. Other values as they are."""
+    column_type = _images.c[column].type
+    if isinstance(value, bool) or not isinstance(value, int) or not isinstance(
+            column_type, Integer):
+        return value
+    bound = 2 ** (63 if isinstance(column_type, BigInteger) else 31)
+    return min(max(value, -bound), bound - 1)
+
+
+def _list_params(query: ImageQuery, sort: list[tuple[str, str]],
+                 marker_row: Any) -> dict[str, Any]:
+    params: dict[str, Any] = dict(query.scope_params)
+    for i, f in enumerate(query.filters):
+        params[f"f{i}"] = list(f.value) if f.op == "in" else _in_range(f.column, f.value)
+    for i, (name, value) in enumerate(query.properties.items()):
+        params[f"pn{i}"], params[f"pv{i}"] = name, value
+    for i, tag in enumerate(query.tags):
+        params[f"t{i}"] = tag
+    if marker_row is not None:
+        for i, (key, _) in enumerate(sort):
+            params[f"m{i}"] = _marker_value(key, marker_row)
+    if query.limit is not None:
+        params["page_limit"] = query.limit
+    return params
+
+
+def list_images(session: Connection, query: ImageQuery) -> list[Image]:
+    """One page of images (with tags and properties), in ``query.sort`` order.
+
+    Raises Invalid for an unknown sort or filter key, NotFound when the marker
+    image does not exist (the API answers 400 for both, as Glance).
+    """
+    sort = _full_sort(query)
+    marker_row = None
+    if query.marker is not None:
+        found = images_of(session, GET_LIVE, {"id": query.marker})
+        if not found:
+            raise NotFound(f"No image found with ID {query.marker}")
+        marker_row = found[0]
+    stmt = _list_statement(query, sort)
+    images = images_of(session, stmt, _list_params(query, sort, marker_row))
+    load_children(session, images)
+    return images
+
