@@ -2,9 +2,21 @@
 
 A page is one query for its rows, then one batched query for their tags and
 properties (:func:`glimpse.db.images_repo.load_children`: no N+1). Visibility
-is *not* decided here: ``glimpse.services.access`` hands the query a SQL
-predicate (``ImageQuery.scope``). Like the rest of ``glimpse.db``, nothing here
-commits: the caller's transaction decides.
+is *not* decided here: ``glimpse.services.access`` hands the query its scope
+as disjoint branches (:class:`ScopeBranch`). Like the rest of ``glimpse.db``,
+nothing here commits: the caller's transaction decides.
+
+A scope of one branch (an admin, a filter such as ``visibility=public``) is one
+``SELECT ... ORDER BY ... LIMIT``. A scope of several (a project's default list:
+its own images, others' public images, images shared with it) is one ordered
+SELECT per branch, each with the page's LIMIT, and the page is the first rows
+of their union in the same order. In the default order (``created_at``, ``id``)
+each branch then walks an index in order and stops after a page: the
+``(owner, deleted, created_at, id)`` and ``(visibility, deleted, created_at,
+id)`` indexes, or the caller's memberships. One predicate OR-ing the branches
+made the database read every visible row and sort them for each page: 70 ms
+for a page of 25 among 20,000 images of the caller's project, and a full
+listing quadratic in the number of images.
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
@@ -38,6 +52,7 @@ from glimpse.exceptions import Invalid, NotFound
 _images = models.images
 _props = models.image_properties
 _tags = models.image_tags
+_members = models.image_members
 
 # Keys a list may be sorted and filtered by (Glance's image columns).
 SORT_KEYS: Final = frozenset({
@@ -57,12 +72,24 @@ class AttrFilter:
     value: Any
 
 
+@dataclass(frozen=True)
+class ScopeBranch:
+    """One of the disjoint parts of a list's scope: the images matching ``where``;
+    with ``membership`` (a predicate on ``image_members``), only those with a
+    member row matching it, read from that row (so the caller's memberships,
+    not every shared image, drive the branch). Branches of one scope must not
+    overlap: their rows are concatenated, not deduplicated."""
+
+    where: ColumnElement[bool]
+    membership: ColumnElement[bool] | None = None
+
+
 @dataclass
 class ImageQuery:
     """What ``list_images`` returns: rows in ``scope`` matching every filter.
 
-    ``scope`` is the visibility predicate from ``services.access.list_scope``
-    (None: every image) and ``scope_params`` the values of its bound parameters.
+    ``scope`` is the visibility scope from ``services.access.list_scope`` (None:
+    every image) and ``scope_params`` the values of its bound parameters.
     ``sort`` is ``[(key, "asc"|"desc"), ...]``; ``created_at`` and ``id`` are
     appended in ``default_dir`` (as Glance) so that the order is total and
     marker paging is exact. NULLs sort as the type's empty value.
@@ -70,7 +97,7 @@ class ImageQuery:
     (not deleted) or ``list_images`` raises NotFound.
     """
 
-    scope: ColumnElement[bool] | None = None
+    scope: tuple[ScopeBranch, ...] | None = None
     scope_params: dict[str, Any] = field(default_factory=dict)
     filters: list[AttrFilter] = field(default_factory=list)
     properties: dict[str, str] = field(default_factory=dict)
@@ -121,7 +148,12 @@ def _filter_clause(f: AttrFilter, name: str) -> ColumnElement[bool]:
 
 def _marker_clause(sort: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
     """Rows strictly after the marker row (values bound as ``m0``, ``m1``, ...) in
-    ``sort`` order (lexicographic, as Glance's paginate query)."""
+    ``sort`` order (lexicographic, as Glance's paginate query). The first key's
+    bound is repeated on its own (implied by the rest), so that an index on it
+    seeks to the marker instead of walking the rows before it."""
+    first_key, first_dir = sort[0]
+    first = _sort_expr(first_key)
+    bound = bindparam("m0", type_=_images.c[first_key].type)
     criteria = []
     for i, (key, direction) in enumerate(sort):
         parts: list[ColumnElement[bool]] = []
@@ -131,7 +163,7 @@ def _marker_clause(sort: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
         expr, value = _sort_expr(key), bindparam(f"m{i}", type_=_images.c[key].type)
         parts.append(expr < value if direction == "desc" else expr > value)
         criteria.append(and_(*parts))
-    return or_(*criteria)
+    return and_(first <= bound if first_dir == "desc" else first >= bound, or_(*criteria))
 
 
 def _marker_value(key: str, marker_row: Any) -> Any:
@@ -161,8 +193,9 @@ def _shape(query: ImageQuery, sort: list[tuple[str, str]]) -> _Shape:
             len(query.tags), tuple(sort), query.marker is not None, query.limit is not None)
 
 
-_STATEMENTS: dict[_Shape, tuple[Select[Any], ColumnElement[bool] | None]] = {}
+_STATEMENTS: dict[_Shape, tuple[Select[Any], tuple[ScopeBranch, ...] | None]] = {}
 _MAX_STATEMENTS: Final = 512
+_EVERY_IMAGE: Final = ScopeBranch(true())
 
 
 def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[Any]:
@@ -178,9 +211,42 @@ def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[An
     cached = _STATEMENTS.get(shape)
     if cached is not None:
         return cached[0]
-    stmt = select(*IMAGE_COLUMNS).where(_images.c.deleted == false(), _images.c.status != KILLED)
-    if query.scope is not None:
-        stmt = stmt.where(query.scope)
+    branches = query.scope if query.scope is not None else (_EVERY_IMAGE,)
+    if len(branches) == 1:
+        stmt = _page_of(branches[0], query, sort, IMAGE_COLUMNS)
+    else:
+        # each branch's page, its sort values as s0, s1, ...; then the page of those
+        keys = [_sort_expr(key).label(f"s{i}") for i, (key, _) in enumerate(sort)]
+        parts = [select(_page_of(branch, query, sort, [*IMAGE_COLUMNS, *keys]).subquery())
+                 for branch in branches]
+        pages = union_all(*parts).subquery("pages")
+        stmt = select(*[pages.c[column.name] for column in IMAGE_COLUMNS]).order_by(
+            *[_direction(d)(pages.c[f"s{i}"]) for i, (_, d) in enumerate(sort)])
+        if query.limit is not None:
+            stmt = stmt.limit(_PAGE_LIMIT)
+    if len(_STATEMENTS) >= _MAX_STATEMENTS:
+        _STATEMENTS.clear()
+    _STATEMENTS[shape] = (stmt, query.scope)
+    return stmt
+
+
+_PAGE_LIMIT: Final = bindparam("page_limit", type_=Integer())
+
+
+def _direction(direction: str) -> Any:
+    return desc if direction == "desc" else asc
+
+
+def _page_of(branch: ScopeBranch, query: ImageQuery, sort: list[tuple[str, str]],
+             columns: Sequence[Any]) -> Select[Any]:
+    """``columns`` of the images of ``branch`` that pass the query's filters, in
+    ``sort`` order, at most a page of them."""
+    source: Any = _images
+    if branch.membership is not None:
+        source = _members.join(_images, and_(_images.c.id == _members.c.image_id,
+                                             branch.membership))
+    stmt = select(*columns).select_from(source).where(
+        _images.c.deleted == false(), _images.c.status != KILLED, branch.where)
     for i, f in enumerate(query.filters):
         stmt = stmt.where(_filter_clause(f, f"f{i}"))
     for i in range(len(query.properties)):
@@ -192,12 +258,9 @@ def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[An
                                          _tags.c.value == bindparam(f"t{i}")))
     if query.marker is not None:
         stmt = stmt.where(_marker_clause(sort))
-    stmt = stmt.order_by(*[(desc if d == "desc" else asc)(_sort_expr(k)) for k, d in sort])
+    stmt = stmt.order_by(*[_direction(d)(_sort_expr(k)) for k, d in sort])
     if query.limit is not None:
-        stmt = stmt.limit(bindparam("page_limit", type_=Integer()))
-    if len(_STATEMENTS) >= _MAX_STATEMENTS:
-        _STATEMENTS.clear()
-    _STATEMENTS[shape] = (stmt, query.scope)
+        stmt = stmt.limit(_PAGE_LIMIT)
     return stmt
 
 

@@ -57,8 +57,11 @@ images = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("deleted_at", DateTime),
     Column("deleted", Boolean, nullable=False, default=False),
-    Index("ix_images_owner_deleted", "owner", "deleted"),
-    Index("ix_images_visibility_deleted", "visibility", "deleted"),
+    # owner/visibility, then the default list order: see glimpse.db.image_lists
+    Index("ix_images_owner_deleted_created_at_id", "owner", "deleted", "created_at", "id"),
+    Index("ix_images_visibility_deleted_created_at_id", "visibility", "deleted", "created_at",
+          "id"),
+    Index("ix_images_name", "name"),    # lookups by name (?name=)
     Index("ix_images_created_at_id", "created_at", "id"),
 )
 

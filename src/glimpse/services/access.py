@@ -9,7 +9,7 @@ Every service (images, members, data path, tasks) goes through this module:
   it raises Forbidden. The rules are Glance's secure-RBAC defaults written in
   code; the identity/policy work will later put oslo.policy behind this function
   without changing its callers.
-- :func:`list_scope` is the SQL predicate for image lists (Glance's list rules).
+- :func:`list_scope` is the scope of image lists (Glance's list rules), in SQL.
 
 Visibility (as Glance): admin sees every image; the owner sees its own;
 ``public`` and ``community`` images are visible to all; ``shared`` images to the
@@ -24,12 +24,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import and_, bindparam, exists, or_, true
+from sqlalchemy import and_, bindparam, false, or_, true
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo, models
+from glimpse.db.image_lists import ScopeBranch
 from glimpse.domain.image import Image
 from glimpse.exceptions import Forbidden, NotFound
 
@@ -151,49 +151,63 @@ def require_owner_or_admin(ctx: RequestContext, image: Image) -> None:
 
 
 def list_scope(ctx: RequestContext, *, visibility: str | None = None,
-               member_status: str = "accepted") -> ColumnElement[bool]:
-    """SQL predicate on ``images`` for the images ``ctx`` gets in a list (Glance's rules).
+               member_status: str = "accepted") -> tuple[ScopeBranch, ...]:
+    """The images ``ctx`` gets in a list (Glance's rules), as disjoint branches
+    for ``image_lists`` (one SQL query part each, see there why).
 
     ``visibility`` is the list filter (None: not asked; ``all``: every visibility
     the caller may see). ``member_status`` selects which of the caller's
     memberships make others' shared images appear (``all``: any status).
     The caller's project is the bound parameter ``scope_project``: pass
-    :func:`scope_params` with the query. One predicate object exists per kind
+    :func:`scope_params` with the query. One scope object exists per kind
     of caller and filter, so the list statement built on it is reused.
     """
     return _scope(ctx.is_admin, ctx.project_id is not None, visibility, member_status)
 
 
 def scope_params(ctx: RequestContext) -> dict[str, Any]:
-    """Values of the parameters of :func:`list_scope`'s predicate."""
+    """Values of the parameters of :func:`list_scope`'s predicates."""
     return {} if ctx.project_id is None else {"scope_project": ctx.project_id}
+
+
+_OTHERS_VISIBLE: Final = ("public", "community", "shared")
 
 
 @lru_cache(maxsize=128)
 def _scope(is_admin: bool, has_project: bool, visibility: str | None,
-           member_status: str) -> ColumnElement[bool]:
+           member_status: str) -> tuple[ScopeBranch, ...]:
     project = bindparam("scope_project", type_=_images.c.owner.type)
-    if is_admin:
-        seen: ColumnElement[bool] = true()
-    else:
-        # equalities, not in_(): a constant list would still be expanded per execution
-        options: list[ColumnElement[bool]] = [_images.c.visibility == "public",
-                                              _images.c.visibility == "community"]
-        if has_project:
-            options.append(_images.c.owner == project)
-            member_where = [_members.c.image_id == _images.c.id, _members.c.member == project]
-            if member_status != "all":
-                member_where.append(_members.c.status == member_status)
-            options.append(and_(_images.c.visibility == "shared",
-                                exists().where(*member_where)))
-        seen = or_(*options)
-    if visibility is not None:
+    seen_visibility = _images.c.visibility
+    if is_admin:    # every image, but others' community images only when asked
         if visibility == "all":
-            return seen
-        return and_(seen, _images.c.visibility == visibility)
+            return (ScopeBranch(true()),)
+        if visibility is not None:
+            return (ScopeBranch(seen_visibility == visibility),)
+        if has_project:
+            return (ScopeBranch(or_(_images.c.owner == project,
+                                    seen_visibility != "community")),)
+        return (ScopeBranch(seen_visibility != "community"),)
+    # others' images by visibility: community only when asked, shared by membership
+    if visibility in (None, "all"):
+        kinds = [k for k in _OTHERS_VISIBLE if visibility == "all" or k != "community"]
+    else:
+        kinds = [k for k in _OTHERS_VISIBLE if k == visibility]
     if not has_project:
-        return and_(seen, _images.c.visibility != "community")
-    return and_(seen, or_(_images.c.owner == project, _images.c.visibility != "community"))
+        kinds = [k for k in kinds if k != "shared"]
+        return tuple(ScopeBranch(seen_visibility == k) for k in kinds) or (ScopeBranch(false()),)
+    own = _images.c.owner == project
+    branches = [ScopeBranch(own if visibility in (None, "all")
+                            else and_(own, seen_visibility == visibility))]
+    others = or_(_images.c.owner != project, _images.c.owner.is_(None))
+    for kind in kinds:
+        if kind != "shared":
+            branches.append(ScopeBranch(and_(seen_visibility == kind, others)))
+            continue
+        membership = _members.c.member == project
+        if member_status != "all":
+            membership = and_(membership, _members.c.status == member_status)
+        branches.append(ScopeBranch(and_(seen_visibility == "shared", others), membership))
+    return tuple(branches)
 
 
 __all__ = [

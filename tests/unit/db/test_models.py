@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -13,15 +10,8 @@ from glimpse.db import migrate, models
 from glimpse.db.engine import Database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'models.sqlite'}"
-    return str(request.getfixturevalue("pg_database"))
-
-
-def test_the_tables_match_the_migrated_schema(url: str) -> None:
-    db = Database(url)
+def test_the_tables_match_the_migrated_schema(db_url: str) -> None:
+    db = Database(db_url)
     migrate.upgrade(db.engine)
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -29,10 +19,10 @@ def test_the_tables_match_the_migrated_schema(url: str) -> None:
     db.dispose()
 
 
-def test_the_outbox_indexes_are_partial_on_both_databases(url: str) -> None:
+def test_the_outbox_indexes_are_partial_on_both_databases(db_url: str) -> None:
     """``metadata.create_all`` (as tests and tools may use) builds the same partial
     indexes as the migration, on PostgreSQL through the ``before_create`` listener."""
-    db = Database(url)
+    db = Database(db_url)
     models.metadata.create_all(db.engine)
     with db.engine.connect() as conn:
         if db.dialect == "sqlite":

@@ -1,0 +1,51 @@
+"""Migrations keep what is stored: upgrading a database written at an older
+revision, on both databases."""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import inspect
+
+from glimpse.db import images_repo, migrate
+from glimpse.db.engine import Database
+from tests.unit.db.factories import make
+
+PAGE_INDEXES = {"ix_images_owner_deleted_created_at_id": ["owner", "deleted", "created_at", "id"],
+                "ix_images_visibility_deleted_created_at_id": ["visibility", "deleted",
+                                                               "created_at", "id"],
+                "ix_images_name": ["name"]}
+
+
+def _image_indexes(db: Database) -> dict[str, list[str]]:
+    with db.engine.connect() as conn:
+        return {ix["name"]: list(ix["column_names"]) for ix in inspect(conn).get_indexes("images")}
+
+
+def test_0002_gives_the_list_indexes_the_page_order_and_keeps_the_images(
+        db_url: str) -> None:
+    db = Database(db_url)
+    migrate.upgrade(db.engine, "0001")
+    image = make(1, visibility="public", tags={"t"}, properties={"k": "v"})
+    with db.write() as s:
+        images_repo.add(s, image)
+    assert "ix_images_owner_deleted" in _image_indexes(db)
+
+    migrate.upgrade(db.engine)
+    assert migrate.current_revision(db.engine) == migrate.head_revision(db.engine)
+    indexes = _image_indexes(db)
+    assert {name: indexes.get(name) for name in PAGE_INDEXES} == PAGE_INDEXES
+    assert "ix_images_owner_deleted" not in indexes
+    assert "ix_images_visibility_deleted" not in indexes
+    with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+
+    config = migrate._config(db.engine)
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+    indexes = _image_indexes(db)
+    assert indexes["ix_images_owner_deleted"] == ["owner", "deleted"]
+    assert not set(PAGE_INDEXES) & set(indexes)
+    with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+    db.dispose()
