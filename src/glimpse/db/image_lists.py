@@ -8,15 +8,19 @@ nothing here commits: the caller's transaction decides.
 
 A scope of one branch (an admin, a filter such as ``visibility=public``) is one
 ``SELECT ... ORDER BY ... LIMIT``. A scope of several (a project's default list:
-its own images, others' public images, images shared with it) is one ordered
-SELECT per branch, each with the page's LIMIT, and the page is the first rows
-of their union in the same order. In the default order (``created_at``, ``id``)
-each branch then walks an index in order and stops after a page: the
-``(owner, deleted, created_at, id)`` and ``(visibility, deleted, created_at,
-id)`` indexes, or the caller's memberships. One predicate OR-ing the branches
-made the database read every visible row and sort them for each page: 70 ms
-for a page of 25 among 20,000 images of the caller's project, and a full
-listing quadratic in the number of images.
+its own images, others' public images, images shared with it) is ``SELECT ...
+FROM (<branch> UNION ALL <branch> ...) ORDER BY ... LIMIT``, which each database
+runs as a merge of the branches, reading each in order only as far as the page
+needs: SQLite flattens it into a compound SELECT (only when no branch has a
+LIMIT, and when the ORDER BY terms are result columns); PostgreSQL merges
+(Merge Append) when each branch has the page's ORDER BY and LIMIT, which it
+gets there (without them it sorted all 20,000 rows of a sequential scan). In the
+default order (``created_at``, ``id``) each branch reads an index in that
+order: ``(owner, deleted, created_at, id)``, ``(visibility, deleted,
+created_at, id)``, or the caller's memberships (few, sorted). One predicate
+OR-ing the branches made the database read every visible row and sort them for
+each page: 70 ms for a page of 25 among 20,000 images of the caller's project,
+and a full listing quadratic in the number of images.
 """
 
 from __future__ import annotations
@@ -186,10 +190,10 @@ def _full_sort(query: ImageQuery) -> list[tuple[str, str]]:
 _Shape = tuple[Any, ...]
 
 
-def _shape(query: ImageQuery, sort: list[tuple[str, str]]) -> _Shape:
+def _shape(query: ImageQuery, sort: list[tuple[str, str]], dialect: str) -> _Shape:
     """What determines the SQL of a list (values excluded): the cache key."""
     scope = None if query.scope is None else id(query.scope)
-    return (scope, tuple((f.column, f.op) for f in query.filters), len(query.properties),
+    return (dialect, scope, tuple((f.column, f.op) for f in query.filters), len(query.properties),
             len(query.tags), tuple(sort), query.marker is not None, query.limit is not None)
 
 
@@ -198,8 +202,10 @@ _MAX_STATEMENTS: Final = 512
 _EVERY_IMAGE: Final = ScopeBranch(true())
 
 
-def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[Any]:
-    """The list's SELECT with every value a bound parameter, built once per shape.
+def _list_statement(query: ImageQuery, sort: list[tuple[str, str]],
+                    dialect: str) -> Select[Any]:
+    """The list's SELECT for ``dialect`` with every value a bound parameter, built
+    once per shape.
 
     Building SQLAlchemy expressions and their cache keys costs more than running
     the query; lists of one shape (the common case: the default list) reuse the
@@ -207,40 +213,46 @@ def _list_statement(query: ImageQuery, sort: list[tuple[str, str]]) -> Select[An
     the ``id()`` in the shape stays unique (``access.list_scope`` returns one
     object per scope kind anyway).
     """
-    shape = _shape(query, sort)
+    shape = _shape(query, sort, dialect)
     cached = _STATEMENTS.get(shape)
     if cached is not None:
         return cached[0]
     branches = query.scope if query.scope is not None else (_EVERY_IMAGE,)
+    order = [_direction(d)(_sort_expr(k)) for k, d in sort]
+    page_limit = bindparam("page_limit", type_=Integer())
     if len(branches) == 1:
-        stmt = _page_of(branches[0], query, sort, IMAGE_COLUMNS)
+        stmt = _matching(branches[0], query, sort, IMAGE_COLUMNS).order_by(*order)
     else:
-        # each branch's page, its sort values as s0, s1, ...; then the page of those
+        # the union of the branches, their sort values as s0, s1, ..., sorted
         keys = [_sort_expr(key).label(f"s{i}") for i, (key, _) in enumerate(sort)]
-        parts = [select(_page_of(branch, query, sort, [*IMAGE_COLUMNS, *keys]).subquery())
-                 for branch in branches]
-        pages = union_all(*parts).subquery("pages")
-        stmt = select(*[pages.c[column.name] for column in IMAGE_COLUMNS]).order_by(
-            *[_direction(d)(pages.c[f"s{i}"]) for i, (_, d) in enumerate(sort)])
-        if query.limit is not None:
-            stmt = stmt.limit(_PAGE_LIMIT)
+        parts = []
+        for branch in branches:
+            part = _matching(branch, query, sort, [*IMAGE_COLUMNS, *keys])
+            if dialect == "postgresql" and query.limit is not None:
+                part = select(part.order_by(*order).limit(page_limit).subquery())
+            parts.append(part)
+        merged = union_all(*parts).subquery("branches")
+        # the sort values are selected too: SQLite flattens the union into a
+        # compound SELECT (a merge) only when the ORDER BY terms are result columns
+        ordered = [merged.c[f"s{i}"] for i in range(len(sort))]
+        stmt = select(*[merged.c[column.name] for column in IMAGE_COLUMNS], *ordered).order_by(
+            *[_direction(d)(key) for key, (_, d) in zip(ordered, sort, strict=True)])
+    if query.limit is not None:
+        stmt = stmt.limit(page_limit)
     if len(_STATEMENTS) >= _MAX_STATEMENTS:
         _STATEMENTS.clear()
     _STATEMENTS[shape] = (stmt, query.scope)
     return stmt
 
 
-_PAGE_LIMIT: Final = bindparam("page_limit", type_=Integer())
-
-
 def _direction(direction: str) -> Any:
     return desc if direction == "desc" else asc
 
 
-def _page_of(branch: ScopeBranch, query: ImageQuery, sort: list[tuple[str, str]],
-             columns: Sequence[Any]) -> Select[Any]:
-    """``columns`` of the images of ``branch`` that pass the query's filters, in
-    ``sort`` order, at most a page of them."""
+def _matching(branch: ScopeBranch, query: ImageQuery, sort: list[tuple[str, str]],
+              columns: Sequence[Any]) -> Select[Any]:
+    """``columns`` of the images of ``branch`` that pass the query's filters and
+    come after its marker, in no order."""
     source: Any = _images
     if branch.membership is not None:
         source = _members.join(_images, and_(_images.c.id == _members.c.image_id,
@@ -258,9 +270,6 @@ def _page_of(branch: ScopeBranch, query: ImageQuery, sort: list[tuple[str, str]]
                                          _tags.c.value == bindparam(f"t{i}")))
     if query.marker is not None:
         stmt = stmt.where(_marker_clause(sort))
-    stmt = stmt.order_by(*[_direction(d)(_sort_expr(k)) for k, d in sort])
-    if query.limit is not None:
-        stmt = stmt.limit(_PAGE_LIMIT)
     return stmt
 
 
@@ -306,7 +315,7 @@ def list_images(session: Connection, query: ImageQuery) -> list[Image]:
         if not found:
             raise NotFound(f"No image found with ID {query.marker}")
         marker_row = found[0]
-    stmt = _list_statement(query, sort)
+    stmt = _list_statement(query, sort, session.dialect.name)
     images = images_of(session, stmt, _list_params(query, sort, marker_row))
     load_children(session, images)
     return images

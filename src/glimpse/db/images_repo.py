@@ -123,22 +123,26 @@ _SQLITE_RESULT_CONVERTERS: Final = _result_converters()
 
 
 def images_of(session: Connection, stmt: Any, params: dict[str, Any]) -> list[Image]:
-    """Images (without tags and properties) from a SELECT of ``IMAGE_COLUMNS``."""
+    """Images (without tags and properties) from a SELECT of ``IMAGE_COLUMNS``,
+    possibly followed by more columns (a list's sort keys), which are ignored."""
     raw = sqlite_direct.sqlite_connection(session)
     prepared = sqlite_direct.cached(stmt) if raw is not None else None
     if raw is None or prepared is None:
-        return [_row_to_image(row) for row in session.execute(stmt, params)]
+        return [_row_to_image(row[:_WIDTH]) for row in session.execute(stmt, params)]
     images = []
     values = prepared.values(params)
     with sqlite_direct.as_sqlalchemy_errors(prepared.sql, values):
         rows = raw.execute(prepared.sql, values).fetchall()
     for row in rows:
-        values = list(row)
+        values = list(row[:_WIDTH])
         for i, convert in _SQLITE_RESULT_CONVERTERS:
             if values[i] is not None:
                 values[i] = convert(values[i])
         images.append(_row_to_image(values))
     return images
+
+
+_WIDTH: Final = len(COLUMNS)
 
 
 def _row_to_image(row: Any) -> Image:
