@@ -60,8 +60,11 @@ def test_two_workers_one_log_file_and_clean_sigterm(
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone()
 
     started = re.compile(r"Started server process \[(\d+)\]")
-    _wait_for(lambda: len(set(started.findall(server.log.read_text()))) == 2,
-              "both workers to log their start")
+    # a worker joins the rotation when its startup is complete, some time after
+    # "Started server process" (a slow machine let one worker take every connection)
+    _wait_for(lambda: len(set(started.findall(server.log.read_text()))) == 2
+              and server.log.read_text().count("Application startup complete") == 2,
+              "both workers to complete their startup")
     with server.client(**MEMBER) as c:
         for _ in range(20):
             assert c.get("/v2/info/usage").status_code == 200
