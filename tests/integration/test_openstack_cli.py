@@ -1,0 +1,110 @@
+"""The ``openstack`` CLI (python-openstackclient, unmodified) against Glimpse behind a
+real Keystone: the user logs in with a password, the CLI finds Glimpse in the
+catalog, and an image goes through its life: create with data, list, show by
+name, set and unset, save, deactivate/reactivate, share with another project
+that accepts it, delete. (~20 CLI runs of ~2.5 s each: the CLI's start-up.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.keystone_fixture import (
+    PROJECTS,
+    REGION,
+    KeystoneInfo,
+    keystone,  # noqa: F401  (pytest fixtures)
+    keystone_glimpse,  # noqa: F401
+    password_of,
+    user_name,
+)
+
+pytestmark = pytest.mark.keystone
+
+OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+A, B = PROJECTS
+
+
+def openstack(ks: KeystoneInfo, project: str, *args: str,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``openstack <args>`` as the member user of ``project``, configured the way
+    an operator's openrc does it (OS_* variables, nothing else), stdin closed."""
+    user = user_name(project, "member")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(OS_AUTH_URL=ks.url, OS_USERNAME=user, OS_PASSWORD=password_of(user),
+               OS_PROJECT_NAME=project, OS_USER_DOMAIN_ID="default",
+               OS_PROJECT_DOMAIN_ID="default", OS_REGION_NAME=REGION,
+               OS_IDENTITY_API_VERSION="3", OS_INTERFACE="public")
+    proc = subprocess.run([OPENSTACK, *args], capture_output=True, text=True, env=env,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, f"openstack {' '.join(args)} failed: {proc.stderr}"
+    return proc
+
+
+def shown(ks: KeystoneInfo, project: str, image: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(
+        openstack(ks, project, "image", "show", image, "-f", "json").stdout)
+    return result
+
+
+def test_an_image_lifecycle_through_the_openstack_cli(keystone: KeystoneInfo,  # noqa: F811
+                                                      keystone_glimpse: Any,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    source = tmp_path / "disk.raw"
+    source.write_bytes(data)
+    name = f"osc-{os.getpid()}"
+
+    created = json.loads(openstack(
+        keystone, A, "image", "create", "--disk-format", "raw", "--container-format", "bare",
+        "--file", str(source), "--property", "k1=v1", "--tag", "t1", name, "-f", "json").stdout)
+    assert created["status"] == "active"
+    assert created["size"] == len(data)
+    assert created["checksum"] == hashlib.md5(data).hexdigest()
+    image_id = created["id"]
+
+    listed = json.loads(openstack(keystone, A, "image", "list", "-f", "json").stdout)
+    assert {"ID": image_id, "Name": name, "Status": "active"} in listed
+    by_name = shown(keystone, A, name)       # the CLI finds it with ?name=
+    assert by_name["id"] == image_id
+    assert by_name["properties"]["k1"] == "v1" and by_name["tags"] == ["t1"]
+
+    openstack(keystone, A, "image", "set", "--property", "k2=v2", "--min-disk", "1",
+              "--tag", "t2", name)
+    openstack(keystone, A, "image", "unset", "--property", "k1", "--tag", "t1", name)
+    after = shown(keystone, A, image_id)
+    assert after["min_disk"] == 1 and after["tags"] == ["t2"]
+    assert after["properties"]["k2"] == "v2" and "k1" not in after["properties"]
+
+    saved = tmp_path / "saved.raw"
+    openstack(keystone, A, "image", "save", "--file", str(saved), name)
+    assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+    openstack(keystone, A, "image", "set", "--deactivate", name)
+    assert shown(keystone, A, image_id)["status"] == "deactivated"
+    openstack(keystone, A, "image", "set", "--activate", name)
+    assert shown(keystone, A, image_id)["status"] == "active"
+
+    # sharing (a new image is "shared"): B lists it once it accepts, and cannot delete it
+    project_b = keystone.project_ids[B]
+    openstack(keystone, A, "image", "add", "project", image_id, project_b)
+    members = json.loads(openstack(keystone, A, "image", "member", "list", image_id,
+                                   "-f", "json").stdout)
+    assert [(m["Member ID"], m["Status"]) for m in members] == [(project_b, "pending")]
+    openstack(keystone, B, "image", "set", "--accept", image_id)
+    b_list = json.loads(openstack(keystone, B, "image", "list", "-f", "json").stdout)
+    assert image_id in {row["ID"] for row in b_list}
+    refused = openstack(keystone, B, "image", "delete", image_id, check=False)
+    assert refused.returncode != 0
+
+    openstack(keystone, A, "image", "delete", name)
+    gone = openstack(keystone, A, "image", "show", image_id, check=False)
+    assert gone.returncode != 0 and "No Image found" in gone.stderr + gone.stdout
