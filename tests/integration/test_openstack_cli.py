@@ -2,7 +2,8 @@
 real Keystone: the user logs in with a password, the CLI finds Glimpse in the
 catalog, and an image goes through its life: create with data, list, show by
 name, set and unset, save, deactivate/reactivate, share with another project
-that accepts it, delete. (~20 CLI runs of ~2.5 s each: the CLI's start-up.)"""
+that accepts it, delete; and an interoperable import (``--import``). (~20 CLI
+runs of ~2.5 s each: the CLI's start-up.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,24 @@ def test_an_image_lifecycle_through_the_openstack_cli(keystone: KeystoneInfo,  #
     openstack(keystone, A, "image", "delete", name)
     gone = openstack(keystone, A, "image", "show", image_id, check=False)
     assert gone.returncode != 0 and "No Image found" in gone.stderr + gone.stdout
+
+
+def test_interoperable_import_through_the_openstack_cli(keystone: KeystoneInfo,  # noqa: F811
+                                                        keystone_glimpse: Any,  # noqa: F811
+                                                        tmp_path: Path) -> None:
+    """``image create --import --file``: the CLI stages the data, then asks for a
+    glance-direct import, which the task executor finishes in the background."""
+    data = os.urandom(1024 * 1024 + 3)
+    source = tmp_path / "disk.raw"
+    source.write_bytes(data)
+    started = json.loads(openstack(
+        keystone, A, "image", "create", "--import", "--disk-format", "raw",
+        "--container-format", "bare", "--file", str(source), f"osc-import-{os.getpid()}",
+        "-f", "json").stdout)
+    assert started["status"] in ("uploading", "importing", "active")
+    deadline = time.monotonic() + 60
+    while (image := shown(keystone, A, started["id"]))["status"] != "active":
+        assert image["status"] in ("uploading", "importing"), image
+        assert time.monotonic() < deadline, image
+    assert image["checksum"] == hashlib.md5(data).hexdigest()
+    assert image["size"] == len(data)
