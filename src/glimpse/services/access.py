@@ -177,16 +177,16 @@ _OTHERS_VISIBLE: Final = ("public", "community", "shared")
 def _scope(is_admin: bool, has_project: bool, visibility: str | None,
            member_status: str) -> tuple[ScopeBranch, ...]:
     project = bindparam("scope_project", type_=_images.c.owner.type)
-    seen_visibility = _images.c.visibility
+    visibility_of = _images.c.visibility    # the column; ``visibility`` is the filter
     if is_admin:    # every image, but others' community images only when asked
         if visibility == "all":
             return (ScopeBranch(true()),)
         if visibility is not None:
-            return (ScopeBranch(seen_visibility == visibility),)
+            return (ScopeBranch(visibility_of == visibility),)
         if has_project:
             return (ScopeBranch(or_(_images.c.owner == project,
-                                    seen_visibility != "community")),)
-        return (ScopeBranch(seen_visibility != "community"),)
+                                    visibility_of != "community")),)
+        return (ScopeBranch(visibility_of != "community"),)
     # others' images by visibility: community only when asked, shared by membership
     if visibility in (None, "all"):
         kinds = [k for k in _OTHERS_VISIBLE if visibility == "all" or k != "community"]
@@ -194,19 +194,19 @@ def _scope(is_admin: bool, has_project: bool, visibility: str | None,
         kinds = [k for k in _OTHERS_VISIBLE if k == visibility]
     if not has_project:
         kinds = [k for k in kinds if k != "shared"]
-        return tuple(ScopeBranch(seen_visibility == k) for k in kinds) or (ScopeBranch(false()),)
+        return tuple(ScopeBranch(visibility_of == k) for k in kinds) or (ScopeBranch(false()),)
     own = _images.c.owner == project
     branches = [ScopeBranch(own if visibility in (None, "all")
-                            else and_(own, seen_visibility == visibility))]
+                            else and_(own, visibility_of == visibility))]
     others = or_(_images.c.owner != project, _images.c.owner.is_(None))
     for kind in kinds:
         if kind != "shared":
-            branches.append(ScopeBranch(and_(seen_visibility == kind, others)))
+            branches.append(ScopeBranch(and_(visibility_of == kind, others)))
             continue
         membership = _members.c.member == project
         if member_status != "all":
             membership = and_(membership, _members.c.status == member_status)
-        branches.append(ScopeBranch(and_(seen_visibility == "shared", others), membership))
+        branches.append(ScopeBranch(and_(visibility_of == "shared", others), membership))
     return tuple(branches)
 
 
