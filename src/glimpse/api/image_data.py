@@ -24,7 +24,7 @@ from glimpse.api.auth import context_of
 from glimpse.api.http_protocol import SENDFILE, FileSendError
 from glimpse.api.request_io import body_stream, content_length, require_octet_stream, runtime_of
 from glimpse.auth.context import RequestContext
-from glimpse.exceptions import ClientDisconnected
+from glimpse.exceptions import ClientDisconnected, NotFound
 from glimpse.notifications.catalogue import ERROR, INFO, WARN
 from glimpse.runtime import Runtime
 from glimpse.services import image_data
@@ -119,6 +119,8 @@ class ImageDataResponse(Response):
             return
         try:
             fd = await asyncio.to_thread(opened.__enter__)
+        except NotFound:    # deleted meanwhile: nothing was sent, nothing to record
+            raise
         except Exception:   # a clean error response, as when the first chunk fails
             await self._record(ERROR)
             raise
@@ -160,6 +162,9 @@ class ImageDataResponse(Response):
             # clean error response (and its ERROR image.send), not a broken 200.
             try:
                 first = await chunks.__anext__()
+            except NotFound:    # deleted meanwhile: nothing was sent, nothing to record
+                await chunks.aclose()
+                raise
             except Exception:
                 await chunks.aclose()
                 await self._record(ERROR)

@@ -294,13 +294,14 @@ def prepare_download(rt: Runtime, ctx: RequestContext, image_id: str,
 
 async def read_chunks(rt: Runtime, download: Download) -> AsyncGenerator[bytes, None]:
     """The requested bytes, in store-sized chunks, reading one chunk ahead in a
-    worker thread. Store failures propagate as StoreError (missing data too)."""
+    worker thread. Store failures propagate as StoreError (missing data too);
+    data gone with its image (deleted since ``prepare_download``) as NotFound."""
     loop = asyncio.get_running_loop()
     reader = rt.store.read(download.location, download.start, download.length)
     try:
         chunks = await asyncio.to_thread(reader.__enter__)
     except NotFound as exc:
-        raise _missing(download, exc) from exc
+        raise await asyncio.to_thread(_missing, rt, download, exc) from exc
     upcoming: asyncio.Future[bytes | None] | None = None
     try:
         upcoming = loop.run_in_executor(None, next, chunks, None)
@@ -320,24 +321,32 @@ async def read_chunks(rt: Runtime, download: Download) -> AsyncGenerator[bytes, 
 def download_file(rt: Runtime, download: Download) -> AbstractContextManager[int] | None:
     """The download's data as a local file, for ``sendfile``: a context manager
     yielding an open descriptor, or None when the store keeps no local files
-    (then use :func:`read_chunks`). Entering blocks on I/O; data missing from
-    the store raises StoreError, as in :func:`read_chunks`."""
+    (then use :func:`read_chunks`). Entering blocks on I/O (and on the database
+    when the data is missing); missing data raises as in :func:`read_chunks`."""
     opened = rt.store.open_file(download.location)
-    return None if opened is None else _store_file(opened, download)
+    return None if opened is None else _store_file(rt, opened, download)
 
 
 @contextmanager
-def _store_file(opened: AbstractContextManager[int], download: Download) -> Iterator[int]:
+def _store_file(rt: Runtime, opened: AbstractContextManager[int],
+                download: Download) -> Iterator[int]:
     with ExitStack() as stack:
         try:
             fd = stack.enter_context(opened)
         except NotFound as exc:
-            raise _missing(download, exc) from exc
+            raise _missing(rt, download, exc) from exc
         yield fd
 
 
-def _missing(download: Download, error: NotFound) -> StoreError:
-    """The record says active and the data is gone: a store fault."""
+def _missing(rt: Runtime, download: Download, error: NotFound) -> NotFound | StoreError:
+    """What missing data means, from the image's record now (blocks on a read).
+    Deleted since the download looked it up (or its data replaced): the download
+    raced a delete, NotFound as if it had come a moment later. Still pointing at
+    the data: a store fault, StoreError."""
+    with rt.db.read() as session:
+        now = images_repo.get(session, download.image.id)
+    if now is None or now.location != download.location:
+        return NotFound(f"No image found with ID {download.image.id}")
     return StoreError(f"The data of image {download.image.id} is missing from the store "
                       f"({error.message})")
 

@@ -1,17 +1,26 @@
-"""Pure parts of the data service: Range parsing (as Glance) and upload error texts."""
+"""The data service: Range parsing (as Glance), upload error texts, and what a
+download meets when the data is gone."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
+from glimpse.auth.context import RequestContext
 from glimpse.exceptions import (
     ClientDisconnected,
     Gone,
     Invalid,
+    NotFound,
     QuotaExceeded,
     RangeNotSatisfiable,
     StorageFull,
+    StoreError,
 )
+from glimpse.runtime import Runtime
+from glimpse.services import image_data, images
 from glimpse.services.image_data import byte_range, upload_error_text
 
 
@@ -67,3 +76,36 @@ def test_upload_error_texts_name_the_image_and_the_cause() -> None:
         f"Image {iid} could not be found after upload. The image may have been deleted "
         "during the upload: ")
     assert upload_error_text(iid, RuntimeError("boom")).endswith(": boom")
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def test_data_gone_with_its_image_is_not_found_and_gone_alone_a_store_fault(
+        rt: Runtime) -> None:
+    """A download that looked its image up just before a delete removed the data
+    answers as if it had come a moment later (NotFound: 404, nothing to record);
+    data missing under an image that still points at it is a store fault."""
+    ctx = RequestContext(project_id="0123456789abcdef0123456789abcdef", user_id="u",
+                         roles=frozenset({"member", "reader"}))
+    body = {"name": "a", "disk_format": "raw", "container_format": "bare"}
+    deleted, lost = (images.create_image(rt, ctx, dict(body)) for _ in range(2))
+    for image in (deleted, lost):
+        asyncio.run(image_data.upload_data(rt, ctx, image.id, _chunks(b"x" * 1000)))
+    race = image_data.prepare_download(rt, ctx, deleted.id)
+    fault = image_data.prepare_download(rt, ctx, lost.id)
+    assert race is not None and fault is not None
+    images.delete_image(rt, ctx, deleted.id)                  # removes the data too
+    (rt.store.datadir / lost.id).unlink()                       # lost, record kept
+
+    async def first_chunk(download: image_data.Download) -> bytes:
+        return await anext(aiter(image_data.read_chunks(rt, download)))
+
+    for download, expected in ((race, NotFound), (fault, StoreError)):
+        with pytest.raises(expected):
+            asyncio.run(first_chunk(download))
+        opened = image_data.download_file(rt, download)
+        assert opened is not None
+        with pytest.raises(expected), opened:
+            pass

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from glimpse import config
-from glimpse.auth import policy, property_protection
 from glimpse.auth.context import RequestContext
 from glimpse.domain.image import Image
-from glimpse.runtime import Runtime, build
+from glimpse.runtime import Runtime
 from glimpse.services import images as svc
 from glimpse.services.image_patch import Change
 
 CTX = RequestContext(project_id="0123456789abcdef0123456789abcdef", user_id="u",
                      roles=frozenset({"member", "reader"}))
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    conf_file = tmp_path / "glimpse.conf"
-    conf_file.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\nlog_file = {tmp_path}/g.log\n"
-                         "[oslo_messaging_notifications]\ndriver = log\n")
-    conf = config.load(["--config-file", str(conf_file)])
-    policy.install(conf)
-    property_protection.install(conf)
-    runtime = build(conf)
-    yield runtime
-    runtime.db.dispose()
 
 
 def _events(rt: Runtime, event_type: str) -> list[str]:
