@@ -40,6 +40,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal_column,
     or_,
     select,
     true,
@@ -120,10 +121,12 @@ _DEFAULTS: Final[dict[str, Any]] = {"name": "", "disk_format": "", "container_fo
 
 def _sort_expr(key: str) -> ColumnElement[Any]:
     """The column, NULLs read as the type's empty value so both databases order alike
-    and marker comparisons never meet a NULL (as Glance's paginate query)."""
+    and marker comparisons never meet a NULL (as Glance's paginate query). The
+    empty value is written into the SQL, not bound: only then does the expression
+    match an index on it (``models.NAME_ORDER``: sorts by name)."""
     column = _images.c[key]
     if key in _DEFAULTS:
-        return func.coalesce(column, _DEFAULTS[key])
+        return func.coalesce(column, literal_column(repr(_DEFAULTS[key])))
     return column
 
 

@@ -10,7 +10,7 @@ Times are naive UTC datetimes. Deleted images are kept (status ``deleted``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -64,6 +64,14 @@ images = Table(
     Index("ix_images_name", "name"),    # lookups by name (?name=)
     Index("ix_images_created_at_id", "created_at", "id"),
 )
+
+# The order of a list sorted by name (image_lists._sort_expr renders it the same
+# way), and the indexes that read each part of such a list in that order.
+NAME_ORDER: Final = text("coalesce(name, '')")
+Index("ix_images_owner_deleted_name_order", images.c.owner, images.c.deleted, NAME_ORDER,
+      images.c.created_at, images.c.id)
+Index("ix_images_visibility_deleted_name_order", images.c.visibility, images.c.deleted,
+      NAME_ORDER, images.c.created_at, images.c.id)
 
 image_properties = Table(
     "image_properties", metadata,

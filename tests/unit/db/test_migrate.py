@@ -4,7 +4,7 @@ revision, on both databases."""
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from glimpse.db import images_repo, migrate
 from glimpse.db.engine import Database
@@ -16,12 +16,25 @@ PAGE_INDEXES = {"ix_images_owner_deleted_created_at_id": ["owner", "deleted", "c
                 "ix_images_name": ["name"]}
 
 
+NAME_ORDER_INDEXES = ("ix_images_owner_deleted_name_order",
+                      "ix_images_visibility_deleted_name_order")
+
+
 def _image_indexes(db: Database) -> dict[str, list[str]]:
     with db.engine.connect() as conn:
         return {ix["name"]: list(ix["column_names"]) for ix in inspect(conn).get_indexes("images")}
 
 
-def test_0002_gives_the_list_indexes_the_page_order_and_keeps_the_images(
+def _index_sql(db: Database, name: str) -> str | None:
+    """The index's definition as the database keeps it (expression indexes too)."""
+    query = ("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+             if db.dialect == "sqlite" else
+             "SELECT indexdef FROM pg_indexes WHERE indexname = :name")
+    with db.engine.connect() as conn:
+        return conn.execute(text(query), {"name": name}).scalar()
+
+
+def test_0002_and_0003_give_lists_their_indexes_and_keep_the_images(
         db_url: str) -> None:
     db = Database(db_url)
     migrate.upgrade(db.engine, "0001")
@@ -36,6 +49,9 @@ def test_0002_gives_the_list_indexes_the_page_order_and_keeps_the_images(
     assert {name: indexes.get(name) for name in PAGE_INDEXES} == PAGE_INDEXES
     assert "ix_images_owner_deleted" not in indexes
     assert "ix_images_visibility_deleted" not in indexes
+    for name in NAME_ORDER_INDEXES:    # 0003: the order of a list sorted by name
+        definition = _index_sql(db, name)
+        assert definition is not None and "coalesce(name, ''" in definition.lower()
     with db.read() as s:
         assert images_repo.get(s, image.id) == image
 
@@ -46,6 +62,7 @@ def test_0002_gives_the_list_indexes_the_page_order_and_keeps_the_images(
     indexes = _image_indexes(db)
     assert indexes["ix_images_owner_deleted"] == ["owner", "deleted"]
     assert not set(PAGE_INDEXES) & set(indexes)
+    assert [_index_sql(db, name) for name in NAME_ORDER_INDEXES] == [None, None]
     with db.read() as s:
         assert images_repo.get(s, image.id) == image
     db.dispose()
