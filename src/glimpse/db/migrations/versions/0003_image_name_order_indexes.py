@@ -8,7 +8,7 @@ visible image. The expression is the one the list sorts by:
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-28 00:15:00
+Create Date: 2026-11-28 00:10:00
 """
 
 from alembic import op
