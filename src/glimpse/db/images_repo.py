@@ -206,8 +206,9 @@ def exists_any(session: Connection, image_id: str) -> bool:
 
 
 def add(session: Connection, image: Image) -> None:
-    """Insert ``image`` with its tags and properties. A duplicate id raises
-    SQLAlchemy's IntegrityError (callers check ``exists_any`` first)."""
+    """Insert ``image`` with its tags and properties. An id that exists or existed
+    (image rows are never deleted) raises SQLAlchemy's IntegrityError, which the
+    caller turns into its own error (``create_image``: Duplicate, 409)."""
     sqlite_direct.execute(session, _INSERT_IMAGE, _image_values(image))
     if image.tags:
         sqlite_direct.execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
