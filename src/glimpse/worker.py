@@ -99,6 +99,10 @@ def uvicorn_config(settings: ServeSettings) -> Config:
                   port=settings.bind_port, log_config=None, access_log=settings.access_log,
                   timeout_graceful_shutdown=GRACEFUL_SHUTDOWN, timeout_keep_alive=60,
                   server_header=False, ws="none",
+                  # uvicorn would take the client address and scheme from
+                  # X-Forwarded-For/-Proto of any loopback peer; Glimpse's own rules
+                  # decide instead (auth.client_address, api.public_url)
+                  proxy_headers=False,
                   # uvicorn's httptools protocol plus a direct body path for uploads
                   http="glimpse.api.http_protocol:BodyIntoProtocol")
 

@@ -429,6 +429,22 @@ def test_image_send_for_full_range_and_aborted_downloads(server: ServerProcess) 
     assert len(sends(server, image_id, 3)) == 3   # and no late duplicate
 
 
+@pytest.mark.parametrize(("trusted", "destination"), [
+    (None, "127.0.0.1"), ("127.0.0.1", "203.0.113.9"), ("192.0.2.10", "127.0.0.1")])
+def test_destination_ip_believes_x_forwarded_for_only_from_trusted_proxies(
+        glimpse_server: Server, trusted: str | None, destination: str) -> None:
+    options: dict[str, Any] = {**LOG_DRIVER, "DEFAULT": {}}
+    if trusted:
+        options["DEFAULT"]["trusted_proxies"] = trusted
+    server = glimpse_server(options)
+    image_id = create_image(server)
+    assert upload(server, image_id, b"x" * 1000).status_code == 204
+    with server.client(**OWNER, **{"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}) as c:
+        assert c.get(f"/v2/images/{image_id}/file").content == b"x" * 1000
+    [event] = sends(server, image_id, 1)
+    assert event["payload"]["destination_ip"] == destination
+
+
 def test_store_read_failures_are_error_image_sends(server: ServerProcess) -> None:
     mib = 1024 * 1024
     data = os.urandom(12 * mib)
