@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from oslo_config import cfg
 
@@ -68,7 +69,17 @@ default_opts: list[cfg.Opt] = [
                      "a proxy in front sets the identity headers."),
     cfg.ListOpt("trusted_proxies", default=[],
                 help="Peer addresses whose X-Forwarded-For header is believed "
-                     "(for image.send destination_ip)."),
+                     "(for image.send destination_ip). When set, also the only peers "
+                     "whose proxy headers count for [oslo_middleware] "
+                     "enable_proxy_headers_parsing."),
+    cfg.StrOpt("public_endpoint",
+               help="The URL clients reach the API at (e.g. https://image.example.com "
+                    "or https://cloud.example.com/image), used for the links of the "
+                    "version documents and of Location headers. keystoneauth clients "
+                    "(openstacksdk, the openstack CLI) send every request to the "
+                    "version document's link, so set this behind a proxy or load "
+                    "balancer. Default: the URL of each request as it reached the "
+                    "server (see [oslo_middleware] enable_proxy_headers_parsing)."),
     cfg.StrOpt("node_staging_uri", default="file://$state_path/staging",
                help="Where glance-direct imports stage data (file:// only)."),
     cfg.ListOpt("enabled_import_methods", default=["glance-direct", "web-download"],
@@ -142,6 +153,15 @@ outbox_opts: list[cfg.Opt] = [
                      "so events wait for consumers that start later."),
 ]
 
+middleware_opts: list[cfg.Opt] = [
+    cfg.BoolOpt("enable_proxy_headers_parsing", default=False,
+                help="Build links from what a reverse proxy says of the original "
+                     "request (Forwarded, or X-Forwarded-Proto and X-Forwarded-Host; "
+                     "and X-Forwarded-Prefix), as Glance does with oslo.middleware. "
+                     "The proxy must set or overwrite these headers. "
+                     "[DEFAULT] public_endpoint, when set, wins."),
+]
+
 task_opts: list[cfg.Opt] = [
     cfg.IntOpt("task_time_to_live", default=48, min=0,
                help="Hours a finished task stays visible."),
@@ -181,6 +201,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "glance_store": store_opts,
     "oslo_messaging_notifications": notification_opts,
     "outbox": outbox_opts,
+    "oslo_middleware": middleware_opts,
     "task": task_opts,
     "import_filtering_opts": import_filtering_opts,
 }
@@ -239,6 +260,7 @@ def _validate(conf: cfg.ConfigOpts) -> None:
                     where += f" (in {source.group(1)})"
                 raise ConfigError(f"Invalid value for {where}: {reason}") from exc
     parse_size(conf.user_storage_quota, "[DEFAULT] user_storage_quota")
+    _check_public_endpoint(conf.public_endpoint)
     import hashlib
 
     if conf.hashing_algorithm not in hashlib.algorithms_available:
@@ -250,6 +272,21 @@ def _validate(conf: cfg.ConfigOpts) -> None:
             raise ConfigError(
                 f"Invalid value for [oslo_messaging_notifications] driver: unknown driver "
                 f"{name!r} (known: log, messaging, messagingv2, noop)")
+
+
+def _check_public_endpoint(value: str | None) -> None:
+    if not value:
+        return
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok \
+            or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(f"Invalid value for [DEFAULT] public_endpoint: {value!r} "
+                          f"(expected an http:// or https:// URL such as "
+                          f"https://image.example.com or https://cloud.example.com/image)")
 
 
 def list_opts() -> Iterable[tuple[str | None, list[cfg.Opt]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jsonschema
 import pytest
@@ -54,6 +54,56 @@ def test_version_discovery_without_identity(server: ServerProcess) -> None:
 def test_version_links_follow_the_host_the_client_used(server: ServerProcess) -> None:
     with server.client(Host="images.example.org:8443") as c:
         _check_version_list(c.get("/versions").json(), "images.example.org:8443")
+
+
+# the legacy import task made for its Location fetches from here, and fails
+TASK_SOURCE = {"import_filtering_opts": {"allowed_hosts": "127.0.0.1"}}
+BEHIND_PROXY = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "cloud.example.com",
+                "X-Forwarded-Prefix": "/image"}
+
+
+def _links_and_locations(server: ServerProcess, **headers: str) -> tuple[set[str], str, str]:
+    """The version document's links, and the Location of a created image and task."""
+    with server.client(**ADMIN, **headers) as c:
+        links = {v["links"][0]["href"] for v in c.get("/versions").json()["versions"]}
+        image = c.post("/v2/images", json={"name": "behind-proxy"})
+        task = c.post("/v2/tasks", json={"type": "import", "input": {
+            "import_from": "http://127.0.0.1/nothing", "import_from_format": "raw",
+            "image_properties": {"disk_format": "raw", "container_format": "bare"}}})
+        assert (image.status_code, task.status_code) == (201, 201), (image.text, task.text)
+        return links, image.headers["Location"], task.headers["Location"]
+
+
+def test_links_follow_a_trusted_proxy_when_parsing_is_enabled(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    proxied = glimpse_server({**TASK_SOURCE, "DEFAULT": {"trusted_proxies": "127.0.0.1"},
+                              "oslo_middleware": {"enable_proxy_headers_parsing": "true"}})
+    links, image_at, task_at = _links_and_locations(proxied, **BEHIND_PROXY)
+    assert links == {"https://cloud.example.com/image/v2/"}
+    assert image_at.startswith("https://cloud.example.com/image/v2/images/")
+    assert task_at.startswith("https://cloud.example.com/image/v2/tasks/")
+    # RFC 7239's header is read first, as oslo.middleware does
+    links, _, _ = _links_and_locations(
+        proxied, Forwarded='for=192.0.2.1;proto=https;host="cloud.example.com:8443"',
+        **{"X-Forwarded-Prefix": "/image"})
+    assert links == {"https://cloud.example.com:8443/image/v2/"}
+    # a peer other than the trusted proxy cannot choose the links
+    untrusted = glimpse_server({**TASK_SOURCE, "DEFAULT": {"trusted_proxies": "192.0.2.10"},
+                                "oslo_middleware": {"enable_proxy_headers_parsing": "true"}})
+    links, image_at, _ = _links_and_locations(untrusted, **BEHIND_PROXY)
+    assert links == {f"{untrusted.url}/v2/"}
+    assert image_at.startswith(f"{untrusted.url}/v2/images/")
+
+
+def test_public_endpoint_sets_every_link(glimpse_server: Callable[..., ServerProcess]) -> None:
+    server = glimpse_server({**TASK_SOURCE,
+                             "DEFAULT": {"public_endpoint": "https://cloud.example.com/image/"},
+                             "oslo_middleware": {"enable_proxy_headers_parsing": "true"}})
+    for headers in ({}, {"X-Forwarded-Host": "elsewhere.example.com"}):
+        links, image_at, task_at = _links_and_locations(server, **headers)
+        assert links == {"https://cloud.example.com/image/v2/"}
+        assert image_at.startswith("https://cloud.example.com/image/v2/images/")
+        assert task_at.startswith("https://cloud.example.com/image/v2/tasks/")
 
 
 def test_healthcheck(server: ServerProcess) -> None:

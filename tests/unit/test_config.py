@@ -88,6 +88,12 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     ("oslo_messaging_notifications", "driver = pigeon",
      "[oslo_messaging_notifications] driver"),
     ("database", "max_pool_size = 0", "[database] max_pool_size"),
+    ("DEFAULT", "public_endpoint = image.example.com", "[DEFAULT] public_endpoint"),
+    ("DEFAULT", "public_endpoint = ftp://image.example.com", "[DEFAULT] public_endpoint"),
+    ("DEFAULT", "public_endpoint = https://h:99999", "[DEFAULT] public_endpoint"),
+    ("DEFAULT", "public_endpoint = https://h/image?x=1", "[DEFAULT] public_endpoint"),
+    ("oslo_middleware", "enable_proxy_headers_parsing = perhaps",
+     "[oslo_middleware] enable_proxy_headers_parsing"),
 ])
 def test_invalid_value_stops_start_up(tmp_path: Path, section: str, line: str,
                                       named: str) -> None:
@@ -119,3 +125,13 @@ def test_worker_threads_default_and_value(tmp_path: Path) -> None:
     path = tmp_path / "glimpse-api.conf"
     path.write_text("[DEFAULT]\nworker_threads = 8\n")
     assert config.load(["--config-file", str(path)]).worker_threads == 8
+
+
+def test_public_endpoint_accepts_urls_with_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "glimpse-api.conf"
+    path.write_text("[DEFAULT]\npublic_endpoint = https://cloud.example.com:8443/image/\n"
+                    "[oslo_middleware]\nenable_proxy_headers_parsing = true\n")
+    conf = config.load(["--config-file", str(path)])
+    assert conf.public_endpoint == "https://cloud.example.com:8443/image/"
+    assert conf.oslo_middleware.enable_proxy_headers_parsing is True
+    assert config.load([]).oslo_middleware.enable_proxy_headers_parsing is False

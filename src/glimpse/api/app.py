@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from glimpse.api import errors, image_data, images, imports, info, members, schemas, tasks, versions
 from glimpse.api.auth import AuthMiddleware
+from glimpse.api.public_url import PublicUrl
 from glimpse.api.request_id import RequestIdMiddleware
 from glimpse.exceptions import GlimpseError
 from glimpse.runtime import Runtime, build
@@ -42,6 +43,10 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
         Exception: errors.handle_unexpected,
     })
     app.state.runtime = rt
+    app.state.public_url = PublicUrl(
+        endpoint=conf.public_endpoint,
+        parse_proxy_headers=conf.oslo_middleware.enable_proxy_headers_parsing,
+        trusted_proxies=frozenset(conf.trusted_proxies))
     app.add_middleware(AuthMiddleware, runtime=rt)
     app.add_middleware(RequestIdMiddleware)   # added last: runs first, around auth
     return app

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from glimpse.api import errors
 from glimpse.api.auth import context_of
+from glimpse.api.public_url import public_base_url
 from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.image import Image
 from glimpse.runtime import Runtime
@@ -96,7 +97,7 @@ async def create(request: Request) -> Response:
     images.check_create_allowed(body)
     validate_image(body)
     image = await run_in_threadpool(images.create_image, rt, ctx, body)
-    headers = {"Location": f"{str(request.base_url).rstrip('/')}/v2/images/{image.id}"}
+    headers = {"Location": f"{public_base_url(request)}/v2/images/{image.id}"}
     methods = rt.conf.enabled_import_methods
     if methods:
         headers["OpenStack-image-import-methods"] = ",".join(methods)

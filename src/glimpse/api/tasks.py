@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from glimpse.api import errors
 from glimpse.api.auth import context_of
+from glimpse.api.public_url import public_base_url
 from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.task import Task
 from glimpse.exceptions import Invalid
@@ -57,7 +58,7 @@ async def create(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
     body = await read_json(request)
     task = await run_in_threadpool(task_service.create_task, rt, ctx, body)
-    location = f"{str(request.base_url).rstrip('/')}/v2/tasks/{task.id}"
+    location = f"{public_base_url(request)}/v2/tasks/{task.id}"
     return JSONResponse(task_view(task), status_code=201, headers={"Location": location})
 
 

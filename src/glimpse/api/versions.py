@@ -1,11 +1,12 @@
 """Version discovery and the health check, answered without authentication.
 
 As Glance: ``GET /`` answers ``300 Multiple Choices`` and ``GET /versions``
-``200 OK``, both with the same version list; links point at ``<host>/v2/``
-where ``<host>`` is what the client used to reach us (the request's Host
-header and scheme). ``GET /v2`` and ``GET /v2/`` also return the list (200), so
-that clients given a versioned endpoint can discover it. ``GET /healthcheck``
-answers ``200 OK`` with the body ``OK`` like Glance's healthcheck middleware.
+``200 OK``, both with the same version list; links point at ``<base>/v2/``
+where ``<base>`` is ``[DEFAULT] public_endpoint`` or else what the client used
+to reach us (see :mod:`glimpse.api.public_url`). ``GET /v2`` and ``GET /v2/``
+also return the list (200), so that clients given a versioned endpoint can
+discover it. ``GET /healthcheck`` answers ``200 OK`` with the body ``OK`` like
+Glance's healthcheck middleware.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from glimpse.api.public_url import public_base_url
 
 # Glance 33 (single store) advertises exactly these, newest first.
 CURRENT = "v2.18"
@@ -32,14 +35,8 @@ def version_list(base_url: str) -> dict[str, Any]:
                          for vid, status in versions]}
 
 
-def _base_url(request: Request) -> str:
-    # scheme://host[:port] as the client addressed us, plus any mount prefix.
-    url = request.base_url
-    return str(url).rstrip("/")
-
-
 def _versions_response(request: Request, status_code: int) -> Response:
-    body = json.dumps(version_list(_base_url(request))).encode("utf-8")
+    body = json.dumps(version_list(public_base_url(request))).encode("utf-8")
     return Response(body, status_code=status_code, media_type="application/json")
 
 
