@@ -115,7 +115,7 @@ def setup_logging(conf: Any) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _database_error(exc: Exception, conf: Any) -> str:
+def _database_error(exc: BaseException, conf: Any) -> str:
     from sqlalchemy.engine.url import make_url
 
     url = make_url(conf.database.connection).render_as_string(hide_password=True)
@@ -310,10 +310,13 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()
         return 0
     if args.area == "outbox":
+        from glimpse.exceptions import DatabaseUnavailable
+
         try:
             print(_outbox_status(conf, as_json=args.json))
-        except DBAPIError as exc:
-            print(f"glimpse-manage: {_database_error(exc, conf)}", file=sys.stderr)
+        except (DBAPIError, DatabaseUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            print(f"glimpse-manage: {_database_error(cause or exc, conf)}", file=sys.stderr)
             return 1
         return 0
     return tokens_cli.run(args, conf)

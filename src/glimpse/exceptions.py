@@ -88,6 +88,17 @@ class StoragePermissionDenied(StoreError):
     """The store refused access to its media (HTTP 503)."""
 
 
+class DatabaseUnavailable(GlimpseError):
+    """The database could not be reached or did not answer: connection refused or
+    lost, no pooled connection free in time, SQLite busy beyond its timeout (HTTP
+    503). Transient: the same request may succeed later. ``detail`` (the
+    driver's message) is for logs."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("The image database is unavailable; try again later.")
+        self.detail = detail
+
+
 class ClientDisconnected(GlimpseError):
     """The client went away while data was being transferred."""
 

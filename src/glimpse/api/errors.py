@@ -34,6 +34,7 @@ STATUS: list[tuple[type[exc.GlimpseError], int]] = [
     (exc.UnsupportedMediaType, 415),
     (exc.RangeNotSatisfiable, 416),
     (exc.StoragePermissionDenied, 503),
+    (exc.DatabaseUnavailable, 503),
     (exc.StoreError, 500),
 ]
 
@@ -93,10 +94,11 @@ async def handle_glimpse_error(request: Request, error: Exception) -> Response:
     if isinstance(error, exc.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{error.size}"
     if status >= 500:
-        LOG.error("%s %s failed: %s (%s)", request.method, request.url.path, error.message,
+        detail = error.detail if isinstance(error, exc.DatabaseUnavailable) else error.message
+        LOG.error("%s %s failed: %s (%s)", request.method, request.url.path, detail,
                   request_id_of(request.scope))
         message = "The server could not complete the request (see the service log)."
-        if isinstance(error, exc.StoragePermissionDenied):
+        if isinstance(error, exc.StoragePermissionDenied | exc.DatabaseUnavailable):
             message = error.message
         return error_response(status, message, headers, accept=_accept(request))
     return error_response(status, error.message, headers, accept=_accept(request))

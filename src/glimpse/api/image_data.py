@@ -222,9 +222,8 @@ class ImageDataResponse(Response):
         # An ERROR leaves the response incomplete: the server closes the connection.
 
     async def _record(self, priority: str) -> None:
-        await asyncio.shield(asyncio.to_thread(
-            image_data.record_send, self.rt, self.ctx, self.download, self.bytes_sent,
-            priority))
+        await asyncio.shield(image_data.record_send(
+            self.rt, self.ctx, self.download, self.bytes_sent, priority))
 
     @staticmethod
     async def _watch(receive: Receive, gone: asyncio.Event) -> None:

@@ -29,7 +29,10 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from glimpse.exceptions import DatabaseUnavailable
 
 LOG = logging.getLogger(__name__)
 
@@ -248,6 +251,30 @@ class Checkpointer:
             thread.join(timeout)
 
 
+# SQLite result codes of a database that cannot serve now (busy, locked, out of
+# memory, I/O error, disk full, cannot open, lock protocol), not of a bad statement
+# ("no such table" and syntax errors are OperationalError too, code 1).
+SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 10, 13, 14, 15})
+
+
+def unavailable(error: SQLAlchemyError) -> DatabaseUnavailable | None:
+    """``error`` as :class:`DatabaseUnavailable` when the database itself failed:
+    a disconnect, a pool checkout that timed out, PostgreSQL's
+    ``OperationalError``/``InterfaceError`` (connection refused or lost, shutdown,
+    deadlock, statement timeout), SQLite's for the result codes above. None for
+    a statement's own failure (``IntegrityError``, a missing table, ...)."""
+    if not (isinstance(error, PoolTimeout)
+            or (isinstance(error, DBAPIError) and error.connection_invalidated)):
+        if not isinstance(error, OperationalError | InterfaceError):
+            return None
+        code = getattr(error.orig, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF not in SQLITE_UNAVAILABLE:
+            return None
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    return DatabaseUnavailable(lines[0] if lines else type(orig).__name__)
+
+
 class Database:
     """Owns the engine; hands out Core connections in transactions.
 
@@ -259,6 +286,9 @@ class Database:
     On a SQLite file it queues in the :class:`WriteGate` (blocks until the
     writers before it are done) with a pooled connection already in hand.
     ``read()`` is for queries only: a ``Connection`` in a transaction.
+    Both raise :class:`DatabaseUnavailable` (from the SQLAlchemy error) when the
+    database itself fails, in the transaction or its body (see :func:`unavailable`);
+    other errors propagate unchanged. Nothing here retries.
     (Core, not the ORM: ``sqlalchemy.orm`` would add ~6 MiB to every process
     and ~0.15 ms to every transaction, for a transaction wrapper.)
     """
@@ -287,17 +317,23 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         hooks: list[Callable[[], None]] = []
-        # the pool's checkout and check-in happen outside the gate: every process's
-        # writers queue for the time the gate is held (~0.1 ms less per write)
-        with self._write_engine.connect() as connection, self._gate_held():
-            _after_commit[connection] = hooks
-            try:
-                with connection.begin():
-                    yield connection
-            finally:
-                # this transaction's hooks only: never run after a rollback, never
-                # seen by the next user of the pooled connection
-                del _after_commit[connection]
+        try:
+            # the pool's checkout and check-in happen outside the gate: every process's
+            # writers queue for the time the gate is held (~0.1 ms less per write)
+            with self._write_engine.connect() as connection, self._gate_held():
+                _after_commit[connection] = hooks
+                try:
+                    with connection.begin():
+                        yield connection
+                finally:
+                    # this transaction's hooks only: never run after a rollback, never
+                    # seen by the next user of the pooled connection
+                    del _after_commit[connection]
+        except SQLAlchemyError as error:
+            down = unavailable(error)
+            if down is None:
+                raise
+            raise down from error
         # committed and the gate released: the hooks (e.g. waking the relay
         # thread, which then competes for the GIL) never delay the next writer
         for hook in hooks:
@@ -349,8 +385,14 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """A ``Connection`` in a transaction, for queries only (committed at the end;
         nothing to commit)."""
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        except SQLAlchemyError as error:
+            down = unavailable(error)
+            if down is None:
+                raise
+            raise down from error
 
     def dispose(self) -> None:
         if self.checkpointer is not None:

@@ -32,8 +32,9 @@ loops over it, tests call it directly. Contract per step:
 
 Blocking: reads and writes wait for the database (writes on SQLite behind
 the write lock); ``publish``/``confirm`` block in the driver (connect and
-confirm timeouts). Database errors propagate (SQLAlchemyError) and are
-retried by the relay thread; rows confirmed but not yet marked stay owed and
+confirm timeouts). Database errors propagate (SQLAlchemyError, or
+DatabaseUnavailable when the database itself is down) and are retried by the
+relay thread; rows confirmed but not yet marked stay owed and
 are marked by a later write.
 """
 

@@ -29,7 +29,8 @@ LOG = logging.getLogger(__name__)
 
 class DriverLease:
     """One node's claim on one driver's lease. Blocks on the database write lock
-    (every method but ``held``); raises SQLAlchemyError when the database fails."""
+    (every method but ``held``); raises SQLAlchemyError or DatabaseUnavailable when
+    the database fails."""
 
     def __init__(self, db: Database, driver_name: str, node_id: str, lease_seconds: float,
                  clock: Callable[[], datetime]) -> None:

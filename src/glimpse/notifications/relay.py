@@ -49,6 +49,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from glimpse.db.engine import Database
+from glimpse.exceptions import DatabaseUnavailable
 from glimpse.notifications.delivery import (
     PRUNE_INTERVAL,
     DriverWorker,
@@ -124,7 +125,7 @@ class Relay:
             try:
                 wait = worker.step()
                 failures = 0
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, DatabaseUnavailable) as exc:
                 failures += 1
                 wait = backoff_delay(failures, self.settings.initial_backoff,
                                      self.settings.max_backoff)
@@ -142,7 +143,7 @@ class Relay:
                 try:
                     if not worker.has_due(within=self._drain_deadline - time.monotonic()):
                         break
-                except SQLAlchemyError:
+                except (SQLAlchemyError, DatabaseUnavailable):
                     break
                 wait = min(wait, max(0.0, self._drain_deadline - time.monotonic()))
             if wait > 0 and not worker.holds_lease:
@@ -162,6 +163,6 @@ class Relay:
             LOG.exception("Relay for %s: could not settle the last batch", worker.driver_name)
         try:
             worker.release_lease()          # writes the marks owed first
-        except SQLAlchemyError:
+        except (SQLAlchemyError, DatabaseUnavailable):
             LOG.warning("Relay for %s: could not release the lease", worker.driver_name)
         worker.driver.close()

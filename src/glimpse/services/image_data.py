@@ -20,7 +20,8 @@ Upload, in three steps so that no database transaction spans the transfer:
 Download: :func:`prepare_download` checks visibility and rules and resolves
 the byte range; :func:`read_chunks` streams from the store without holding the
 image in memory; :func:`record_send` records the one ``image.send`` of the
-download in its own transaction when the stream ends.
+download in its own transaction when the stream ends (retried for a while if
+the database is unavailable then).
 
 Every function blocks on the database except the ``async`` ones, which run
 blocking work in worker threads.
@@ -42,6 +43,7 @@ from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, DEACTIVATED, DELETED, QUEUED, SAVING, Image
 from glimpse.exceptions import (
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     GlimpseError,
     Gone,
@@ -351,14 +353,54 @@ def _missing(rt: Runtime, download: Download, error: NotFound) -> NotFound | Sto
                       f"({error.message})")
 
 
-def record_send(rt: Runtime, ctx: RequestContext, download: Download, bytes_sent: int,
-                priority: str) -> None:
-    """Record the download's one ``image.send`` (INFO/WARN/ERROR) in its own transaction."""
+# How long a download's image.send is retried while the database is unavailable
+# (a failover, a restart): the bytes went out, and billing counts them.
+SEND_RECORD_PATIENCE = 300.0
+SEND_RECORD_FIRST_DELAY = 0.5
+SEND_RECORD_MAX_DELAY = 10.0
+
+
+async def record_send(rt: Runtime, ctx: RequestContext, download: Download, bytes_sent: int,
+                      priority: str) -> None:
+    """Record the download's one ``image.send`` (INFO/WARN/ERROR) in its own
+    transaction, run in a worker thread.
+
+    While the database is unavailable the same event (its ``message_id``, and
+    the timestamp of the end of the download) is retried, waiting 0.5 s
+    doubling to 10 s between attempts, for up to ``SEND_RECORD_PATIENCE``
+    seconds; the first failure is logged at WARNING and giving up at ERROR,
+    both with the event's figures, so that an operator can reconcile. Other
+    errors propagate."""
     event = rt.notifier.prepare(ev.IMAGE_SEND, lambda: payloads.send(
         image_id=download.image.id, owner_id=download.image.owner,
         receiver_tenant_id=ctx.project_id, receiver_user_id=ctx.user_id,
         destination_ip=ctx.remote_address, bytes_sent=bytes_sent), priority=priority)
     if event is None:
         return
-    with rt.db.write() as session:
-        rt.notifier.add(session, event)
+
+    def add() -> None:
+        with rt.db.write() as session:
+            rt.notifier.add(session, event)
+
+    figures = (f"image.send of image {download.image.id} to project {ctx.project_id} "
+               f"({bytes_sent} bytes, {priority})")
+    deadline = asyncio.get_running_loop().time() + SEND_RECORD_PATIENCE
+    delay, failures = SEND_RECORD_FIRST_DELAY, 0
+    while True:
+        try:
+            await asyncio.to_thread(add)
+        except DatabaseUnavailable as error:
+            failures += 1
+            if asyncio.get_running_loop().time() + delay > deadline:
+                LOG.error("Could not record the %s: the database stayed unavailable for "
+                          "%.0f s (%s)", figures, SEND_RECORD_PATIENCE, error.detail)
+                return
+            if failures == 1:
+                LOG.warning("Could not record the %s yet: database unavailable (%s); "
+                            "retrying", figures, error.detail)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SEND_RECORD_MAX_DELAY)
+            continue
+        if failures:
+            LOG.warning("Recorded the %s after %d failed attempts", figures, failures)
+        return

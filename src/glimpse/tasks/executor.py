@@ -35,6 +35,7 @@ from typing import Any
 from glimpse.db import tasks_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.task import PENDING, Task
+from glimpse.exceptions import DatabaseUnavailable
 from glimpse.services import tasks as task_service
 
 LOG = logging.getLogger(__name__)
@@ -102,9 +103,20 @@ class Executor:
 
     # -- scheduler ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Rounds until stopped. A round that fails is retried at the next poll; while
+        the database is down that is logged once, and once more when it is back."""
+        database_down = False
         while not self._stopping.is_set():
             try:
                 self._round()
+                if database_down:
+                    LOG.warning("Task executor: the database answers again")
+                database_down = False
+            except DatabaseUnavailable as exc:
+                if not database_down:
+                    LOG.warning("Task executor: database unavailable (%s); retrying every "
+                                "%.0f s", exc.detail, POLL_INTERVAL)
+                database_down = True
             except Exception:
                 LOG.exception("Task executor round failed; retrying")
             self._wake.wait(POLL_INTERVAL)

@@ -50,8 +50,10 @@ def run_download(monkeypatch: pytest.MonkeyPatch, count: int, trim_after: int = 
             del current
 
     monkeypatch.setattr(api.image_data, "read_chunks", read_chunks)
-    monkeypatch.setattr(api.image_data, "record_send",
-                        lambda *args: recorded.append(args))
+    async def record_send(*args: Any) -> None:
+        recorded.append(args)
+
+    monkeypatch.setattr(api.image_data, "record_send", record_send)
     monkeypatch.setattr(api, "release_free_heap", lambda: recorded.append(("trim",)))
     monkeypatch.setattr(api, "TRIM_AFTER_BYTES", trim_after)
     download = Download(image=SimpleNamespace(id="img", checksum=None, owner="p"),  # type: ignore[arg-type]

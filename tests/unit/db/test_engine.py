@@ -1,15 +1,22 @@
-"""Database: when a read may run on the event loop without waiting."""
+"""Database: when a read may run on the event loop without waiting, the write gate,
+checkpoints, and what an unavailable database raises."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from glimpse.db.engine import Database, missing_sqlite_file
+from glimpse.db.engine import Database, missing_sqlite_file, unavailable
+from glimpse.exceptions import DatabaseUnavailable
+from tests.conftest import free_port
+from tests.tcp_link import TcpLink
 
 
 def test_sqlite_reads_without_waiting_once_a_connection_is_idle(tmp_path: Path) -> None:
@@ -209,3 +216,73 @@ def test_missing_sqlite_file_names_only_an_absent_sqlite_file(tmp_path: Path) ->
     assert missing_sqlite_file("sqlite:///:memory:") is None
     assert missing_sqlite_file(f"sqlite:///file:{tmp_path}/absent?mode=ro&uri=true") is None
     assert missing_sqlite_file("postgresql+psycopg://u@127.0.0.1:1/absent") is None
+
+
+# -- the database itself failing -------------------------------------------------------------
+
+def _sqlite_error(tmp_path: Path, busy: bool) -> DBAPIError:
+    """A real sqlite3 error, wrapped as SQLAlchemy wraps it: "database is locked"
+    (another connection holds the write lock) or "no such table"."""
+    path = str(tmp_path / "raw.sqlite")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    sql = "BEGIN IMMEDIATE" if busy else "SELECT * FROM missing"
+    try:
+        other.execute(sql)
+    except sqlite3.Error as error:
+        return DBAPIError.instance(sql, (), error, sqlite3.Error)
+    finally:
+        other.close()
+        holder.close()
+    raise AssertionError("no error")
+
+
+def test_sqlite_busy_is_unavailable_but_a_bad_statement_is_not(tmp_path: Path) -> None:
+    busy = unavailable(_sqlite_error(tmp_path, busy=True))
+    assert isinstance(busy, DatabaseUnavailable) and "locked" in busy.detail
+    missing_table = _sqlite_error(tmp_path, busy=False)
+    assert isinstance(missing_table, OperationalError)   # as SQLite reports it
+    assert unavailable(missing_table) is None
+
+
+def test_an_unreachable_postgresql_is_unavailable_on_read_and_write() -> None:
+    db = Database(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        for transaction in (db.read, db.write):
+            with pytest.raises(DatabaseUnavailable) as raised, transaction():
+                pass
+            assert isinstance(raised.value.__cause__, OperationalError)
+            assert "refused" in raised.value.detail
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_lost_postgresql_is_unavailable_and_the_pool_recovers(pg_database: str) -> None:
+    url = make_url(pg_database)
+    link = TcpLink(url.host or "127.0.0.1", url.port or 5432)
+    db = Database(url.set(port=link.port).render_as_string(hide_password=False))
+    try:
+        with db.write() as session:
+            session.exec_driver_sql("CREATE TABLE t (id int PRIMARY KEY)")
+            session.exec_driver_sql("INSERT INTO t VALUES (1)")
+        link.cut()
+        # pooled connections are dead and new ones are turned away
+        with pytest.raises(DatabaseUnavailable), db.read() as session:
+            session.exec_driver_sql("SELECT 1")
+        link.restore()
+        # lost in the middle of a transaction: nothing of it is kept
+        with pytest.raises(DatabaseUnavailable), db.write() as session:
+            session.exec_driver_sql("INSERT INTO t VALUES (2)")
+            link.cut()
+            session.exec_driver_sql("INSERT INTO t VALUES (3)")
+        link.restore()
+        # a statement's own failure is not the database being unavailable
+        with pytest.raises(IntegrityError), db.write() as session:
+            session.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with db.read() as session:
+            assert session.exec_driver_sql("SELECT id FROM t").scalars().all() == [1]
+    finally:
+        db.dispose()
+        link.close()

@@ -1,0 +1,109 @@
+"""A running Glimpse whose PostgreSQL goes away and comes back (a failover, a
+restart, a network cut: here a TCP link between them is cut and restored).
+
+While the database is away requests answer 503 with a message saying so, one
+log line each, no traceback; a download already streaming finishes, and its
+``image.send`` is recorded once the database is back (billing counts those
+bytes); then everything works again without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine.url import make_url
+
+from tests.conftest import ServerProcess
+from tests.tcp_link import TcpLink
+
+pytestmark = pytest.mark.postgres
+
+OWNER = {"X-Project-Id": "a" * 32, "X-User-Id": "alice", "X-Roles": "member,reader",
+         "Accept": "application/json"}
+
+
+@pytest.fixture
+def linked(pg_database: str) -> Iterator[tuple[str, TcpLink]]:
+    """The test database's URL through a TcpLink, and the link."""
+    url = make_url(pg_database)
+    link = TcpLink(url.host or "127.0.0.1", url.port or 5432)
+    try:
+        yield url.set(port=link.port).render_as_string(hide_password=False), link
+    finally:
+        link.close()
+
+
+def _sends(pg_database: str, image_id: str) -> list[dict[str, Any]]:
+    with psycopg.connect(pg_database.replace("postgresql+psycopg", "postgresql")) as conn:
+        rows = conn.execute("SELECT envelope FROM outbox WHERE event_type = 'image.send' "
+                            "ORDER BY id").fetchall()
+    envelopes = [json.loads(row[0]) for row in rows]
+    return [e for e in envelopes if e["payload"]["image_id"] == image_id]
+
+
+def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
+        glimpse_server: Callable[..., ServerProcess], pg_database: str,
+        linked: tuple[str, TcpLink]) -> None:
+    url, link = linked
+    server = glimpse_server({"database": {"connection": url},
+                             "oslo_messaging_notifications": {"driver": ["log"]}},
+                            start=False)
+    subprocess.run([sys.executable, "-c", "import sys; from glimpse.cli import manage_main; "
+                    "sys.exit(manage_main())", "--config-file", str(server.config_file),
+                    "db", "sync"], check=True, capture_output=True)
+    server.start()
+    size = 64 * 1024 * 1024
+    with server.client(**OWNER) as c:
+        image_id = c.post("/v2/images", json={"name": "big", "disk_format": "raw",
+                                              "container_format": "bare"}).json()["id"]
+        r = c.put(f"/v2/images/{image_id}/file", content=b"\x5a" * size,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 204, r.text
+
+    # a download starts while the database is there ...
+    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall(request)
+    received = len(sock.recv(65536))
+    link.cut()                          # ... and the database goes away
+    try:
+        with server.client(**OWNER) as c:
+            created = c.post("/v2/images", json={"name": "during the outage"})
+            listed = c.get("/v2/images")
+        for response in (created, listed):
+            assert response.status_code == 503, response.text
+            assert response.json()["message"] == \
+                "The image database is unavailable; try again later."
+        while chunk := sock.recv(1 << 20):      # the download goes on to its end
+            received += len(chunk)
+        time.sleep(1.5)                 # its image.send is tried, and waits
+        assert _sends(pg_database, image_id) == []
+    finally:
+        sock.close()
+        link.restore()
+
+    deadline = time.monotonic() + 20
+    while not (sends := _sends(pg_database, image_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(sends) == 1
+    assert sends[0]["priority"] == "INFO"
+    assert sends[0]["payload"]["bytes_sent"] == size
+    assert received > size              # the headers and every byte
+    with server.client(**OWNER) as c:
+        assert c.post("/v2/images", json={"name": "after"}).status_code == 201
+        assert c.get(f"/v2/images/{image_id}").json()["status"] == "active"
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert "POST /v2/images failed: " in log and "GET /v2/images failed: " in log
+    assert f"Could not record the image.send of image {image_id}" in log
+    assert f"Recorded the image.send of image {image_id}" in log
