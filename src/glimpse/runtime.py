@@ -129,7 +129,7 @@ def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True,
                         publisher_id=default_publisher_id(conf.default_publisher_id),
                         disabled=conf.disabled_notifications)
     runtime = Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier)
-    from glimpse.services.image_data import recover_interrupted_uploads
+    from glimpse.services.image_upload import recover_interrupted_uploads
 
     recover_interrupted_uploads(runtime)   # uploads that died with a crashed process
     return runtime

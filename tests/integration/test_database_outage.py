@@ -4,15 +4,19 @@ restart, a network cut: here a TCP link between them is cut and restored).
 While the database is away requests answer 503 with a message saying so, one
 log line each, no traceback; a download already streaming finishes, and its
 ``image.send`` is recorded once the database is back (billing counts those
-bytes); then everything works again without a restart.
+bytes); an upload whose data ends meanwhile completes once it is back; then
+everything works again without a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +25,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine.url import make_url
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, held_body
 from tests.tcp_link import TcpLink
 
 pytestmark = pytest.mark.postgres
@@ -49,10 +53,11 @@ def _sends(pg_database: str, image_id: str) -> list[dict[str, Any]]:
     return [e for e in envelopes if e["payload"]["image_id"] == image_id]
 
 
-def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
-        glimpse_server: Callable[..., ServerProcess], pg_database: str,
-        linked: tuple[str, TcpLink]) -> None:
-    url, link = linked
+@pytest.fixture
+def server(glimpse_server: Callable[..., ServerProcess],
+           linked: tuple[str, TcpLink]) -> ServerProcess:
+    """A Glimpse whose database is reached through the link."""
+    url, _ = linked
     server = glimpse_server({"database": {"connection": url},
                              "oslo_messaging_notifications": {"driver": ["log"]}},
                             start=False)
@@ -60,6 +65,12 @@ def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
                     "sys.exit(manage_main())", "--config-file", str(server.config_file),
                     "db", "sync"], check=True, capture_output=True)
     server.start()
+    return server
+
+
+def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
+        server: ServerProcess, pg_database: str, linked: tuple[str, TcpLink]) -> None:
+    _, link = linked
     size = 64 * 1024 * 1024
     with server.client(**OWNER) as c:
         image_id = c.post("/v2/images", json={"name": "big", "disk_format": "raw",
@@ -105,5 +116,43 @@ def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
     log = server.log.read_text()
     assert "Traceback" not in log
     assert "POST /v2/images failed: " in log and "GET /v2/images failed: " in log
-    assert f"Could not record the image.send of image {image_id}" in log
-    assert f"Recorded the image.send of image {image_id}" in log
+    assert f"Recording the image.send of image {image_id} to project {'a' * 32} " \
+        f"({size} bytes, INFO): database unavailable" in log
+    assert re.search(f"Recording the image.send of image {image_id} .*: done after "
+                     r"\d+ failed attempts", log)
+
+
+def test_an_upload_that_ends_while_the_database_is_away_completes_when_it_is_back(
+        server: ServerProcess, linked: tuple[str, TcpLink]) -> None:
+    _, link = linked
+    with server.client(**OWNER) as c:
+        image_id = c.post("/v2/images", json={"name": "held", "disk_format": "raw",
+                                              "container_format": "bare"}).json()["id"]
+    release = threading.Event()
+    result: dict[str, Any] = {}
+
+    def upload() -> None:
+        with server.client(**OWNER) as c:
+            result["response"] = c.put(f"/v2/images/{image_id}/file",
+                                       content=held_body(release, b"u"),
+                                       headers={"Content-Type": "application/octet-stream"})
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    time.sleep(1.0)                     # the first MiB is in; the image is saving
+    link.cut()
+    release.set()                       # the data ends while the database is away
+    time.sleep(2.0)
+    assert "response" not in result     # the upload waits for the database ...
+    link.restore()
+    uploader.join(30)
+    response = result["response"]       # ... and succeeds once it is back
+    assert response.status_code == 204, response.text
+    with server.client(**OWNER) as c:
+        image = c.get(f"/v2/images/{image_id}").json()
+        data = c.get(f"/v2/images/{image_id}/file").content
+    assert image["status"] == "active" and image["size"] == 2 * 1024 * 1024
+    assert image["checksum"] == hashlib.md5(data).hexdigest() and data == b"u" * len(data)
+    log = server.log.read_text()
+    assert f"Finishing the upload of image {image_id}: database unavailable" in log
+    assert "Traceback" not in log

@@ -27,7 +27,7 @@ from glimpse.auth.context import RequestContext
 from glimpse.exceptions import ClientDisconnected, NotFound
 from glimpse.notifications.catalogue import ERROR, INFO, WARN
 from glimpse.runtime import Runtime
-from glimpse.services import image_data
+from glimpse.services import image_download, image_upload
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ async def upload(request: Request) -> Response:
     require_octet_stream(request)
     length = content_length(request)
     try:
-        await image_data.upload_data(runtime_of(request), context_of(request),
+        await image_upload.upload_data(runtime_of(request), context_of(request),
                                      request.path_params["image_id"], body_stream(request),
                                      content_length=length)
     except ClientDisconnected as exc:
@@ -75,7 +75,7 @@ async def upload(request: Request) -> Response:
 async def download(request: Request) -> Response:
     rt = runtime_of(request)
     ctx = context_of(request)
-    prepared = await asyncio.to_thread(image_data.prepare_download, rt, ctx,
+    prepared = await asyncio.to_thread(image_download.prepare_download, rt, ctx,
                                        request.path_params["image_id"],
                                        request.headers.get("range"))
     if prepared is None:
@@ -84,7 +84,7 @@ async def download(request: Request) -> Response:
 
 
 class ImageDataResponse(Response):
-    """Streams a :class:`~glimpse.services.image_data.Download` and records its image.send.
+    """Streams a :class:`~glimpse.services.image_download.Download` and records its image.send.
 
     On a server that offers ``glimpse.sendfile`` (ours, for GET) and a store
     with local files, the kernel sends the file; otherwise the data streams
@@ -97,7 +97,7 @@ class ImageDataResponse(Response):
     """
 
     def __init__(self, rt: Runtime, ctx: RequestContext,
-                 download: image_data.Download) -> None:
+                 download: image_download.Download) -> None:
         headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(download.length)}
         if download.image.checksum:
             headers["Content-MD5"] = download.image.checksum
@@ -113,7 +113,7 @@ class ImageDataResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sendfile = scope.get("extensions", {}).get(SENDFILE) if self.download.length else None
-        opened = image_data.download_file(self.rt, self.download) if sendfile else None
+        opened = image_download.download_file(self.rt, self.download) if sendfile else None
         if opened is None:
             await self._send_chunks(receive, send)
             return
@@ -155,7 +155,7 @@ class ImageDataResponse(Response):
 
     async def _send_chunks(self, receive: Receive, send: Send) -> None:
         length = self.download.length
-        chunks = image_data.read_chunks(self.rt, self.download)
+        chunks = image_download.read_chunks(self.rt, self.download)
         first = b""
         if length:
             # Read the first chunk before answering: a store that fails here gets a
@@ -222,7 +222,7 @@ class ImageDataResponse(Response):
         # An ERROR leaves the response incomplete: the server closes the connection.
 
     async def _record(self, priority: str) -> None:
-        await asyncio.shield(image_data.record_send(
+        await asyncio.shield(image_download.record_send(
             self.rt, self.ctx, self.download, self.bytes_sent, priority))
 
     @staticmethod

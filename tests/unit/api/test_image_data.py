@@ -12,7 +12,7 @@ import pytest
 
 from glimpse.api import image_data as api
 from glimpse.notifications.catalogue import INFO
-from glimpse.services.image_data import Download
+from glimpse.services.image_download import Download
 
 
 class Chunk(bytearray):
@@ -49,11 +49,11 @@ def run_download(monkeypatch: pytest.MonkeyPatch, count: int, trim_after: int = 
             yield current
             del current
 
-    monkeypatch.setattr(api.image_data, "read_chunks", read_chunks)
+    monkeypatch.setattr(api.image_download, "read_chunks", read_chunks)
     async def record_send(*args: Any) -> None:
         recorded.append(args)
 
-    monkeypatch.setattr(api.image_data, "record_send", record_send)
+    monkeypatch.setattr(api.image_download, "record_send", record_send)
     monkeypatch.setattr(api, "release_free_heap", lambda: recorded.append(("trim",)))
     monkeypatch.setattr(api, "TRIM_AFTER_BYTES", trim_after)
     download = Download(image=SimpleNamespace(id="img", checksum=None, owner="p"),  # type: ignore[arg-type]

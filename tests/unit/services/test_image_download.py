@@ -1,5 +1,5 @@
-"""The data service: Range parsing (as Glance), upload error texts, and what a
-download meets when the data is gone."""
+"""The download service: Range parsing (as Glance), and what a download meets
+when the data is gone."""
 
 from __future__ import annotations
 
@@ -9,19 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from glimpse.auth.context import RequestContext
-from glimpse.exceptions import (
-    ClientDisconnected,
-    Gone,
-    Invalid,
-    NotFound,
-    QuotaExceeded,
-    RangeNotSatisfiable,
-    StorageFull,
-    StoreError,
-)
+from glimpse.exceptions import Invalid, NotFound, RangeNotSatisfiable, StoreError
 from glimpse.runtime import Runtime
-from glimpse.services import image_data, images
-from glimpse.services.image_data import byte_range, upload_error_text
+from glimpse.services import image_download, image_upload, images
+from glimpse.services.image_download import byte_range
 
 
 @pytest.mark.parametrize(("header", "expected"), [
@@ -64,20 +55,6 @@ def test_any_range_of_empty_data_is_unsatisfiable() -> None:
             byte_range(header, 0)
 
 
-def test_upload_error_texts_name_the_image_and_the_cause() -> None:
-    iid = "1b0c5f0e-0000-4000-8000-000000000001"
-    assert upload_error_text(iid, QuotaExceeded("over quota")) == (
-        f"Failed to upload image data for image {iid}: over quota")
-    assert upload_error_text(iid, ClientDisconnected("client left")) == (
-        f"Failed to upload image data for image {iid}: client left")
-    assert upload_error_text(iid, StorageFull("Image storage media is full: disk")) == (
-        "Image storage media is full: disk")
-    assert upload_error_text(iid, Gone("deleted")).startswith(
-        f"Image {iid} could not be found after upload. The image may have been deleted "
-        "during the upload: ")
-    assert upload_error_text(iid, RuntimeError("boom")).endswith(": boom")
-
-
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -92,20 +69,20 @@ def test_data_gone_with_its_image_is_not_found_and_gone_alone_a_store_fault(
     body = {"name": "a", "disk_format": "raw", "container_format": "bare"}
     deleted, lost = (images.create_image(rt, ctx, dict(body)) for _ in range(2))
     for image in (deleted, lost):
-        asyncio.run(image_data.upload_data(rt, ctx, image.id, _chunks(b"x" * 1000)))
-    race = image_data.prepare_download(rt, ctx, deleted.id)
-    fault = image_data.prepare_download(rt, ctx, lost.id)
+        asyncio.run(image_upload.upload_data(rt, ctx, image.id, _chunks(b"x" * 1000)))
+    race = image_download.prepare_download(rt, ctx, deleted.id)
+    fault = image_download.prepare_download(rt, ctx, lost.id)
     assert race is not None and fault is not None
     images.delete_image(rt, ctx, deleted.id)                  # removes the data too
     (rt.store.datadir / lost.id).unlink()                       # lost, record kept
 
-    async def first_chunk(download: image_data.Download) -> bytes:
-        return await anext(aiter(image_data.read_chunks(rt, download)))
+    async def first_chunk(download: image_download.Download) -> bytes:
+        return await anext(aiter(image_download.read_chunks(rt, download)))
 
     for download, expected in ((race, NotFound), (fault, StoreError)):
         with pytest.raises(expected):
             asyncio.run(first_chunk(download))
-        opened = image_data.download_file(rt, download)
+        opened = image_download.download_file(rt, download)
         assert opened is not None
         with pytest.raises(expected), opened:
             pass
