@@ -95,13 +95,17 @@ def setup_logging(conf: Any) -> None:
 
     The ``log`` notification driver writes through Python logging, so its
     lines land in the same file; the root level must stay at INFO or they are
-    lost. Idempotent: replaces the root handlers.
+    lost. The file is reopened when logrotate moves it away, and the driver
+    learns of lines it could not write (:class:`LogFileHandler`). Idempotent:
+    replaces the root handlers.
     """
     log_file = getattr(conf, "log_file", None)
     handler: logging.Handler
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handler = logging.FileHandler(log_file)
+        from glimpse.notifications.drivers.log import LogFileHandler
+
+        handler = LogFileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))

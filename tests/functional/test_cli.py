@@ -76,8 +76,17 @@ def test_two_workers_one_log_file_and_clean_sigterm(
               and "oslo.messaging.notification.image.create" in server.log.read_text(),
               "the image.create notification in the log file")
 
-    # Four keep-alive connections opened together are served two by each worker.
     workers = [int(pid) for pid in set(started.findall(server.log.read_text()))]
+
+    # logrotate (without copytruncate) moves the file away: every process writes
+    # to a new file at log_file from its next line on, notifications included
+    server.log.rename(server.log.with_name("glimpse.log.1"))
+    with server.client(**MEMBER) as c:
+        rotated = c.post("/v2/images", json={"name": "after logrotate"}).json()["id"]
+    _wait_for(lambda: server.log.exists() and f'"id": "{rotated}"' in server.log.read_text(),
+              "the image.create notification in the new log file")
+
+    # Four keep-alive connections opened together are served two by each worker.
     socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
              for _ in range(4)]
     try:
@@ -92,7 +101,7 @@ def test_two_workers_one_log_file_and_clean_sigterm(
 
     server.stop()
     assert server.proc is not None and server.proc.returncode == 0
-    log = server.log.read_text()
+    log = server.log.read_text()        # the new file: each process reopened it
     assert log.count("Application shutdown complete") == 2
     assert "Glimpse API stopped" in log
 

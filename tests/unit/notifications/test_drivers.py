@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import struct
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -19,7 +22,8 @@ from glimpse import config
 from glimpse.exceptions import ConfigError
 from glimpse.notifications.drivers import OutboxEvent, load_driver
 from glimpse.notifications.drivers.amqp import AmqpDriver, BrokerHost, parse_transport_url
-from glimpse.notifications.drivers.log import LogDriver
+from glimpse.notifications.drivers.base import DeliveryError
+from glimpse.notifications.drivers.log import LogDriver, LogFileHandler
 from glimpse.notifications.envelope import make_envelope
 
 
@@ -120,6 +124,57 @@ def test_log_driver_logger_level_and_masking(caplog: pytest.LogCaptureFixture) -
     assert third["payload"] == "Failed to upload image data for image c: boom"
     assert list(first) == list(json.loads(events[0].envelope))
     assert first["message_id"] == events[0].message_id
+
+
+@pytest.fixture
+def log_to(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], LogFileHandler]]:
+    """Send the notification loggers' lines to a LogFileHandler on a path (only)."""
+    notification_logger = logging.getLogger("oslo.messaging.notification")
+    monkeypatch.setattr(notification_logger, "propagate", False)
+    monkeypatch.setattr(notification_logger, "level", logging.INFO)
+    handlers: list[LogFileHandler] = []
+
+    def attach(path: str) -> LogFileHandler:
+        for old in handlers:
+            notification_logger.removeHandler(old)
+            with contextlib.suppress(OSError):   # what /dev/full still holds
+                old.close()
+        handler = LogFileHandler(path)
+        handlers.append(handler)
+        notification_logger.addHandler(handler)
+        return handler
+
+    yield attach
+    for handler in handlers:
+        notification_logger.removeHandler(handler)
+        with contextlib.suppress(OSError):
+            handler.close()
+
+
+def test_a_line_the_log_file_cannot_take_fails_the_batch_from_that_event(
+        log_to: Callable[[str], LogFileHandler], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    events = [event("INFO", {"id": str(n)}) for n in range(3)]
+    log_to("/dev/full")                          # every write: ENOSPC, a full disk
+    with pytest.raises(DeliveryError) as failed:
+        LogDriver().send_batch(events)
+    assert failed.value.delivered == 0 and "No space left" in str(failed.value)
+    capsys.readouterr()                          # logging's own report, on stderr
+    log_to(str(tmp_path / "glimpse.log"))        # room again: the retry goes through
+    assert LogDriver().send_batch(events) == 3
+    lines = (tmp_path / "glimpse.log").read_text().splitlines()
+    assert [json.loads(line)["payload"]["id"] for line in lines] == ["0", "1", "2"]
+
+
+def test_the_log_file_is_reopened_after_logrotate_moved_it(
+        log_to: Callable[[str], LogFileHandler], tmp_path: Path) -> None:
+    path = tmp_path / "glimpse.log"
+    log_to(str(path))
+    assert LogDriver().send_batch([event("INFO", {"id": "before"})]) == 1
+    path.rename(tmp_path / "glimpse.log.1")      # logrotate without copytruncate
+    assert LogDriver().send_batch([event("INFO", {"id": "after"})]) == 1
+    assert "before" in (tmp_path / "glimpse.log.1").read_text()
+    assert json.loads(path.read_text())["payload"]["id"] == "after"
 
 
 # -- publisher confirms read from the socket ----------------------------------------

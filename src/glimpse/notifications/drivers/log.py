@@ -7,16 +7,23 @@ envelope as one line of JSON with secret-looking keys (``password``,
 lines go wherever the service's logging goes (``[DEFAULT] log_file``).
 
 "Durably accepted" here means handed to the logging handlers, which write
-(and, for a FileHandler, flush) before the call returns.
+(and, for a file, flush) before the call returns. The service's log file is a
+:class:`LogFileHandler`: a line it could not write (disk full, file system
+gone read-only) fails the batch from that event on, so the relay retries it,
+instead of logging's usual "print the error and carry on", which would have
+counted the event as delivered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import sys
+import threading
 from collections.abc import Sequence
 
-from glimpse.notifications.drivers.base import Driver, OutboxEvent
+from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent
 from glimpse.notifications.payloads import mask_secrets
 
 LOGGER_BASE = "oslo.messaging.notification"
@@ -29,12 +36,47 @@ def format_line(envelope_json: str) -> str:
     return json.dumps(mask_secrets(json.loads(envelope_json)))
 
 
+class LogFileHandler(logging.handlers.WatchedFileHandler):
+    """``[DEFAULT] log_file``: reopened when logrotate moved it away (as oslo.log's
+    default handler, Glance's), and keeping, per thread, the error of a write that
+    failed, for :meth:`take_error`."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename)
+        self._failed = threading.local()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed.error = sys.exc_info()[1]
+        super().handleError(record)
+
+    def take_error(self) -> BaseException | None:
+        """The error of this thread's last failed write since the last call, if any."""
+        error: BaseException | None = getattr(self._failed, "error", None)
+        self._failed.error = None
+        return error
+
+
+def _write_error(logger: logging.Logger) -> BaseException | None:
+    """A failed write of this thread's last line by any LogFileHandler it reached."""
+    found: BaseException | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, LogFileHandler):
+                found = handler.take_error() or found
+        current = current.parent if current.propagate else None
+    return found
+
+
 class LogDriver(Driver):
     name = "log"
 
     def send_batch(self, events: Sequence[OutboxEvent]) -> int:
-        for event in events:
+        for done, event in enumerate(events):
             logger = logging.getLogger(f"{LOGGER_BASE}.{event.event_type}")
             logger.log(_LEVELS.get(event.priority.upper(), logging.INFO),
                        "%s", format_line(event.envelope))
+            error = _write_error(logger)
+            if error is not None:
+                raise DeliveryError(done, f"could not write to the log: {error}")
         return len(events)
