@@ -162,6 +162,31 @@ middleware_opts: list[cfg.Opt] = [
                      "[DEFAULT] public_endpoint, when set, wins."),
 ]
 
+# oslo.middleware's CORS options, with the defaults Glance sets for them
+cors_opts: list[cfg.Opt] = [
+    cfg.ListOpt("allowed_origin",
+                help="Origins (scheme://host[:port]) whose browser scripts may call the "
+                     "API, e.g. Horizon's with HORIZON_IMAGES_UPLOAD_MODE = 'direct'. "
+                     "Unset: no CORS headers, preflight requests are refused."),
+    cfg.BoolOpt("allow_credentials", default=True,
+                help="Tell browsers they may send credentials (cookies, HTTP auth)."),
+    cfg.ListOpt("expose_headers", default=["X-Image-Meta-Checksum", "X-Auth-Token",
+                                           "X-Subject-Token", "X-Service-Token",
+                                           "X-OpenStack-Request-ID"],
+                help="Response headers browser scripts may read."),
+    cfg.IntOpt("max_age", default=3600, min=0,
+               help="Seconds browsers may cache a preflight answer."),
+    cfg.ListOpt("allow_methods", default=["GET", "PUT", "POST", "DELETE", "PATCH"],
+                help="Methods allowed in cross-origin requests."),
+    cfg.ListOpt("allow_headers", default=["Content-MD5", "X-Image-Meta-Checksum",
+                                          "X-Storage-Token", "Accept-Encoding",
+                                          "X-Auth-Token", "X-Identity-Status", "X-Roles",
+                                          "X-Service-Catalog", "X-User-Id", "X-Tenant-Id",
+                                          "X-OpenStack-Request-ID"],
+                help="Request headers allowed in cross-origin requests (besides the "
+                     "CORS-safelisted ones, Content-Type included)."),
+]
+
 task_opts: list[cfg.Opt] = [
     cfg.IntOpt("task_time_to_live", default=48, min=0,
                help="Hours a finished task stays visible."),
@@ -202,6 +227,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "oslo_messaging_notifications": notification_opts,
     "outbox": outbox_opts,
     "oslo_middleware": middleware_opts,
+    "cors": cors_opts,
     "task": task_opts,
     "import_filtering_opts": import_filtering_opts,
 }

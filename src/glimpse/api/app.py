@@ -12,6 +12,7 @@ import anyio.to_thread
 from oslo_config import cfg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from glimpse.api import errors, image_data, images, imports, info, members, schemas, tasks, versions
 from glimpse.api.auth import AuthMiddleware
@@ -48,7 +49,15 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
         parse_proxy_headers=conf.oslo_middleware.enable_proxy_headers_parsing,
         trusted_proxies=frozenset(conf.trusted_proxies))
     app.add_middleware(AuthMiddleware, runtime=rt)
-    app.add_middleware(RequestIdMiddleware)   # added last: runs first, around auth
+    app.add_middleware(RequestIdMiddleware)   # runs before auth
+    cors = conf.cors
+    if cors.allowed_origin:
+        # outermost, as Glance's cors filter: preflights are answered without
+        # credentials, and every response (a 401 too) carries the CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=cors.allowed_origin,
+                           allow_credentials=cors.allow_credentials,
+                           allow_methods=cors.allow_methods, allow_headers=cors.allow_headers,
+                           expose_headers=cors.expose_headers, max_age=cors.max_age)
     return app
 
 
