@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install (if missing) and start the services the test suite talks to:
-# a throw-away PostgreSQL cluster and RabbitMQ, both on 127.0.0.1.
+# a throw-away PostgreSQL cluster and RabbitMQ, both on 127.0.0.1 (and install
+# wrk, which the benchmarks and their harness test use).
 # Idempotent: a service already running is left as it is.
 # Source it (". scripts/test-services.sh") to get GLIMPSE_TEST_PG_URL and
 # GLIMPSE_TEST_RABBIT_URL exported; run it to just start the services.
@@ -12,6 +13,8 @@ PG_DIR="${GLIMPSE_TEST_PG_DIR:-/tmp/glimpse-test-pg}"
 need_apt=()
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# not a service: the load generator bench/ uses, which a test runs on a tiny workload
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "[services] installing ${need_apt[*]} from Debian" >&2
   apt-get update -qq
