@@ -3,8 +3,10 @@
 ``TcpLink(host, port)`` listens on 127.0.0.1 (``.port``) and forwards every
 connection to ``host:port``. ``cut()`` resets every open connection and turns
 new ones away (accepted, then closed at once, as a failed-over address does)
-until ``restore()``. Used to take a real PostgreSQL away from a running Glimpse
-and give it back, without stopping the shared test cluster.
+until ``restore()``. Setting ``delay`` (seconds) holds every chunk the server
+sends back for that long: a slow server. Used to take a real PostgreSQL away
+from a running Glimpse and give it back, or to slow a real Keystone down,
+without touching the shared test services.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 
 
 class TcpLink:
@@ -24,6 +28,7 @@ class TcpLink:
         self._open: list[socket.socket] = []
         self._cut = False
         self._closed = False
+        self.delay = 0.0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -61,13 +66,19 @@ class TcpLink:
                 continue
             with self._lock:
                 self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            for source, sink, slow in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, slow),
+                                 daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, slow: bool) -> None:
+        _pump(source, sink, (lambda: self.delay) if slow else (lambda: 0.0))
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, delay: Callable[[], float]) -> None:
     try:
         while data := source.recv(65536):
+            if (wait := delay()) > 0:
+                time.sleep(wait)
             sink.sendall(data)
     except OSError:
         pass

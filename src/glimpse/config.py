@@ -36,7 +36,8 @@ default_opts: list[cfg.Opt] = [
                     "thread. Each worker has one GIL, so two threads keep it busy; "
                     "every extra thread (with the database connection it holds) costs "
                     "resident memory. Raise it for a database with slow round trips "
-                    "(PostgreSQL over a network) or Keystone validating tokens slowly. "
+                    "(PostgreSQL over a network); Keystone's validations have their "
+                    "own threads ([glimpse] keystone_threads). "
                     "Separate from [database] max_pool_size, whose connections also "
                     "serve the relay and the task threads."),
     cfg.StrOpt("log_file", help="Log to this file (service log and `log` notifications). "
@@ -108,6 +109,12 @@ identity_opts: list[cfg.Opt] = [
                 help="noauth: roles of requests that carry no identity headers."),
     cfg.StrOpt("token_file", default="$state_path/tokens.json",
                help="auth_strategy=token-file: the token database."),
+    cfg.IntOpt("keystone_threads", default=8, min=1, max=256,
+               help="auth_strategy=keystone: threads per API worker that validate "
+                    "tokens (keystonemiddleware blocks on Keystone for a token it has "
+                    "not cached). Separate from [DEFAULT] worker_threads, so a slow "
+                    "Keystone holds up only requests with uncached tokens: more than "
+                    "this many at once wait for a thread. Threads start when needed."),
 ]
 
 database_opts: list[cfg.Opt] = [

@@ -102,6 +102,16 @@ class KeystoneInfo:
     def token(self, project: str, role: str) -> str:
         return str(self.session(project, role).get_token())
 
+    def service_token(self) -> str:
+        """A token of the service user Glimpse validates tokens as."""
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        auth = v3.Password(auth_url=self.url, username=SERVICE_USER,
+                           password=password_of(SERVICE_USER), project_name=SERVICE_PROJECT,
+                           user_domain_id="default", project_domain_id="default")
+        return str(session.Session(auth=auth).get_token())
+
     def set_image_endpoint(self, glimpse_url: str) -> None:
         """Point the catalog's ``image`` endpoints (public/internal/admin) at Glimpse."""
         conn = admin_connection(self.url, self.admin_password)

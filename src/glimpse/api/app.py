@@ -69,7 +69,9 @@ def bound_request_threads(threads: int) -> None:
     A worker has two pools, each bounded here:
 
     * anyio's, through its default limiter (Starlette's ``run_in_threadpool``:
-      the JSON API's services, Keystone token validation). It allowed 40.
+      the JSON API's services). It allowed 40. (Keystone token validation uses
+      anyio's threads under a limiter of its own, ``[glimpse] keystone_threads``:
+      see :class:`glimpse.api.auth.AuthMiddleware`.)
     * the loop's default executor (``asyncio.to_thread``/``run_in_executor(None,
       ...)``: the image-data steps, i.e. an upload's or a stage's short database
       transactions and staging-file writes, a download's sendfile calls or chunk
@@ -80,7 +82,7 @@ def bound_request_threads(threads: int) -> None:
     executor's queue are FIFO), so a waiting request is delayed, never starved.
     Nothing holds a thread of either pool for longer than one blocking step: a
     transaction (which may queue in the SQLite write gate), one chunk of file
-    I/O, one Keystone call. Body streaming runs on the loop, an upload's hash
+    I/O. Body streaming runs on the loop, an upload's hash
     and store writes run in its own pipeline threads, and tasks (imports,
     web-download with its own event loop) run in the task executor's pool; so
     a slow client or a long import never keeps a request from a thread, and no

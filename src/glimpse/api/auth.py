@@ -24,6 +24,7 @@ import logging
 import signal
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -101,11 +102,15 @@ class AuthMiddleware:
         self.trusted_proxies = frozenset(conf.trusted_proxies)
         self.strategy = conf.auth_strategy
         self.keystone: Any = None
+        self.keystone_threads: anyio.CapacityLimiter | None = None
         self.tokens: Any = None
         if self.strategy == "keystone":
             from glimpse.api.keystone_auth import KeystoneAuthenticator
 
             self.keystone = KeystoneAuthenticator(conf)
+            # a pool of its own: validations waiting on Keystone never hold the
+            # threads that run requests' database and store steps
+            self.keystone_threads = anyio.CapacityLimiter(conf.glimpse.keystone_threads)
         elif self.strategy == "token-file":
             from glimpse.auth.token_file import TokenFile
 
@@ -150,7 +155,8 @@ class AuthMiddleware:
 
             result = await anyio.to_thread.run_sync(
                 self.keystone.authenticate, scope["method"], scope["path"],
-                scope.get("query_string", b"").decode("latin-1"), headers)
+                scope.get("query_string", b"").decode("latin-1"), headers,
+                limiter=self.keystone_threads)
             if not isinstance(result, Identity):
                 await _send_error(send, result.status, result.message, list(result.headers),
                                   headers.get("accept", ""))
