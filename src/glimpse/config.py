@@ -194,6 +194,17 @@ cors_opts: list[cfg.Opt] = [
                      "CORS-safelisted ones, Content-Type included)."),
 ]
 
+# oslo.middleware's healthcheck options; the defaults are what Glance's paste
+# pipeline gives it (a disable file), with the file under state_path
+healthcheck_opts: list[cfg.Opt] = [
+    cfg.ListOpt("backends", default=["disable_by_file"],
+                help="Checks behind GET /healthcheck: disable_by_file, or none (empty)."),
+    cfg.StrOpt("disable_by_file_path", default="$state_path/healthcheck_disable",
+               help="While this file exists, /healthcheck answers 503 DISABLED BY FILE "
+                    "(the API itself keeps serving): touch it to drain the node from a "
+                    "load balancer before maintenance, remove it to bring it back."),
+]
+
 task_opts: list[cfg.Opt] = [
     cfg.IntOpt("task_time_to_live", default=48, min=0,
                help="Hours a finished task stays visible."),
@@ -235,6 +246,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "outbox": outbox_opts,
     "oslo_middleware": middleware_opts,
     "cors": cors_opts,
+    "healthcheck": healthcheck_opts,
     "task": task_opts,
     "import_filtering_opts": import_filtering_opts,
 }
@@ -299,6 +311,10 @@ def _validate(conf: cfg.ConfigOpts) -> None:
     if conf.hashing_algorithm not in hashlib.algorithms_available:
         raise ConfigError(f"Invalid value for [DEFAULT] hashing_algorithm: "
                           f"{conf.hashing_algorithm!r} is not a hashlib algorithm")
+    for backend in conf.healthcheck.backends:
+        if backend != "disable_by_file":
+            raise ConfigError(f"Invalid value for [healthcheck] backends: {backend!r} "
+                              f"(known: disable_by_file)")
     known = {"noop", "log", "messaging", "messagingv2"}
     for name in conf.oslo_messaging_notifications.driver:
         if name not in known:

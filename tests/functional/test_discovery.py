@@ -106,11 +106,22 @@ def test_public_endpoint_sets_every_link(glimpse_server: Callable[..., ServerPro
         assert task_at.startswith("https://cloud.example.com/image/v2/tasks/")
 
 
-def test_healthcheck(server: ServerProcess) -> None:
+def test_healthcheck_and_draining_by_file(server: ServerProcess) -> None:
+    disable = server.state / "healthcheck_disable"     # the default, under state_path
     with server.client() as c:
         r = c.get("/healthcheck")
-    assert r.status_code == 200
-    assert r.text == "OK"
+        assert (r.status_code, r.text) == (200, "OK")
+        assert c.head("/healthcheck").status_code == 204
+        disable.touch()
+        try:
+            r = c.get("/healthcheck")
+            assert (r.status_code, r.text) == (503, "DISABLED BY FILE")
+            assert c.head("/healthcheck").status_code == 503
+            # draining: the load balancer stops sending, the API still answers
+            assert c.get("/v2/images", headers=MEMBER).status_code == 200
+        finally:
+            disable.unlink()
+        assert c.get("/healthcheck").status_code == 200
 
 
 @pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)

@@ -94,6 +94,7 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     ("DEFAULT", "public_endpoint = https://h/image?x=1", "[DEFAULT] public_endpoint"),
     ("oslo_middleware", "enable_proxy_headers_parsing = perhaps",
      "[oslo_middleware] enable_proxy_headers_parsing"),
+    ("healthcheck", "backends = disable_by_file,database", "[healthcheck] backends"),
 ])
 def test_invalid_value_stops_start_up(tmp_path: Path, section: str, line: str,
                                       named: str) -> None:

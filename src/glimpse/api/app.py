@@ -44,6 +44,9 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
         Exception: errors.handle_unexpected,
     })
     app.state.runtime = rt
+    health = conf.healthcheck
+    app.state.health_disable_file = (health.disable_by_file_path or None
+                                     if "disable_by_file" in health.backends else None)
     app.state.public_url = PublicUrl(
         endpoint=conf.public_endpoint,
         parse_proxy_headers=conf.oslo_middleware.enable_proxy_headers_parsing,

@@ -5,13 +5,17 @@ As Glance: ``GET /`` answers ``300 Multiple Choices`` and ``GET /versions``
 where ``<base>`` is ``[DEFAULT] public_endpoint`` or else what the client used
 to reach us (see :mod:`glimpse.api.public_url`). ``GET /v2`` and ``GET /v2/``
 also return the list (200), so that clients given a versioned endpoint can
-discover it. ``GET /healthcheck`` answers ``200 OK`` with the body ``OK`` like
-Glance's healthcheck middleware.
+discover it. ``GET /healthcheck`` answers as Glance's healthcheck middleware
+(oslo.middleware) with its ``disable_by_file`` backend: ``200`` and ``OK``, or
+``503`` and ``DISABLED BY FILE`` while ``[healthcheck] disable_by_file_path``
+exists (a load balancer then drains the node; the API keeps serving); ``HEAD``
+answers ``204`` or ``503`` without a body.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -49,6 +53,12 @@ async def versions(request: Request) -> Response:
 
 
 async def healthcheck(request: Request) -> Response:
+    disable_file: str | None = getattr(request.app.state, "health_disable_file", None)
+    disabled = disable_file is not None and os.path.exists(disable_file)
+    if request.method == "HEAD":
+        return Response(status_code=503 if disabled else 204)
+    if disabled:
+        return PlainTextResponse("DISABLED BY FILE", status_code=503)
     return PlainTextResponse("OK")
 
 
@@ -57,5 +67,5 @@ routes: list[BaseRoute] = [
     Route("/versions", versions, methods=["GET"]),
     Route("/v2", versions, methods=["GET"]),
     Route("/v2/", versions, methods=["GET"]),
-    Route("/healthcheck", healthcheck, methods=["GET"]),
+    Route("/healthcheck", healthcheck, methods=["GET", "HEAD"]),
 ]
