@@ -257,8 +257,8 @@ def api_main(argv: Sequence[str] | None = None) -> int:
 
 
 def manage_main(argv: Sequence[str] | None = None) -> int:
-    """``glimpse-manage --config-file FILE db sync|version``, ``outbox status`` and
-    ``token ...``."""
+    """``glimpse-manage --config-file FILE db sync|version``, ``outbox status``,
+    ``store check`` and ``token ...``."""
     import argparse
 
     from sqlalchemy.exc import DBAPIError
@@ -275,6 +275,13 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
                      help="status: per driver, the undelivered events, the age of the "
                           "oldest and why it is not delivered yet")
     box.add_argument("--json", action="store_true", help="print one JSON object")
+    store = sub.add_parser("store", help="the filesystem store and the image records")
+    store.add_argument("action", choices=["check"],
+                       help="check: data files without a live image, images without "
+                            "their data, sizes that differ (exit status 3 if any)")
+    store.add_argument("--json", action="store_true", help="print one JSON object")
+    store.add_argument("--remove-orphans", action="store_true",
+                       help="delete the data files whose image is deleted or unknown")
     from glimpse.auth import tokens_cli
 
     tokens_cli.add_parser(sub)
@@ -290,8 +297,8 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
         return 2
     from glimpse.db.engine import missing_sqlite_file
 
-    reads_only = (args.area, getattr(args, "action", None)) in {("db", "version"),
-                                                                 ("outbox", "status")}
+    reads_only = (args.area, getattr(args, "action", None)) in {
+        ("db", "version"), ("outbox", "status"), ("store", "check")}
     missing = missing_sqlite_file(conf.database.connection)
     if reads_only and missing:
         # reading must not leave an empty database behind (e.g. a mistyped path)
@@ -313,17 +320,39 @@ def manage_main(argv: Sequence[str] | None = None) -> int:
         finally:
             engine.dispose()
         return 0
-    if args.area == "outbox":
-        from glimpse.exceptions import DatabaseUnavailable
+    if args.area in ("outbox", "store"):
+        from glimpse.exceptions import DatabaseUnavailable, StoreError
 
         try:
-            print(_outbox_status(conf, as_json=args.json))
+            if args.area == "outbox":
+                print(_outbox_status(conf, as_json=args.json))
+                return 0
+            return _store_check(conf, as_json=args.json, remove_orphans=args.remove_orphans)
         except (DBAPIError, DatabaseUnavailable) as exc:
             cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
             print(f"glimpse-manage: {_database_error(cause or exc, conf)}", file=sys.stderr)
             return 1
-        return 0
+        except StoreError as exc:
+            print(f"glimpse-manage: {exc.message}", file=sys.stderr)
+            return 1
     return tokens_cli.run(args, conf)
+
+
+def _store_check(conf: Any, *, as_json: bool, remove_orphans: bool) -> int:
+    """``glimpse-manage store check``: prints the report; 0 consistent, 3 not."""
+    from glimpse.db.engine import Database
+    from glimpse.services import store_check
+    from glimpse.store.filesystem import FilesystemStore
+
+    store = FilesystemStore(conf.glance_store.filesystem_store_datadir,
+                            remove_leftovers=False)
+    db = Database(conf.database.connection)
+    try:
+        report = store_check.check(db, store, remove_orphans=remove_orphans)
+    finally:
+        db.dispose()
+    print(store_check.render(report, as_json=as_json))
+    return 0 if report.consistent else 3
 
 
 def _outbox_status(conf: Any, *, as_json: bool) -> str:

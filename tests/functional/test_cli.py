@@ -217,3 +217,45 @@ def test_reading_a_missing_sqlite_database_fails_without_creating_it(
     again = subprocess.run([sys.executable, "-c", MANAGE, "--config-file", str(conf), *command],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
+
+
+def test_store_check_finds_what_parted_and_removes_only_orphans(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    server = glimpse_server()
+    datadir = server.state / "images"
+    ids = {}
+    with server.client(**MEMBER) as c:
+        for name in ("intact", "lost", "cut", "deleted", "queued"):
+            ids[name] = c.post("/v2/images", json={"name": name, "disk_format": "raw",
+                                                   "container_format": "bare"}).json()["id"]
+            if name != "queued":
+                put = c.put(f"/v2/images/{ids[name]}/file", content=name.encode() * 1000,
+                            headers={"Content-Type": "application/octet-stream"})
+                assert put.status_code == 204
+        assert c.delete(f"/v2/images/{ids['deleted']}").status_code == 204
+    clean = _manage(server, "store", "check", "--json")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["consistent"] is True
+
+    stranger = "0f0f0f0f-0000-4000-8000-000000000000"
+    (datadir / ids["deleted"]).write_bytes(b"left behind by a failed removal")
+    (datadir / stranger).write_bytes(b"no record at all")
+    (datadir / ids["queued"]).write_bytes(b"named after a live image without data")
+    (datadir / ids["lost"]).unlink()
+    os.truncate(datadir / ids["cut"], 10)
+    found = _manage(server, "store", "check", "--json")
+    assert found.returncode == 3, found.stderr
+    report = json.loads(found.stdout)
+    assert report["orphaned"] == sorted([ids["deleted"], stranger])
+    assert report["unreferenced"] == [ids["queued"]]
+    assert report["missing"] == [ids["lost"]]
+    assert report["size_mismatch"] == [ids["cut"]]
+    assert (report["files"], report["removed"], report["consistent"]) == (5, [], False)
+
+    fixed = _manage(server, "store", "check", "--remove-orphans")
+    assert fixed.returncode == 3                        # the rest is still reported
+    assert "removed: 2" in fixed.stdout and "NOT consistent" in fixed.stdout
+    assert sorted(p.name for p in datadir.iterdir()) == sorted(
+        [ids["intact"], ids["cut"], ids["queued"]])
+    with server.client(**MEMBER) as c:                  # the service did not notice
+        assert c.get(f"/v2/images/{ids['intact']}/file").content == b"intact" * 1000

@@ -205,6 +205,28 @@ def exists_any(session: Connection, image_id: str) -> bool:
     return bool(sqlite_direct.rows(session, _EXISTS, {"id": image_id}))
 
 
+def data_records(session: Connection, ids: Sequence[str],
+                 ) -> dict[str, tuple[str, bool, int | None, str | None]]:
+    """``id -> (status, deleted, size, location)`` of the images with these ids,
+    deleted ones too (the store check: whose data is a file)."""
+    c = _images.c
+    rows = session.execute(select(c.id, c.status, c.deleted, c.size, c.location)
+                           .where(c.id.in_(list(ids))))
+    return {row[0]: (row[1], bool(row[2]), row[3], row[4]) for row in rows}
+
+
+def located_under(session: Connection, prefix: str,
+                  ) -> Iterable[tuple[str, str, int | None, str]]:
+    """``(id, status, size, location)`` of the non-deleted images whose data location
+    starts with ``prefix``, in id order, streamed."""
+    c = _images.c
+    stmt = (select(c.id, c.status, c.size, c.location)
+            .where(c.deleted == false(), c.location.startswith(prefix, autoescape=True))
+            .order_by(c.id).execution_options(yield_per=1000))
+    for row in session.execute(stmt):
+        yield row[0], row[1], row[2], row[3]
+
+
 def add(session: Connection, image: Image) -> None:
     """Insert ``image`` with its tags and properties. An id that exists or existed
     (image rows are never deleted) raises SQLAlchemy's IntegrityError, which the

@@ -103,7 +103,9 @@ class FilesystemStore(Store):
 
     def __init__(self, datadir: str | os.PathLike[str], *, chunk_size: int = 4 << 20,
                  flush_every: int = 32 << 20, fsync: bool = True,
-                 direct_io: bool = True) -> None:
+                 direct_io: bool = True, remove_leftovers: bool = True) -> None:
+        """Creates ``datadir`` if needed and (unless ``remove_leftovers`` is False, for
+        a read-only look) removes what dead uploads left, see :meth:`remove_leftovers`."""
         self.datadir = Path(datadir).absolute()
         self.direct_io = direct_io
         self.interrupted_uploads: list[str] = []
@@ -114,7 +116,8 @@ class FilesystemStore(Store):
             self.datadir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise store_error(exc, f"cannot create {self.datadir}") from exc
-        self.remove_leftovers()
+        if remove_leftovers:
+            self.remove_leftovers()
 
     # -- locations -------------------------------------------------------
 

@@ -94,6 +94,23 @@ def test_usage_sums_live_images_of_project(db: Database) -> None:
         assert repo.usage(s, "nobody") == 0
 
 
+def test_data_records_and_images_located_under_a_directory(db: Database) -> None:
+    """The store check's two reads. ``_`` and ``%`` in the directory are literal."""
+    under, beside = "file:///data/img_a%/", "file:///data/imgXa%/"
+    with db.write() as s:
+        repo.add(s, make(1, status="active", size=5, location=under + make(1).id))
+        repo.add(s, make(2, status="active", size=6, location=beside + make(2).id))
+        repo.add(s, make(3, status="deleted", size=7, location=under + make(3).id))
+        repo.add(s, make(4, status="queued"))
+    with db.read() as s:
+        assert list(repo.located_under(s, under)) == [
+            (make(1).id, "active", 5, under + make(1).id)]
+        records = repo.data_records(s, [make(n).id for n in (1, 3, 4, 9)])
+    assert records == {make(1).id: ("active", False, 5, under + make(1).id),
+                       make(3).id: ("deleted", True, 7, under + make(3).id),
+                       make(4).id: ("queued", False, None, None)}
+
+
 def test_members_crud(db: Database) -> None:
     with db.write() as s:
         repo.add(s, make(1, visibility="shared"))
