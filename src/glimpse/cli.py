@@ -82,8 +82,10 @@ class ServeSettings:
 
     @classmethod
     def from_conf(cls, conf: Any) -> ServeSettings:
+        from glimpse import config
+
         return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
-                   log_file=conf.log_file, debug=bool(conf.debug),
+                   log_file=config.log_path(conf), debug=bool(conf.debug),
                    drain_timeout=conf.outbox.drain_timeout, access_log=bool(conf.access_log))
 
     def to_json(self) -> str:
@@ -91,7 +93,8 @@ class ServeSettings:
 
 
 def setup_logging(conf: Any) -> None:
-    """Log to ``[DEFAULT] log_file`` (or stderr), root logger at INFO (DEBUG with ``debug``).
+    """Log to ``[DEFAULT] log_file``/``log_dir`` (:func:`glimpse.config.log_path`; or
+    stderr), root logger at INFO (DEBUG with ``debug``).
 
     The ``log`` notification driver writes through Python logging, so its
     lines land in the same file; the root level must stay at INFO or they are
@@ -99,7 +102,9 @@ def setup_logging(conf: Any) -> None:
     learns of lines it could not write (:class:`LogFileHandler`). Idempotent:
     replaces the root handlers.
     """
-    log_file = getattr(conf, "log_file", None)
+    from glimpse import config
+
+    log_file = config.log_path(conf)
     handler: logging.Handler
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)

@@ -13,6 +13,7 @@ value raises :class:`glimpse.exceptions.ConfigError` naming the option.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -40,6 +41,9 @@ default_opts: list[cfg.Opt] = [
                     "own threads ([glimpse] keystone_threads). "
                     "Separate from [database] max_pool_size, whose connections also "
                     "serve the relay and the task threads."),
+    cfg.StrOpt("log_dir",
+               help="Directory of log_file when that is relative; with log_dir alone "
+                    "the log is <log_dir>/glimpse-api.log (oslo.log's rule, as Glance)."),
     cfg.StrOpt("log_file", help="Log to this file (service log and `log` notifications). "
                                 "Default: standard error."),
     cfg.BoolOpt("debug", default=False, help="Log at DEBUG level."),
@@ -336,6 +340,17 @@ def _check_public_endpoint(value: str | None) -> None:
         raise ConfigError(f"Invalid value for [DEFAULT] public_endpoint: {value!r} "
                           f"(expected an http:// or https:// URL such as "
                           f"https://image.example.com or https://cloud.example.com/image)")
+
+
+def log_path(conf: object) -> str | None:
+    """Where the service logs, by oslo.log's rule (Glance's): ``log_file``, joined to
+    ``log_dir`` when relative; ``<log_dir>/glimpse-api.log`` with ``log_dir`` alone;
+    None (standard error) with neither."""
+    log_file: str | None = getattr(conf, "log_file", None)
+    log_dir: str | None = getattr(conf, "log_dir", None)
+    if log_file:
+        return os.path.join(log_dir, log_file) if log_dir else log_file
+    return os.path.join(log_dir, "glimpse-api.log") if log_dir else None
 
 
 def list_opts() -> Iterable[tuple[str | None, list[cfg.Opt]]]:

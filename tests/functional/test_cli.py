@@ -121,6 +121,21 @@ def test_single_worker_sigterm_exits_zero(glimpse_server: Callable[..., ServerPr
         assert c.get("/versions").status_code == 200
 
 
+def test_log_dir_alone_logs_to_glimpse_api_log_in_it(
+        glimpse_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """A glance-api.conf that names only log_dir (oslo.log: <log_dir>/<binary>.log)."""
+    log_dir = tmp_path / "logs"
+    server = glimpse_server({"DEFAULT": {"log_dir": str(log_dir), "log_file": ""},
+                             "oslo_messaging_notifications": {"driver": ["log"]}})
+    with server.client(**MEMBER) as c:
+        image_id = c.post("/v2/images", json={"name": "in log_dir"}).json()["id"]
+    log = log_dir / "glimpse-api.log"
+    _wait_for(lambda: log.exists() and f'"id": "{image_id}"' in log.read_text(),
+              "the image.create notification in <log_dir>/glimpse-api.log")
+    assert "Application startup complete" in log.read_text()
+    assert not server.log.exists()
+
+
 def test_access_log_writes_one_line_per_request_only_when_asked(
         glimpse_server: Callable[..., ServerProcess]) -> None:
     quiet = glimpse_server()
