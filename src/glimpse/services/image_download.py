@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -172,17 +172,23 @@ def _missing(rt: Runtime, download: Download, error: NotFound) -> NotFound | Sto
 SEND_RECORD_PATIENCE = 300.0
 
 
+# The retries of image.sends that met a database outage (kept from the collector).
+_RETRYING: set[asyncio.Task[None]] = set()
+
+
 async def record_send(rt: Runtime, ctx: RequestContext, download: Download, bytes_sent: int,
                       priority: str) -> None:
     """Record the download's one ``image.send`` (INFO/WARN/ERROR) in its own
     transaction, run in a worker thread.
 
-    While the database is unavailable the same event (its ``message_id``, and
-    the timestamp of the end of the download) is retried for up to
-    ``SEND_RECORD_PATIENCE`` seconds (:func:`outage.while_unavailable`); a commit
+    When the database is unavailable, the same event (its ``message_id``, and
+    the timestamp of the end of the download) is retried in a background task
+    for up to ``SEND_RECORD_PATIENCE`` seconds (:func:`outage.while_unavailable`)
+    and this returns: the response is complete, its connection free. A commit
     whose acknowledgement was lost may leave a duplicate, with the same
-    ``message_id``. Giving up is logged at ERROR with the event's figures, so
-    that an operator can reconcile. Other errors propagate."""
+    ``message_id``. The first failure and giving up (or the process stopping
+    first) are logged with the event's figures, so that an operator can
+    reconcile. Other errors propagate."""
     event = rt.notifier.prepare(ev.IMAGE_SEND, lambda: payloads.send(
         image_id=download.image.id, owner_id=download.image.owner,
         receiver_tenant_id=ctx.project_id, receiver_user_id=ctx.user_id,
@@ -194,11 +200,27 @@ async def record_send(rt: Runtime, ctx: RequestContext, download: Download, byte
         with rt.db.write() as session:
             rt.notifier.add(session, event)
 
-    figures = (f"image.send of image {download.image.id} to project {ctx.project_id} "
-               f"({bytes_sent} bytes, {priority})")
+    try:
+        await asyncio.to_thread(add)
+        return
+    except DatabaseUnavailable as error:
+        figures = (f"image.send of image {download.image.id} to project {ctx.project_id} "
+                   f"({bytes_sent} bytes, {priority})")
+        LOG.warning("Recording the %s: database unavailable (%s); retrying in the "
+                    "background", figures, error.detail)
+    task = asyncio.get_running_loop().create_task(_record_later(add, figures))
+    _RETRYING.add(task)
+    task.add_done_callback(_RETRYING.discard)
+
+
+async def _record_later(add: Callable[[], None], figures: str) -> None:
     try:
         await outage.while_unavailable(add, patience=SEND_RECORD_PATIENCE,
                                        what=f"Recording the {figures}")
     except DatabaseUnavailable as error:
         LOG.error("Could not record the %s: the database stayed unavailable for %.0f s (%s)",
                   figures, SEND_RECORD_PATIENCE, error.detail)
+    except asyncio.CancelledError:
+        LOG.error("Could not record the %s: the process stopped while the database was "
+                  "unavailable", figures)
+        raise
