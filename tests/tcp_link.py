@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -20,8 +21,11 @@ from collections.abc import Callable
 
 
 class TcpLink:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a server-side context; clients then speak TLS to the link, which
+        speaks plain TCP to the server (a TLS terminator)."""
         self.target = (host, port)
+        self.tls = tls
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -58,6 +62,12 @@ class TcpLink:
             if refused:
                 _reset(client)
                 continue
+            if self.tls is not None:
+                try:
+                    client = self.tls.wrap_socket(client, server_side=True)
+                except (OSError, ssl.SSLError):
+                    _reset(client)
+                    continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)

@@ -146,6 +146,17 @@ notification_opts: list[cfg.Opt] = [
                help="Accepted for compatibility; Glimpse retries until delivered."),
 ]
 
+# oslo.messaging's TLS options for RabbitMQ, as a glance-api.conf sets them
+rabbit_opts: list[cfg.Opt] = [
+    cfg.BoolOpt("ssl", default=False,
+                help="Connect to RabbitMQ over TLS (also: ?ssl=1 in the transport URL)."),
+    cfg.StrOpt("ssl_ca_file",
+               help="CA bundle that the broker's certificate must chain to (and then "
+                    "must: the certificate is verified). Default: the system's CAs."),
+    cfg.StrOpt("ssl_cert_file", help="Client certificate, for brokers that require one."),
+    cfg.StrOpt("ssl_key_file", help="Private key of ssl_cert_file."),
+]
+
 outbox_opts: list[cfg.Opt] = [
     cfg.IntOpt("batch_size", default=500, min=1, help="Events a relay claims at once."),
     cfg.FloatOpt("poll_interval", default=0.2, min=0.01,
@@ -247,6 +258,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "database": database_opts,
     "glance_store": store_opts,
     "oslo_messaging_notifications": notification_opts,
+    "oslo_messaging_rabbit": rabbit_opts,
     "outbox": outbox_opts,
     "oslo_middleware": middleware_opts,
     "cors": cors_opts,
@@ -319,6 +331,11 @@ def _validate(conf: cfg.ConfigOpts) -> None:
         if backend != "disable_by_file":
             raise ConfigError(f"Invalid value for [healthcheck] backends: {backend!r} "
                               f"(known: disable_by_file)")
+    for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+        path = getattr(conf.oslo_messaging_rabbit, name)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"Invalid value for [oslo_messaging_rabbit] {name}: "
+                              f"{path!r} cannot be read")
     known = {"noop", "log", "messaging", "messagingv2"}
     for name in conf.oslo_messaging_notifications.driver:
         if name not in known:

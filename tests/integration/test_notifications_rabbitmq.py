@@ -11,17 +11,20 @@ queues of other tests; each test starts with the notification queues deleted.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +39,12 @@ from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import outbox as outbox_table
 from glimpse.db.models import relay_leases
-from glimpse.notifications.drivers import load_driver
+from glimpse.notifications.drivers import OutboxEvent, load_driver
+from glimpse.notifications.envelope import make_envelope
 from glimpse.notifications.recorder import Notifier
 from glimpse.notifications.relay import Relay
 from tests.integration.listener import NotificationListener, Received
+from tests.tcp_link import TcpLink
 
 ROUTING_KEYS = ("notifications.info", "notifications.warn", "notifications.error")
 MIXED = [("image.create", "INFO", {"id": "img-1", "status": "queued"}),
@@ -277,6 +282,83 @@ def test_cluster_url_fails_over_to_a_live_host(
     finally:
         relay.stop(5)
     assert [e.message_id for e in got] == [e["message_id"] for e in envelopes]
+
+
+# -- TLS to the broker --------------------------------------------------------------------
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for 127.0.0.1: (ca, cert, key) files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def build(subject: str, issuer: str, public: Any, signer: Any, ca: bool) -> Any:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(public).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("Glimpse test CA", "Glimpse test CA", ca_key.public_key(), ca_key, True)
+    cert = build("127.0.0.1", "Glimpse test CA", key.public_key(), ca_key, False)
+    paths = directory / "ca.pem", directory / "broker.pem", directory / "broker.key"
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_tls_to_the_broker_verified_with_the_operators_ca(
+        amqp_url: str, tmp_path: Path, listeners: Callable[[], NotificationListener]) -> None:
+    """[oslo_messaging_rabbit] ssl and ssl_ca_file, as a glance-api.conf sets them, in
+    front of the real broker a TLS terminator whose certificate a private CA signed."""
+    ca, cert, key = _certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    link = TcpLink("127.0.0.1", 5672, tls=context)
+    vhost = amqp_url.rsplit("/", 1)[1]
+    conf = make_conf(f"rabbit://guest:guest@127.0.0.1:{link.port}/{vhost}", ["messagingv2"])
+    conf.set_override("ssl", True, group="oslo_messaging_rabbit")
+    try:
+        # the system's CAs do not know this broker: nothing is sent, nothing counted
+        untrusting = load_driver("messagingv2", conf)
+        with pytest.raises(Exception, match=r"(?i)certificate verify failed"):
+            untrusting.send_batch([_event(0)])
+        untrusting.close()
+
+        conf.set_override("ssl_ca_file", str(ca), group="oslo_messaging_rabbit")
+        db = make_db(f"sqlite:///{tmp_path / 'g.sqlite'}")
+        relay = Relay(conf, db, ["messagingv2"], node_id="n1")
+        notifier = Notifier(["messagingv2"], publisher_id="image.test", on_commit=relay.wake)
+        listener = listeners()
+        relay.start()
+        try:
+            envelopes = record(db, notifier, numbered(5))
+            got = listener.wait_for(lambda ev: len(ev) >= 5, timeout=60)
+        finally:
+            relay.stop(5)
+        assert [e.message_id for e in got] == [e["message_id"] for e in envelopes]
+    finally:
+        link.close()
+
+
+def _event(n: int) -> OutboxEvent:
+    envelope = make_envelope(publisher_id="image.test", event_type="image.create",
+                             priority="INFO", payload={"id": str(n)}, moment=datetime.now(UTC))
+    return OutboxEvent(n + 1, envelope["message_id"], "image.create", "INFO",
+                       json.dumps(envelope))
 
 
 # -- the log driver ---------------------------------------------------------------------

@@ -95,6 +95,8 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     ("oslo_middleware", "enable_proxy_headers_parsing = perhaps",
      "[oslo_middleware] enable_proxy_headers_parsing"),
     ("healthcheck", "backends = disable_by_file,database", "[healthcheck] backends"),
+    ("oslo_messaging_rabbit", "ssl_ca_file = /nonexistent/ca.pem",
+     "[oslo_messaging_rabbit] ssl_ca_file"),
 ])
 def test_invalid_value_stops_start_up(tmp_path: Path, section: str, line: str,
                                       named: str) -> None:

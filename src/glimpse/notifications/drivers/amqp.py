@@ -34,7 +34,9 @@ again, trying the hosts round-robin starting after the one that failed.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +69,19 @@ class _AmqpTicket(Ticket):
         self.last_tags: list[int] = []      # per event: the tag of its last message
 
 
+def tls_options(rabbit: Any) -> dict[str, Any] | None:
+    """``[oslo_messaging_rabbit]``'s files as py-amqp's TLS options, as
+    oslo.messaging maps them: a CA file makes the broker's certificate required."""
+    options: dict[str, Any] = {}
+    if rabbit.ssl_ca_file:
+        options.update(ca_certs=rabbit.ssl_ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    if rabbit.ssl_cert_file:
+        options["certfile"] = rabbit.ssl_cert_file
+    if rabbit.ssl_key_file:
+        options["keyfile"] = rabbit.ssl_key_file
+    return options or None
+
+
 class AmqpDriver(Driver):
     """kombu publisher with batched publisher confirms. Not thread-safe: one relay
     thread uses it. ``send_batch`` blocks for at most about ``connect_timeout``
@@ -74,7 +89,10 @@ class AmqpDriver(Driver):
 
     def __init__(self, hosts: Sequence[BrokerHost], *, v2: bool, exchange: str = "glance",
                  topics: Sequence[str] = ("notifications",), declare_queues: bool = True,
-                 connect_timeout: float = 5.0, confirm_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 5.0, confirm_timeout: float = 10.0,
+                 tls: dict[str, Any] | None = None) -> None:
+        """``tls``: py-amqp's TLS options (``ca_certs``, ``certfile``, ``keyfile``,
+        ``cert_reqs``) for the hosts that use TLS; None: the system's defaults."""
         if not hosts:
             raise ConfigError("No broker host configured for the messaging driver")
         self.name = "messagingv2" if v2 else "messaging"
@@ -85,6 +103,7 @@ class AmqpDriver(Driver):
         self.declare_queues = declare_queues
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
+        self.tls = dict(tls) if tls else None
         self._host_index = 0
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
@@ -104,8 +123,12 @@ class AmqpDriver(Driver):
         if not url:
             raise ConfigError("The messaging notification driver needs a transport_url "
                               "([oslo_messaging_notifications] or [DEFAULT])")
-        return cls(parse_transport_url(url), v2=v2, exchange=conf.control_exchange,
-                   topics=group.topics, declare_queues=conf.outbox.declare_queues)
+        rabbit = conf.oslo_messaging_rabbit
+        hosts = parse_transport_url(url)
+        if rabbit.ssl:
+            hosts = [dataclasses.replace(host, ssl=True) for host in hosts]
+        return cls(hosts, v2=v2, exchange=conf.control_exchange, topics=group.topics,
+                   declare_queues=conf.outbox.declare_queues, tls=tls_options(rabbit))
 
     # -- delivery ---------------------------------------------------------------
 
@@ -266,7 +289,8 @@ class AmqpDriver(Driver):
             host = self.hosts[self._host_index]
             conn = kombu.Connection(
                 hostname=host.hostname, port=host.port, userid=host.userid,
-                password=host.password, virtual_host=host.virtual_host, ssl=host.ssl,
+                password=host.password, virtual_host=host.virtual_host,
+                ssl=(self.tls or True) if host.ssl else False,
                 transport="pyamqp", connect_timeout=self.connect_timeout, heartbeat=0)
             try:
                 conn.connect()
