@@ -271,14 +271,20 @@ def test_cluster_url_fails_over_to_a_live_host(
         amqp_url: str, tmp_path: Path, listeners: Callable[[], NotificationListener]) -> None:
     vhost = amqp_url.rsplit("/", 1)[1]
     cluster = f"rabbit://guest:guest@127.0.0.1:1,guest:guest@127.0.0.1:5672/{vhost}"
+    assert_relay_delivers(make_conf(cluster, ["messagingv2"]), tmp_path, listeners())
+
+
+def assert_relay_delivers(conf: cfg.ConfigOpts, tmp_path: Path,
+                          listener: NotificationListener, count: int = 5) -> None:
+    """A relay with ``conf`` (messagingv2) delivers ``count`` events recorded in a fresh
+    SQLite outbox to ``listener``, in order."""
     db = make_db(f"sqlite:///{tmp_path / 'g.sqlite'}")
-    relay = Relay(make_conf(cluster, ["messagingv2"]), db, ["messagingv2"], node_id="n1")
+    relay = Relay(conf, db, ["messagingv2"], node_id="n1")
     notifier = Notifier(["messagingv2"], publisher_id="image.test", on_commit=relay.wake)
-    listener = listeners()
     relay.start()
     try:
-        envelopes = record(db, notifier, numbered(5))
-        got = listener.wait_for(lambda ev: len(ev) >= 5, timeout=120)
+        envelopes = record(db, notifier, numbered(count))
+        got = listener.wait_for(lambda ev: len(ev) >= count, timeout=120)
     finally:
         relay.stop(5)
     assert [e.message_id for e in got] == [e["message_id"] for e in envelopes]
@@ -339,17 +345,7 @@ def test_tls_to_the_broker_verified_with_the_operators_ca(
         untrusting.close()
 
         conf.set_override("ssl_ca_file", str(ca), group="oslo_messaging_rabbit")
-        db = make_db(f"sqlite:///{tmp_path / 'g.sqlite'}")
-        relay = Relay(conf, db, ["messagingv2"], node_id="n1")
-        notifier = Notifier(["messagingv2"], publisher_id="image.test", on_commit=relay.wake)
-        listener = listeners()
-        relay.start()
-        try:
-            envelopes = record(db, notifier, numbered(5))
-            got = listener.wait_for(lambda ev: len(ev) >= 5, timeout=60)
-        finally:
-            relay.stop(5)
-        assert [e.message_id for e in got] == [e["message_id"] for e in envelopes]
+        assert_relay_delivers(conf, tmp_path, listeners())
     finally:
         link.close()
 
