@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-MANAGE = "import sys; from glimpse.cli import manage_main; sys.exit(manage_main())"
+MANAGE = "import sys; from glimpse.manage import main; sys.exit(main())"
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
 
 

@@ -159,7 +159,7 @@ def test_access_log_writes_one_line_per_request_only_when_asked(
     assert sorted(lines) == sorted(answered[2:])
 
 
-MANAGE = "import sys; from glimpse.cli import manage_main; sys.exit(manage_main())"
+MANAGE = "import sys; from glimpse.manage import main; sys.exit(main())"
 
 
 def _manage(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -188,6 +188,9 @@ def test_outbox_status_shows_what_a_broken_broker_holds_back(
     drivers = {d["driver"]: d for d in found["drivers"]}
     assert sorted(drivers) == ["log", "messagingv2"]
     assert drivers["messagingv2"]["pending"] == 3
+    # for monitoring: status 3 while an event is older than --max-age
+    assert _manage(server, "outbox", "status", "--max-age", "0").returncode == 3
+    assert _manage(server, "outbox", "status", "--max-age", "3600").returncode == 0
     assert drivers["messagingv2"]["oldest_pending_seconds"] >= 0
     assert drivers["messagingv2"]["head_error"]
     assert drivers["log"]["pending"] == 0 and drivers["log"]["head_error"] is None

@@ -446,8 +446,8 @@ def test_each_task_runs_once_with_two_processes_on_postgresql(
     options = import_options(source.port)
     options["database"] = {"connection": pg_database}
     first = glimpse_server(options, start=False)
-    subprocess.run([sys.executable, "-c", "import sys; from glimpse.cli import manage_main; "
-                    "sys.exit(manage_main())", "--config-file", str(first.config_file),
+    subprocess.run([sys.executable, "-c", "import sys; from glimpse.manage import main; "
+                    "sys.exit(main())", "--config-file", str(first.config_file),
                     "db", "sync"], check=True, capture_output=True)
     second = glimpse_server(options, start=False)
     first.start()

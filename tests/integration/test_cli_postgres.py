@@ -15,8 +15,8 @@ def _manage() -> list[str]:
     script = Path(sys.executable).parent / "glimpse-manage"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from glimpse.cli import manage_main; "
-                                  "sys.exit(manage_main())"]
+    return [sys.executable, "-c", "import sys; from glimpse.manage import main; "
+                                  "sys.exit(main())"]
 
 
 def _config(tmp_path: Path, url: str) -> Path:

@@ -61,8 +61,8 @@ def server(glimpse_server: Callable[..., ServerProcess],
     server = glimpse_server({"database": {"connection": url},
                              "oslo_messaging_notifications": {"driver": ["log"]}},
                             start=False)
-    subprocess.run([sys.executable, "-c", "import sys; from glimpse.cli import manage_main; "
-                    "sys.exit(manage_main())", "--config-file", str(server.config_file),
+    subprocess.run([sys.executable, "-c", "import sys; from glimpse.manage import main; "
+                    "sys.exit(main())", "--config-file", str(server.config_file),
                     "db", "sync"], check=True, capture_output=True)
     server.start()
     return server

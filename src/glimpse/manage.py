@@ -1,0 +1,168 @@
+"""Console script ``glimpse-manage --config-file FILE [--config-file FILE ...] ...``.
+
+``db sync|version``
+    Applies the migrations / prints the schema revision (``none`` for an empty
+    database).
+``outbox status [--json] [--max-age SECONDS]``
+    Per driver, the notifications not delivered yet, the age of the oldest and
+    its last error (:mod:`glimpse.notifications.status`); exit status 3 when
+    the oldest is older than ``--max-age``.
+``store check [--json] [--remove-orphans]``
+    The filesystem store against the image records
+    (:mod:`glimpse.services.store_check`); exit status 3 when they disagree.
+``token ...``
+    See :mod:`glimpse.auth.tokens_cli`.
+
+Exit status 2: bad configuration; 1: the database cannot be used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from glimpse.cli import database_error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``glimpse-manage --config-file FILE db sync|version``, ``outbox status``,
+    ``store check`` and ``token ...``."""
+    import argparse
+
+    from sqlalchemy.exc import DBAPIError
+
+    parser = argparse.ArgumentParser(prog="glimpse-manage")
+    parser.add_argument("--config-file", action="append", default=[],
+                        help="configuration file (repeatable; later files win)")
+    sub = parser.add_subparsers(dest="area", required=True)
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["sync", "version"],
+                    help="sync: apply migrations; version: print the schema revision")
+    box = sub.add_parser("outbox", help="notifications waiting for delivery")
+    box.add_argument("action", choices=["status"],
+                     help="status: per driver, the undelivered events, the age of the "
+                          "oldest and why it is not delivered yet")
+    box.add_argument("--json", action="store_true", help="print one JSON object")
+    box.add_argument("--max-age", type=float, metavar="SECONDS",
+                     help="exit status 3 when a driver's oldest undelivered event is "
+                          "older than this (for monitoring)")
+    store = sub.add_parser("store", help="the filesystem store and the image records")
+    store.add_argument("action", choices=["check"],
+                       help="check: data files without a live image, images without "
+                            "their data, sizes that differ (exit status 3 if any)")
+    store.add_argument("--json", action="store_true", help="print one JSON object")
+    store.add_argument("--remove-orphans", action="store_true",
+                       help="delete the data files whose image is deleted or unknown")
+    from glimpse.auth import tokens_cli
+
+    tokens_cli.add_parser(sub)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    conf_args = [x for f in args.config_file for x in ("--config-file", f)]
+    from glimpse import config
+    from glimpse.exceptions import ConfigError
+
+    try:
+        conf = config.load(conf_args)
+    except ConfigError as exc:
+        print(f"glimpse-manage: {exc.message}", file=sys.stderr)
+        return 2
+    from glimpse.db.engine import missing_sqlite_file
+
+    reads_only = (args.area, getattr(args, "action", None)) in {
+        ("db", "version"), ("outbox", "status"), ("store", "check")}
+    missing = missing_sqlite_file(conf.database.connection)
+    if reads_only and missing:
+        # reading must not leave an empty database behind (e.g. a mistyped path)
+        print(f"glimpse-manage: the database file {missing} does not exist ([database] "
+              "connection); 'glimpse-manage db sync' creates it", file=sys.stderr)
+        return 1
+    if args.area == "db":
+        from glimpse.db import migrate
+        from glimpse.db.engine import make_engine
+
+        engine = make_engine(conf.database.connection)
+        try:
+            if args.action == "sync":
+                migrate.upgrade(engine)
+            print(migrate.current_revision(engine) or "none")
+        except DBAPIError as exc:
+            print(f"glimpse-manage: {database_error(exc, conf)}", file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
+        return 0
+    if args.area in ("outbox", "store"):
+        from glimpse.exceptions import DatabaseUnavailable, StoreError
+
+        try:
+            if args.area == "outbox":
+                text, oldest = _outbox_status(conf, as_json=args.json)
+                print(text)
+                return 3 if args.max_age is not None and oldest > args.max_age else 0
+            return _store_check(conf, as_json=args.json, remove_orphans=args.remove_orphans)
+        except (DBAPIError, DatabaseUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            print(f"glimpse-manage: {database_error(cause or exc, conf)}", file=sys.stderr)
+            return 1
+        except StoreError as exc:
+            print(f"glimpse-manage: {exc.message}", file=sys.stderr)
+            return 1
+    return tokens_cli.run(args, conf)
+
+
+def _store_check(conf: Any, *, as_json: bool, remove_orphans: bool) -> int:
+    """``glimpse-manage store check``: prints the report; 0 consistent, 3 not."""
+    from glimpse.db.engine import Database
+    from glimpse.services import store_check
+    from glimpse.store.filesystem import FilesystemStore
+
+    store = FilesystemStore(conf.glance_store.filesystem_store_datadir,
+                            remove_leftovers=False)
+    db = Database(conf.database.connection)
+    try:
+        report = store_check.check(db, store, remove_orphans=remove_orphans)
+    finally:
+        db.dispose()
+    print(store_check.render(report, as_json=as_json))
+    return 0 if report.consistent else 3
+
+
+def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
+    """``glimpse-manage outbox status``: a table, or one JSON object with ``--json``;
+    and the age in seconds of the oldest undelivered event of any driver (0: none)."""
+    from glimpse.db.engine import Database, utcnow
+    from glimpse.notifications.recorder import delivering_drivers
+    from glimpse.notifications.status import outbox_status
+
+    db = Database(conf.database.connection)
+    try:
+        status = outbox_status(db, delivering_drivers(conf.oslo_messaging_notifications.driver),
+                               utcnow())
+    finally:
+        db.dispose()
+    last = status.last_delivered_at
+    oldest = max((d.oldest_pending_seconds or 0.0 for d in status.drivers), default=0.0)
+    if as_json:
+        return json.dumps({
+            "drivers": [{"driver": d.driver, "pending": d.pending,
+                         "oldest_pending_seconds": d.oldest_pending_seconds,
+                         "head_attempts": d.head_attempts, "head_error": d.head_error}
+                        for d in status.drivers],
+            "delivered_last_hour": status.delivered_last_hour,
+            "last_delivered_at": last.isoformat("T", "seconds") + "Z" if last else None}), oldest
+    lines = [f"{'driver':<14}{'pending':>9}  {'oldest':>10}  {'attempts':>8}  last error"]
+    for d in status.drivers:
+        age = f"{d.oldest_pending_seconds:.1f} s" if d.oldest_pending_seconds is not None else "-"
+        error = d.head_error.splitlines()[0] if d.head_error else "-"
+        lines.append(f"{d.driver:<14}{d.pending:>9}  {age:>10}  {d.head_attempts:>8}  {error}")
+    if not status.drivers:
+        lines.append("(no notification driver configured and nothing pending)")
+    lines.append(f"delivered in the last hour: {status.delivered_last_hour}; "
+                 f"last delivery: {last.isoformat(' ', 'seconds') + ' UTC' if last else 'none'}")
+    return "\n".join(lines), oldest
+
+
+if __name__ == "__main__":
+    sys.exit(main())
