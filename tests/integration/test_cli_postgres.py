@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from glimpse.db import migrate
@@ -76,3 +77,31 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     manage = _run([*_manage(), "--config-file", str(conf), "db", "sync"])
     assert manage.returncode == 1
     assert "cannot use the database" in manage.stderr
+
+
+def test_db_sync_from_several_nodes_at_once(tmp_path: Path, pg_database: str) -> None:
+    """Deployment tools may run db sync on every node at the same time: they take
+    turns (here all four wait while the test holds the migrations' lock), and the
+    later ones find the schema at head. Without the turns, concurrent syncs failed
+    on duplicate tables."""
+    import psycopg
+
+    conf = _config(tmp_path, pg_database)
+    with psycopg.connect(pg_database.replace("postgresql+psycopg", "postgresql")) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate.MIGRATION_LOCK,))
+        runs = [subprocess.Popen([*_manage(), "--config-file", str(conf), "db", "sync"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+        time.sleep(3)
+        assert [run.poll() for run in runs] == [None] * 4, "they wait for their turn"
+    # the holder's transaction ended: the lock is free
+    results = [(run.wait(120), *run.communicate()) for run in runs]
+    engine = make_engine(pg_database)
+    try:
+        head = migrate.head_revision(engine)
+        assert migrate.current_revision(engine) == head
+    finally:
+        engine.dispose()
+    for status, out, err in results:
+        assert status == 0, err
+        assert out.strip() == head

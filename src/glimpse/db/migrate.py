@@ -20,10 +20,21 @@ def _config(engine: Engine) -> Config:
     return cfg
 
 
+# PostgreSQL advisory lock key that migrations hold (the 64-bit "glimpse!" in ASCII).
+MIGRATION_LOCK = 0x676C696D70736521
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``. Idempotent; safe to run at every start."""
+    """Apply migrations up to ``revision``, in one transaction. Idempotent; safe to run
+    at every start, and from several processes at once (deployment tools running
+    ``db sync`` on every node): they take turns, blocking until the one before
+    them commits, and the later ones find nothing to do. The turn is a PostgreSQL
+    advisory lock held by the transaction, or SQLite's write lock taken at BEGIN
+    (``BEGIN IMMEDIATE`` on engines from :func:`glimpse.db.engine.make_engine`)."""
     cfg = _config(engine)
-    with engine.begin() as conn:
+    with engine.execution_options(sqlite_immediate=True).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
