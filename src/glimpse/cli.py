@@ -78,10 +78,10 @@ class ServeSettings:
 
     @classmethod
     def from_conf(cls, conf: Any) -> ServeSettings:
-        from glimpse import config
+        from glimpse.log_file import log_path
 
         return cls(bind_host=conf.bind_host, bind_port=conf.bind_port, workers=conf.workers,
-                   log_file=config.log_path(conf), debug=bool(conf.debug),
+                   log_file=log_path(conf), debug=bool(conf.debug),
                    drain_timeout=conf.outbox.drain_timeout, access_log=bool(conf.access_log))
 
     def to_json(self) -> str:
@@ -89,7 +89,7 @@ class ServeSettings:
 
 
 def setup_logging(conf: Any) -> None:
-    """Log to ``[DEFAULT] log_file``/``log_dir`` (:func:`glimpse.config.log_path`; or
+    """Log to ``[DEFAULT] log_file``/``log_dir`` (:func:`glimpse.log_file.log_path`; or
     stderr), root logger at INFO (DEBUG with ``debug``).
 
     The ``log`` notification driver writes through Python logging, so its
@@ -98,14 +98,12 @@ def setup_logging(conf: Any) -> None:
     learns of lines it could not write (:class:`LogFileHandler`). Idempotent:
     replaces the root handlers.
     """
-    from glimpse import config
+    from glimpse.log_file import LogFileHandler, log_path
 
-    log_file = config.log_path(conf)
+    log_file = log_path(conf)
     handler: logging.Handler
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        from glimpse.notifications.drivers.log import LogFileHandler
-
         handler = LogFileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -359,17 +359,6 @@ def _check_public_endpoint(value: str | None) -> None:
                           f"https://image.example.com or https://cloud.example.com/image)")
 
 
-def log_path(conf: object) -> str | None:
-    """Where the service logs, by oslo.log's rule (Glance's): ``log_file``, joined to
-    ``log_dir`` when relative; ``<log_dir>/glimpse-api.log`` with ``log_dir`` alone;
-    None (standard error) with neither."""
-    log_file: str | None = getattr(conf, "log_file", None)
-    log_dir: str | None = getattr(conf, "log_dir", None)
-    if log_file:
-        return os.path.join(log_dir, log_file) if log_dir else log_file
-    return os.path.join(log_dir, "glimpse-api.log") if log_dir else None
-
-
 def list_opts() -> Iterable[tuple[str | None, list[cfg.Opt]]]:
     """Entry point for ``oslo-config-generator`` (namespace ``glimpse``)."""
     return [(group or "DEFAULT", opts) for group, opts in GROUPS.items()]

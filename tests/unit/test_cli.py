@@ -24,13 +24,17 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, cwd=REPO, env={**os.environ, **env})
 
 
-def test_supervisor_imports_no_server_stack() -> None:
-    """The supervisor (glimpse.cli + glimpse.supervisor) loads none of the
-    libraries the workers use: they would stay resident for its whole life."""
+def test_supervisor_imports_no_server_stack(tmp_path: Path) -> None:
+    """The supervisor (glimpse.cli + glimpse.supervisor, with its log file set up)
+    loads none of the libraries the workers use: they would stay resident for its
+    whole life."""
     result = _python(
         "import sys, json, glimpse.cli, glimpse.supervisor;"
+        "glimpse.cli.setup_logging(glimpse.cli.ServeSettings("
+        f"'127.0.0.1', 9292, 2, {str(tmp_path / 'glimpse.log')!r}, False));"
         "print(json.dumps(sorted(m for m in ('oslo_config', 'sqlalchemy', 'uvicorn',"
-        " 'starlette', 'alembic', 'multiprocessing', 'asyncio', 'kombu') if m in sys.modules)))")
+        " 'starlette', 'alembic', 'multiprocessing', 'asyncio', 'kombu', 'glimpse.config',"
+        " 'glimpse.notifications') if m in sys.modules)))")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
 

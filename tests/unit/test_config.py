@@ -138,18 +138,3 @@ def test_public_endpoint_accepts_urls_with_a_path(tmp_path: Path) -> None:
     assert conf.public_endpoint == "https://cloud.example.com:8443/image/"
     assert conf.oslo_middleware.enable_proxy_headers_parsing is True
     assert config.load([]).oslo_middleware.enable_proxy_headers_parsing is False
-
-
-@pytest.mark.parametrize(("log_dir", "log_file", "expected"), [
-    (None, None, None),
-    (None, "/var/log/g/api.log", "/var/log/g/api.log"),
-    ("/var/log/glance", None, "/var/log/glance/glimpse-api.log"),
-    ("/var/log/glance", "api.log", "/var/log/glance/api.log"),
-    ("/var/log/glance", "/elsewhere/api.log", "/elsewhere/api.log"),
-])
-def test_log_path_follows_oslo_log(tmp_path: Path, log_dir: str | None, log_file: str | None,
-                                   expected: str | None) -> None:
-    path = tmp_path / "glimpse-api.conf"
-    path.write_text("[DEFAULT]\n" + (f"log_dir = {log_dir}\n" if log_dir else "")
-                    + (f"log_file = {log_file}\n" if log_file else ""))
-    assert config.log_path(config.load(["--config-file", str(path)])) == expected

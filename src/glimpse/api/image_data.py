@@ -64,8 +64,8 @@ async def upload(request: Request) -> Response:
     length = content_length(request)
     try:
         await image_upload.upload_data(runtime_of(request), context_of(request),
-                                     request.path_params["image_id"], body_stream(request),
-                                     content_length=length)
+                                       request.path_params["image_id"], body_stream(request),
+                                       content_length=length)
     except ClientDisconnected as exc:
         LOG.info("Upload to image %s aborted: %s", request.path_params["image_id"], exc.message)
         return Response(status_code=400)  # nobody is listening any more

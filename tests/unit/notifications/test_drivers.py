@@ -20,10 +20,11 @@ from oslo_config import cfg
 
 from glimpse import config
 from glimpse.exceptions import ConfigError
+from glimpse.log_file import LogFileHandler
 from glimpse.notifications.drivers import OutboxEvent, load_driver
 from glimpse.notifications.drivers.amqp import AmqpDriver, BrokerHost, parse_transport_url
 from glimpse.notifications.drivers.base import DeliveryError
-from glimpse.notifications.drivers.log import LogDriver, LogFileHandler
+from glimpse.notifications.drivers.log import LogDriver
 from glimpse.notifications.envelope import make_envelope
 
 

@@ -8,7 +8,7 @@ lines go wherever the service's logging goes (``[DEFAULT] log_file``).
 
 "Durably accepted" here means handed to the logging handlers, which write
 (and, for a file, flush) before the call returns. The service's log file is a
-:class:`LogFileHandler`: a line it could not write (disk full, file system
+:class:`glimpse.log_file.LogFileHandler`: a line it could not write (disk full, file system
 gone read-only) fails the batch from that event on, so the relay retries it,
 instead of logging's usual "print the error and carry on", which would have
 counted the event as delivered.
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
-import sys
-import threading
 from collections.abc import Sequence
 
+from glimpse.log_file import LogFileHandler
 from glimpse.notifications.drivers.base import DeliveryError, Driver, OutboxEvent
 from glimpse.notifications.payloads import mask_secrets
 
@@ -34,26 +32,6 @@ _LEVELS = {"INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WAR
 def format_line(envelope_json: str) -> str:
     """The logged message: the envelope, secrets masked, as one line of JSON."""
     return json.dumps(mask_secrets(json.loads(envelope_json)))
-
-
-class LogFileHandler(logging.handlers.WatchedFileHandler):
-    """``[DEFAULT] log_file``: reopened when logrotate moved it away (as oslo.log's
-    default handler, Glance's), and keeping, per thread, the error of a write that
-    failed, for :meth:`take_error`."""
-
-    def __init__(self, filename: str) -> None:
-        super().__init__(filename)
-        self._failed = threading.local()
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        self._failed.error = sys.exc_info()[1]
-        super().handleError(record)
-
-    def take_error(self) -> BaseException | None:
-        """The error of this thread's last failed write since the last call, if any."""
-        error: BaseException | None = getattr(self._failed, "error", None)
-        self._failed.error = None
-        return error
 
 
 def _write_error(logger: logging.Logger) -> BaseException | None:
