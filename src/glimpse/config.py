@@ -213,7 +213,8 @@ cors_opts: list[cfg.Opt] = [
 # pipeline gives it (a disable file), with the file under state_path
 healthcheck_opts: list[cfg.Opt] = [
     cfg.ListOpt("backends", default=["disable_by_file"],
-                help="Checks behind GET /healthcheck: disable_by_file, or none (empty)."),
+                help="Checks behind GET /healthcheck: disable_by_file, or none (empty). "
+                     "oslo.middleware's other backends are ignored (with a warning)."),
     cfg.StrOpt("disable_by_file_path", default="$state_path/healthcheck_disable",
                help="While this file exists, /healthcheck answers 503 DISABLED BY FILE "
                     "(the API itself keeps serving): touch it to drain the node from a "
@@ -327,10 +328,6 @@ def _validate(conf: cfg.ConfigOpts) -> None:
     if conf.hashing_algorithm not in hashlib.algorithms_available:
         raise ConfigError(f"Invalid value for [DEFAULT] hashing_algorithm: "
                           f"{conf.hashing_algorithm!r} is not a hashlib algorithm")
-    for backend in conf.healthcheck.backends:
-        if backend != "disable_by_file":
-            raise ConfigError(f"Invalid value for [healthcheck] backends: {backend!r} "
-                              f"(known: disable_by_file)")
     for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
         path = getattr(conf.oslo_messaging_rabbit, name)
         if path and not os.access(path, os.R_OK):

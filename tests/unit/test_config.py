@@ -94,7 +94,6 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     ("DEFAULT", "public_endpoint = https://h/image?x=1", "[DEFAULT] public_endpoint"),
     ("oslo_middleware", "enable_proxy_headers_parsing = perhaps",
      "[oslo_middleware] enable_proxy_headers_parsing"),
-    ("healthcheck", "backends = disable_by_file,database", "[healthcheck] backends"),
     ("oslo_messaging_rabbit", "ssl_ca_file = /nonexistent/ca.pem",
      "[oslo_messaging_rabbit] ssl_ca_file"),
 ])

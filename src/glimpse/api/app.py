@@ -4,6 +4,7 @@ and the bound on the threads that run requests' blocking steps."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ from glimpse.api.public_url import PublicUrl
 from glimpse.api.request_id import RequestIdMiddleware
 from glimpse.exceptions import GlimpseError
 from glimpse.runtime import Runtime, build
+
+LOG = logging.getLogger(__name__)
 
 
 def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlette:
@@ -47,6 +50,8 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
     health = conf.healthcheck
     app.state.health_disable_file = (health.disable_by_file_path or None
                                      if "disable_by_file" in health.backends else None)
+    for backend in set(health.backends) - {"disable_by_file"}:
+        LOG.warning("[healthcheck] backends: %r is not supported; ignored", backend)
     app.state.public_url = PublicUrl(
         endpoint=conf.public_endpoint,
         parse_proxy_headers=conf.oslo_middleware.enable_proxy_headers_parsing,
