@@ -50,6 +50,11 @@ default_opts: list[cfg.Opt] = [
     cfg.BoolOpt("access_log", default=False,
                 help="Log one line per HTTP request (client address, method, path, "
                      "status) at INFO, logger `uvicorn.access`, to log_file."),
+    cfg.DictOpt("enabled_backends",
+                help="Glance's multi-store form, backend id: type (e.g. fast:file). "
+                     "Glimpse serves one filesystem store, as a single store: the "
+                     "[glance_store] default_backend (or the only backend), whose "
+                     "directory is [<id>] filesystem_store_datadir."),
     cfg.IntOpt("image_size_cap", default=1099511627776, min=1, max=9223372036854775808,
                help="Maximum size of image data in bytes (default 1 TiB)."),
     cfg.StrOpt("user_storage_quota", default="0",
@@ -131,7 +136,11 @@ store_opts: list[cfg.Opt] = [
     cfg.StrOpt("default_store", default="file", help="Store used for new image data."),
     cfg.ListOpt("stores", default=["file", "http"], help="Enabled store schemes."),
     cfg.StrOpt("filesystem_store_datadir", default="$state_path/images",
-               help="Directory the filesystem store keeps image data in."),
+               help="Directory the filesystem store keeps image data in (unless "
+                    "[DEFAULT] enabled_backends names the store)."),
+    cfg.StrOpt("default_backend",
+               help="With [DEFAULT] enabled_backends (Glance's multi-store form): the "
+                    "backend Glimpse stores in, when there are several."),
     cfg.IntOpt("filesystem_store_chunk_size", default=1048576, min=4096,
                help="Read/write chunk size in bytes."),
 ]

@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except StoreError as exc:
             print(f"glimpse-manage: {exc.message}", file=sys.stderr)
             return 1
+        except ConfigError as exc:
+            print(f"glimpse-manage: {exc.message}", file=sys.stderr)
+            return 2
     return tokens_cli.run(args, conf)
 
 
@@ -116,10 +119,10 @@ def _store_check(conf: Any, *, as_json: bool, remove_orphans: bool) -> int:
     """``glimpse-manage store check``: prints the report; 0 consistent, 3 not."""
     from glimpse.db.engine import Database
     from glimpse.services import store_check
+    from glimpse.store import datadir_of
     from glimpse.store.filesystem import FilesystemStore
 
-    store = FilesystemStore(conf.glance_store.filesystem_store_datadir,
-                            remove_leftovers=False)
+    store = FilesystemStore(datadir_of(conf)[0], remove_leftovers=False)
     db = Database(conf.database.connection)
     try:
         report = store_check.check(db, store, remove_orphans=remove_orphans)

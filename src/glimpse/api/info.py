@@ -24,6 +24,7 @@ from glimpse.api.request_io import runtime_of
 from glimpse.exceptions import Forbidden
 from glimpse.runtime import Runtime
 from glimpse.services import usage as usage_service
+from glimpse.store import datadir_of
 
 STORE_DESCRIPTIONS = {"file": "Filesystem store"}
 
@@ -56,7 +57,7 @@ async def get_stores_detail(request: Request) -> Response:
     for entry in stores:
         entry["type"] = entry["id"]
         entry["properties"] = {
-            "data_dir": os.path.abspath(conf.filesystem_store_datadir),
+            "data_dir": os.path.abspath(datadir_of(runtime.conf)[0]),
             "chunk_size": conf.filesystem_store_chunk_size,
             "thin_provisioning": False,
         }

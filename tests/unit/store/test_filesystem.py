@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from glimpse.exceptions import NotFound, StorageFull, StoragePermissionDenied, StoreError
+from glimpse import config
+from glimpse import store as stores
+from glimpse.exceptions import (
+    ConfigError,
+    NotFound,
+    StorageFull,
+    StoragePermissionDenied,
+    StoreError,
+)
 from glimpse.store import filesystem
 from glimpse.store.filesystem import FilesystemStore
 
@@ -242,3 +252,39 @@ def test_aligned_chunks_use_direct_io_and_the_short_tail_is_buffered(
     assert len(switched) == 1 and not switched[0] & os.O_DIRECT   # only for the tail
     with store.read(location) as it:
         assert b"".join(it) == b"".join(bytes(b) for b in buffers) + tail
+
+
+# -- where the directory comes from (glance-api.conf's single- or multi-store form) ----------
+
+def _conf(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "glimpse-api.conf"
+    path.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\n" + text)
+    return config.load(["--config-file", str(path)])
+
+
+def test_the_store_directory_in_glances_single_and_multi_store_forms(tmp_path: Path) -> None:
+    single = _conf(tmp_path, f"[glance_store]\nfilesystem_store_datadir = {tmp_path / 'one'}\n")
+    assert stores.datadir_of(single) == (str(tmp_path / "one"),
+                                        "[glance_store] filesystem_store_datadir")
+    multi = _conf(tmp_path, "enabled_backends = fast:file, cheap:file\n"
+                            "[glance_store]\ndefault_backend = cheap\n"
+                            f"[fast]\nfilesystem_store_datadir = {tmp_path / 'fast'}\n"
+                            f"[cheap]\nfilesystem_store_datadir = {tmp_path / 'cheap'}\n")
+    built = stores.from_config(multi)
+    assert isinstance(built, FilesystemStore) and built.datadir == tmp_path / "cheap"
+    only = _conf(tmp_path, "enabled_backends = fast:file\n"
+                           f"[fast]\nfilesystem_store_datadir = {tmp_path / 'fast'}\n")
+    assert stores.datadir_of(only)[0] == str(tmp_path / "fast")
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("enabled_backends = ceph:rbd\n", "[DEFAULT] enabled_backends"),
+    ("enabled_backends = a:file, b:file\n", "[glance_store] default_backend"),
+    ("enabled_backends = a:file\n[glance_store]\ndefault_backend = z\n",
+     "[glance_store] default_backend"),
+    ("enabled_backends = a:file\n", "[a] filesystem_store_datadir"),
+])
+def test_a_multi_store_form_glimpse_cannot_serve_stops_start_up(
+        tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        stores.from_config(_conf(tmp_path, text))
