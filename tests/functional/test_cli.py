@@ -256,6 +256,15 @@ def test_store_check_finds_what_parted_and_removes_only_orphans(
     assert json.loads(clean.stdout)["consistent"] is True
 
     stranger = "0f0f0f0f-0000-4000-8000-000000000000"
+    # an upload whose process died after its file got its final name, before
+    # the image became active: still saving, the file two hours old
+    with server.client(**MEMBER) as c:
+        ids["stalled"] = c.post("/v2/images", json={"name": "stalled"}).json()["id"]
+    with sqlite3.connect(server.state / "glimpse.sqlite") as conn:
+        conn.execute("UPDATE images SET status = 'saving' WHERE id = ?", (ids["stalled"],))
+    (datadir / ids["stalled"]).write_bytes(b"complete, never activated")
+    two_hours_ago = time.time() - 7200
+    os.utime(datadir / ids["stalled"], (two_hours_ago, two_hours_ago))
     (datadir / ids["deleted"]).write_bytes(b"left behind by a failed removal")
     (datadir / stranger).write_bytes(b"no record at all")
     (datadir / ids["queued"]).write_bytes(b"named after a live image without data")
@@ -268,12 +277,13 @@ def test_store_check_finds_what_parted_and_removes_only_orphans(
     assert report["unreferenced"] == [ids["queued"]]
     assert report["missing"] == [ids["lost"]]
     assert report["size_mismatch"] == [ids["cut"]]
-    assert (report["files"], report["removed"], report["consistent"]) == (5, [], False)
+    assert report["stalled"] == [ids["stalled"]]
+    assert (report["files"], report["removed"], report["consistent"]) == (6, [], False)
 
     fixed = _manage(server, "store", "check", "--remove-orphans")
     assert fixed.returncode == 3                        # the rest is still reported
     assert "removed: 2" in fixed.stdout and "NOT consistent" in fixed.stdout
     assert sorted(p.name for p in datadir.iterdir()) == sorted(
-        [ids["intact"], ids["cut"], ids["queued"]])
+        [ids["intact"], ids["cut"], ids["queued"], ids["stalled"]])
     with server.client(**MEMBER) as c:                  # the service did not notice
         assert c.get(f"/v2/images/{ids['intact']}/file").content == b"intact" * 1000

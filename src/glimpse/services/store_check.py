@@ -14,11 +14,16 @@ record left as it was). This reads both sides and reports:
 * ``missing``: an image whose record points at a file of this store that is not
   there (its data is lost: restore it from a backup of the store).
 * ``size_mismatch``: a file whose size is not the image's.
+* ``stalled``: the data file of an image still ``saving`` or ``importing`` an
+  hour (``STALLED_AFTER``) after the file was completed. An upload's file gets
+  its final name only at the end, just before the image becomes active, so the
+  image's last step never happened (its process died, or the database stayed
+  unavailable): the image stays ``saving`` until an operator deletes it.
 
-Files of images being uploaded or imported (``saving``, ``importing``), and
-temporary ``.part`` files, are counted as ``in_progress`` and otherwise left
-alone. Read-only unless asked to remove orphans; blocks on the database
-(reads in batches) and on the directory listing.
+Other files of images being uploaded or imported, and temporary ``.part``
+files, are counted as ``in_progress`` and otherwise left alone. Read-only unless
+asked to remove orphans; blocks on the database (reads in batches) and on the
+directory listing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -36,6 +42,7 @@ from glimpse.store.filesystem import FilesystemStore
 
 BATCH = 500
 IN_PROGRESS = (SAVING, IMPORTING)
+STALLED_AFTER = 3600.0
 
 
 @dataclass
@@ -48,13 +55,15 @@ class StoreReport:
     unreferenced: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     size_mismatch: list[str] = field(default_factory=list)
+    stalled: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
         """No problem left (orphans that were removed do not count)."""
         left = set(self.orphaned) - set(self.removed)
-        return not (left or self.unreferenced or self.missing or self.size_mismatch)
+        return not (left or self.unreferenced or self.missing or self.size_mismatch
+                    or self.stalled)
 
 
 def _data_files(store: FilesystemStore) -> Iterator[os.DirEntry[str]]:
@@ -70,11 +79,14 @@ def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
     ``remove_orphans``, delete the orphaned files (each re-checked just before)."""
     report = StoreReport()
     sizes: dict[str, int] = {}
+    ages: dict[str, float] = {}
+    now = time.time()
     for entry in _data_files(store):
         if entry.name.startswith("."):
             report.in_progress += 1          # an upload's temporary file
             continue
-        sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+        stat = entry.stat(follow_symlinks=False)
+        sizes[entry.name], ages[entry.name] = stat.st_size, now - stat.st_mtime
     report.files = len(sizes)
     names = sorted(sizes)
     for start in range(0, len(names), BATCH):
@@ -82,7 +94,7 @@ def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
         with db.read() as session:
             records = images_repo.data_records(session, batch)
         for name in batch:
-            _classify(report, store, name, sizes[name], records.get(name))
+            _classify(report, store, name, sizes[name], ages[name], records.get(name))
     prefix = store.datadir.as_uri() + "/"
     with db.read() as session:
         for image_id, _status, _size, location in images_repo.located_under(session, prefix):
@@ -100,13 +112,15 @@ def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
     return report
 
 
-def _classify(report: StoreReport, store: FilesystemStore, name: str, size: int,
+def _classify(report: StoreReport, store: FilesystemStore, name: str, size: int, age: float,
               record: tuple[str, bool, int | None, str | None] | None) -> None:
     if record is None or record[1]:
         report.orphaned.append(name)
         return
     status, _, image_size, location = record
-    if status in IN_PROGRESS:
+    if status in IN_PROGRESS and age > STALLED_AFTER:
+        report.stalled.append(name)
+    elif status in IN_PROGRESS:
         report.in_progress += 1
     elif location != store.location_for(name):
         report.unreferenced.append(name)
@@ -118,7 +132,7 @@ def render(report: StoreReport, *, as_json: bool) -> str:
     """The report as one JSON object, or as lines for a terminal."""
     lists = {"orphaned": report.orphaned, "unreferenced": report.unreferenced,
              "missing": report.missing, "size_mismatch": report.size_mismatch,
-             "removed": report.removed}
+             "stalled": report.stalled, "removed": report.removed}
     if as_json:
         return json.dumps({"files": report.files, "in_progress": report.in_progress,
                            **lists, "consistent": report.consistent})
