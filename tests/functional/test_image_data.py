@@ -347,6 +347,31 @@ def test_concurrent_uploads_cannot_exceed_the_quota_together(glimpse_server: Ser
     assert store_files(server) == [fast]
 
 
+def test_an_upload_stalled_after_its_data_was_complete_is_queued_again_at_start(
+        server: ServerProcess) -> None:
+    """The gap between an upload's file getting its final name and the commit that
+    activates the image: a process that dies there leaves the image saving with
+    its data complete. The next start puts it back to queued and removes the data
+    (an hour after the file was complete; a younger one is left alone)."""
+    stalled, recent = create_image(server), create_image(server)
+    datadir = server.state / "images"
+    with sqlite3.connect(server.state / "glimpse.sqlite") as conn:
+        conn.execute("UPDATE images SET status = 'saving' WHERE id IN (?, ?)",
+                     (stalled, recent))
+    for image_id in (stalled, recent):
+        (datadir / image_id).write_bytes(b"complete, never activated")
+    two_hours_ago = time.time() - 7200
+    os.utime(datadir / stalled, (two_hours_ago, two_hours_ago))
+    server.restart()
+    assert show(server, stalled)["status"] == "queued"
+    assert show(server, recent)["status"] == "saving"
+    assert store_files(server) == [recent]
+    texts = [s for t, p, s in events_of(server, stalled) if t == "image.upload"]
+    assert texts == [f"Failed to upload image data for image {stalled}: the upload's data "
+                     "was complete but the image was never activated"]
+    assert upload(server, stalled, b"again").status_code == 204   # the user can retry
+
+
 def test_client_disconnect_mid_upload_leaves_image_queued(server: ServerProcess) -> None:
     image_id = create_image(server)
     head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"

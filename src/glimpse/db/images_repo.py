@@ -215,6 +215,13 @@ def data_records(session: Connection, ids: Sequence[str],
     return {row[0]: (row[1], bool(row[2]), row[3], row[4]) for row in rows}
 
 
+def ids_with_status(session: Connection, status: str) -> list[str]:
+    """Ids of the non-deleted images in ``status``."""
+    c = _images.c
+    rows = session.execute(select(c.id).where(c.deleted == false(), c.status == status))
+    return [row[0] for row in rows]
+
+
 def located_under(session: Connection, prefix: str,
                   ) -> Iterable[tuple[str, str, int | None, str]]:
     """``(id, status, size, location)`` of the non-deleted images whose data location

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterable
 from functools import partial
 
@@ -59,6 +60,8 @@ LOG = logging.getLogger(__name__)
 
 # How long the end of an upload waits out a database outage (the client waits too).
 UPLOAD_PATIENCE = 60.0
+# After how long an image still saving with a complete data file is taken as stalled.
+STALLED_AFTER = 3600.0
 
 
 def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
@@ -143,16 +146,21 @@ def upload_error_text(image_id: str, error: BaseException) -> str:
 
 
 def fail_upload(rt: Runtime, image_id: str, error: BaseException,
-                ctx: RequestContext | None = None) -> None:
+                ctx: RequestContext | None = None, *, only_if_saving: bool = False) -> bool:
     """tx2': saving -> queued; records ``image.upload`` ERROR (text) then ``image.update``.
 
-    When the image is gone or no longer ``saving`` only the ERROR is recorded.
+    When the image is gone or no longer ``saving`` only the ERROR is recorded, or
+    nothing with ``only_if_saving`` (a recovery another process may have done).
+    Returns whether the image went back to ``queued``.
     """
     text = upload_error_text(image_id, error)
     with rt.db.write() as session:
         image = images_repo.get(session, image_id, for_update=True)
+        saving = image is not None and image.status == SAVING
+        if only_if_saving and not saving:
+            return False
         rt.notifier.record(session, ev.IMAGE_UPLOAD, lambda: text, priority=ev.ERROR)
-        if image is not None and image.status == SAVING:
+        if image is not None and saving:
             image.transition(QUEUED)
             image.updated_at = utcnow()
             images_repo.update(session, image)
@@ -160,13 +168,21 @@ def fail_upload(rt: Runtime, image_id: str, error: BaseException,
             hidden = _hidden(ctx, queued)
             rt.notifier.record(session, ev.IMAGE_UPDATE,
                                lambda: payloads.image(queued, hidden_properties=hidden))
+    return saving
 
 
 def recover_interrupted_uploads(rt: Runtime) -> list[str]:
-    """At start-up: images whose upload died with its process (the store found and
-    removed their partial data, see ``FilesystemStore.interrupted_uploads``) and
-    that are still ``saving`` go back to ``queued``, with ``image.upload`` ERROR
-    and ``image.update`` as for any failed upload. Returns their ids."""
+    """At start-up: uploads that will never finish go back to ``queued``, with
+    ``image.upload`` ERROR and ``image.update`` as for any failed upload:
+
+    * those that died with their process while writing (the store found and
+      removed their partial data, ``FilesystemStore.interrupted_uploads``);
+    * stalled ones: still ``saving`` ``STALLED_AFTER`` seconds after their data
+      file was complete. A file gets its final name just before the commit that
+      activates the image, so that commit never came (the process died in
+      between, or the database stayed unavailable); the file is then removed.
+
+    Returns their ids."""
     recovered: list[str] = []
     error = StoreError("the service stopped while the data was being written")
     for image_id in getattr(rt.store, "interrupted_uploads", ()):
@@ -178,6 +194,32 @@ def recover_interrupted_uploads(rt: Runtime) -> list[str]:
         recovered.append(image_id)
         LOG.warning("Image %s was being uploaded when the service stopped: back to queued",
                     image_id)
+    return recovered + _recover_stalled(rt)
+
+
+def _recover_stalled(rt: Runtime) -> list[str]:
+    path_for = getattr(rt.store, "path_for", None)
+    if path_for is None:
+        return []
+    with rt.db.read() as session:
+        saving = images_repo.ids_with_status(session, SAVING)
+    stalled = StoreError("the upload's data was complete but the image was never activated")
+    recovered: list[str] = []
+    now = time.time()
+    for image_id in saving:
+        try:
+            if now - path_for(image_id).stat().st_mtime <= STALLED_AFTER:
+                continue
+        except (FileNotFoundError, StoreError):
+            continue
+        # the record first (a crash between leaves a stray file, never a lost one);
+        # another worker starting at the same time may have recovered it already
+        if not fail_upload(rt, image_id, stalled, only_if_saving=True):
+            continue
+        rt.store.delete(rt.store.location_for(image_id))
+        recovered.append(image_id)
+        LOG.warning("Image %s was left saving with its data complete: back to queued, "
+                    "data removed", image_id)
     return recovered
 
 

@@ -18,7 +18,8 @@ record left as it was). This reads both sides and reports:
   hour (``STALLED_AFTER``) after the file was completed. An upload's file gets
   its final name only at the end, just before the image becomes active, so the
   image's last step never happened (its process died, or the database stayed
-  unavailable): the image stays ``saving`` until an operator deletes it.
+  unavailable). The next start of the service puts such an image back to
+  ``queued`` and removes the file (``image_upload.recover_interrupted_uploads``).
 
 Other files of images being uploaded or imported, and temporary ``.part``
 files, are counted as ``in_progress`` and otherwise left alone. Read-only unless
@@ -38,11 +39,11 @@ from dataclasses import dataclass, field
 from glimpse.db import images_repo
 from glimpse.db.engine import Database
 from glimpse.domain.image import IMPORTING, SAVING
+from glimpse.services.image_upload import STALLED_AFTER
 from glimpse.store.filesystem import FilesystemStore
 
 BATCH = 500
 IN_PROGRESS = (SAVING, IMPORTING)
-STALLED_AFTER = 3600.0
 
 
 @dataclass
