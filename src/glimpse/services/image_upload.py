@@ -216,8 +216,13 @@ def _recover_stalled(rt: Runtime) -> list[str]:
         # another worker starting at the same time may have recovered it already
         if not fail_upload(rt, image_id, stalled, only_if_saving=True):
             continue
-        rt.store.delete(rt.store.location_for(image_id))
         recovered.append(image_id)
+        try:
+            rt.store.delete(rt.store.location_for(image_id))
+        except StoreError as exc:
+            # a stray file, which store check reports: no reason not to start
+            LOG.error("Image %s: could not remove its stalled data: %s", image_id, exc.message)
+            continue
         LOG.warning("Image %s was left saving with its data complete: back to queued, "
                     "data removed", image_id)
     return recovered
