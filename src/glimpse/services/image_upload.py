@@ -198,8 +198,8 @@ def recover_interrupted_uploads(rt: Runtime) -> list[str]:
 
 
 def _recover_stalled(rt: Runtime) -> list[str]:
-    path_for = getattr(rt.store, "path_for", None)
-    if path_for is None:
+    data_file = getattr(rt.store, "data_file", None)
+    if data_file is None:
         return []
     with rt.db.read() as session:
         saving = images_repo.ids_with_status(session, SAVING)
@@ -208,9 +208,10 @@ def _recover_stalled(rt: Runtime) -> list[str]:
     now = time.time()
     for image_id in saving:
         try:
-            if now - path_for(image_id).stat().st_mtime <= STALLED_AFTER:
-                continue
-        except (FileNotFoundError, StoreError):
+            file = data_file(image_id)
+        except StoreError:
+            continue
+        if file is None or now - file.mtime <= STALLED_AFTER:
             continue
         # the record first (a crash between leaves a stray file, never a lost one);
         # another worker starting at the same time may have recovered it already

@@ -29,11 +29,8 @@ directory listing.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from glimpse.db import images_repo
@@ -67,13 +64,6 @@ class StoreReport:
                     or self.stalled)
 
 
-def _data_files(store: FilesystemStore) -> Iterator[os.DirEntry[str]]:
-    with os.scandir(store.datadir) as entries:
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                yield entry
-
-
 def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
           ) -> StoreReport:
     """Compare ``store``'s files with the image records (see the module doc); with
@@ -82,12 +72,11 @@ def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
     sizes: dict[str, int] = {}
     ages: dict[str, float] = {}
     now = time.time()
-    for entry in _data_files(store):
-        if entry.name.startswith("."):
+    for file in store.data_files():
+        if file.partial:
             report.in_progress += 1          # an upload's temporary file
             continue
-        stat = entry.stat(follow_symlinks=False)
-        sizes[entry.name], ages[entry.name] = stat.st_size, now - stat.st_mtime
+        sizes[file.name], ages[file.name] = file.size, now - file.mtime
     report.files = len(sizes)
     names = sorted(sizes)
     for start in range(0, len(names), BATCH):
@@ -100,15 +89,14 @@ def check(db: Database, store: FilesystemStore, *, remove_orphans: bool = False,
     with db.read() as session:
         for image_id, _status, _size, location in images_repo.located_under(session, prefix):
             name = location[len(prefix):]
-            if name not in sizes and not os.path.exists(store.datadir / name):
+            if name not in sizes and store.data_file(name) is None:
                 report.missing.append(image_id)
     if remove_orphans:
         for name in report.orphaned:
             with db.read() as session:
                 record = images_repo.data_records(session, [name]).get(name)
             if record is None or record[1]:             # still no live image
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(store.datadir / name)
+                store.delete(store.location_for(name))
                 report.removed.append(name)
     return report
 

@@ -34,6 +34,7 @@ import secrets
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from glimpse.exceptions import NotFound, StorageFull, StoragePermissionDenied, StoreError
@@ -94,6 +95,15 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class DataFile(NamedTuple):
+    """A file in the store's directory: an image's data, or an upload's partial file."""
+
+    name: str           # the image id (a partial file's full name)
+    size: int
+    mtime: float        # seconds since the epoch
+    partial: bool
 
 
 class FilesystemStore(Store):
@@ -260,6 +270,29 @@ class FilesystemStore(Store):
             return
         except OSError as exc:
             raise store_error(exc, f"cannot delete {path.name}") from exc
+
+    def data_files(self) -> Iterator[DataFile]:
+        """Every file in the directory, as listed now (for the store check)."""
+        try:
+            with os.scandir(self.datadir) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        yield DataFile(entry.name, st.st_size, st.st_mtime,
+                                       partial=entry.name.startswith("."))
+        except OSError as exc:
+            raise store_error(exc, f"cannot list {self.datadir}") from exc
+
+    def data_file(self, image_id: str) -> DataFile | None:
+        """The complete data file of ``image_id``, if there is one (StoreError for an id
+        that cannot name a file here)."""
+        try:
+            st = self.path_for(image_id).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise store_error(exc, f"cannot stat {image_id}") from exc
+        return DataFile(image_id, st.st_size, st.st_mtime, partial=False)
 
     def capacity(self) -> Capacity:
         try:
