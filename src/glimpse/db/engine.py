@@ -275,6 +275,17 @@ def unavailable(error: SQLAlchemyError) -> DatabaseUnavailable | None:
     return DatabaseUnavailable(lines[0] if lines else type(orig).__name__)
 
 
+def raise_if_unavailable(error: SQLAlchemyError) -> None:
+    """Raise :func:`unavailable`'s DatabaseUnavailable for ``error`` (from it), if any."""
+    down = unavailable(error)
+    if down is not None:
+        raise down from error
+
+
+#: What a background loop catches for any failure of the database.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, DatabaseUnavailable)
+
+
 class Database:
     """Owns the engine; hands out Core connections in transactions.
 
@@ -330,10 +341,8 @@ class Database:
                     # seen by the next user of the pooled connection
                     del _after_commit[connection]
         except SQLAlchemyError as error:
-            down = unavailable(error)
-            if down is None:
-                raise
-            raise down from error
+            raise_if_unavailable(error)
+            raise
         # committed and the gate released: the hooks (e.g. waking the relay
         # thread, which then competes for the GIL) never delay the next writer
         for hook in hooks:
@@ -389,10 +398,8 @@ class Database:
             with self.engine.connect() as connection, connection.begin():
                 yield connection
         except SQLAlchemyError as error:
-            down = unavailable(error)
-            if down is None:
-                raise
-            raise down from error
+            raise_if_unavailable(error)
+            raise
 
     def dispose(self) -> None:
         if self.checkpointer is not None:

@@ -46,10 +46,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from glimpse.db.engine import Database
-from glimpse.exceptions import DatabaseUnavailable
+from glimpse.db.engine import DATABASE_ERRORS, Database
 from glimpse.notifications.delivery import (
     PRUNE_INTERVAL,
     DriverWorker,
@@ -125,7 +122,7 @@ class Relay:
             try:
                 wait = worker.step()
                 failures = 0
-            except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            except DATABASE_ERRORS as exc:
                 failures += 1
                 wait = backoff_delay(failures, self.settings.initial_backoff,
                                      self.settings.max_backoff)
@@ -143,7 +140,7 @@ class Relay:
                 try:
                     if not worker.has_due(within=self._drain_deadline - time.monotonic()):
                         break
-                except (SQLAlchemyError, DatabaseUnavailable):
+                except DATABASE_ERRORS:
                     break
                 wait = min(wait, max(0.0, self._drain_deadline - time.monotonic()))
             if wait > 0 and not worker.holds_lease:
@@ -163,6 +160,6 @@ class Relay:
             LOG.exception("Relay for %s: could not settle the last batch", worker.driver_name)
         try:
             worker.release_lease()          # writes the marks owed first
-        except (SQLAlchemyError, DatabaseUnavailable):
+        except DATABASE_ERRORS:
             LOG.warning("Relay for %s: could not release the lease", worker.driver_name)
         worker.driver.close()
