@@ -137,6 +137,39 @@ def test_create_with_id_and_duplicate(server: ServerProcess) -> None:
         assert message(r) == f"Image ID {image_id} already exists!"
 
 
+def test_kernel_and_ramdisk_ids_may_be_null(server: ServerProcess) -> None:
+    """The schema allows null for kernel_id/ramdisk_id and Glance stores and shows
+    it: a create gets 201 (was 409, "Image ID ... already exists!"), a patch 200
+    (was 500), and the event carries the null."""
+    kernel = str(uuid.uuid4())
+    with as_(server) as c:
+        before = len(outbox(server))
+        image = create(c, name="kr", kernel_id=None, ramdisk_id=None)
+        assert (image["kernel_id"], image["ramdisk_id"]) == (None, None)
+        shown = c.get(f"/v2/images/{image['id']}").json()
+        assert "kernel_id" in shown and shown["kernel_id"] is None
+
+        r = patch(c, image["id"], [{"op": "replace", "path": "/kernel_id", "value": kernel},
+                                   {"op": "remove", "path": "/ramdisk_id"}])
+        assert r.status_code == 200, r.text
+        assert r.json()["kernel_id"] == kernel and "ramdisk_id" not in r.json()
+        r = patch(c, image["id"], [{"op": "replace", "path": "/kernel_id", "value": None},
+                                   {"op": "add", "path": "/ramdisk_id", "value": None}])
+        assert r.status_code == 200, r.text
+        again = c.get(f"/v2/images/{image['id']}").json()
+        assert (again["kernel_id"], again["ramdisk_id"], again["tags"]) == (None, None, [])
+        listed = c.get("/v2/images", params={"name": "kr"}).json()["images"]
+        assert [(i["kernel_id"], i["ramdisk_id"]) for i in listed] == [(None, None)]
+        events = [e for e in outbox(server)[before:]
+                  if e["payload"].get("id") == image["id"]]
+        assert [e["payload"]["properties"] for e in events] == [
+            {"kernel_id": None, "ramdisk_id": None}, {"kernel_id": kernel},
+            {"kernel_id": None, "ramdisk_id": None}]
+        # other properties stay strings
+        r = c.post("/v2/images", json={"name": "kr", "hw_arch": None})
+        assert r.status_code == 400
+
+
 def test_concurrent_creates_with_one_id(server: ServerProcess) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     select,
     text,
@@ -41,12 +42,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from glimpse.db import models, sqlite_direct
 from glimpse.domain.image import DELETED, KILLED, Image
 from glimpse.domain.member import Member
-from glimpse.exceptions import NotFound
+from glimpse.exceptions import Duplicate, NotFound
 
 _images = models.images
 _props = models.image_properties
@@ -84,7 +86,9 @@ CHILDREN_CHUNK: Final = 500
 
 
 def _children_of(count: int) -> Select[Any]:
-    """Tags (value NULL) and properties of ``count`` images bound as ``i0``, ``i1``, ..."""
+    """``(image_id, name, value, is_tag)`` of the tags (``value`` NULL, ``is_tag`` 1)
+    and properties (``is_tag`` 0; ``value`` may be NULL too) of ``count`` images
+    bound as ``i0``, ``i1``, ..."""
     def match(column: Any) -> ColumnElement[bool]:
         if count == 1:
             return cast(ColumnElement[bool], column == bindparam("i0"))
@@ -92,9 +96,11 @@ def _children_of(count: int) -> Select[Any]:
                     column.in_([bindparam(f"i{k}") for k in range(count)]))
 
     return cast(Select[Any], union_all(
-        select(_tags.c.image_id, _tags.c.value.label("name"), null().label("value"))
+        select(_tags.c.image_id, _tags.c.value.label("name"), null().label("value"),
+               literal_column("1").label("is_tag"))
         .where(match(_tags.c.image_id)),
-        select(_props.c.image_id, _props.c.name, _props.c.value)
+        select(_props.c.image_id, _props.c.name, _props.c.value,
+               literal_column("0").label("is_tag"))
         .where(match(_props.c.image_id))))
 
 
@@ -164,13 +170,13 @@ def load_children(session: Connection, images: Sequence[Image]) -> None:
     by_id = {img.id: img for img in images}
     ids = list(by_id)
     tags: dict[str, set[str]] = defaultdict(set)
-    props: dict[str, dict[str, str]] = defaultdict(dict)
+    props: dict[str, dict[str, str | None]] = defaultdict(dict)
     for start in range(0, len(ids), CHILDREN_CHUNK):
         chunk = ids[start:start + CHILDREN_CHUNK]
         params = {f"i{k}": image_id for k, image_id in enumerate(chunk)}
         statement = _children_statement(len(chunk))
-        for image_id, name, value in sqlite_direct.rows(session, statement, params):
-            if value is None:
+        for image_id, name, value, is_tag in sqlite_direct.rows(session, statement, params):
+            if is_tag:
                 tags[image_id].add(name)
             else:
                 props[image_id][name] = value
@@ -236,9 +242,13 @@ def located_under(session: Connection, prefix: str,
 
 def add(session: Connection, image: Image) -> None:
     """Insert ``image`` with its tags and properties. An id that exists or existed
-    (image rows are never deleted) raises SQLAlchemy's IntegrityError, which the
-    caller turns into its own error (``create_image``: Duplicate, 409)."""
-    sqlite_direct.execute(session, _INSERT_IMAGE, _image_values(image))
+    (image rows are never deleted) raises Duplicate (409): the primary key turns
+    it away in the same statement. Only the image row's refusal means that;
+    any other statement's error propagates as it is."""
+    try:
+        sqlite_direct.execute(session, _INSERT_IMAGE, _image_values(image))
+    except IntegrityError:
+        raise Duplicate(f"Image ID {image.id} already exists!") from None
     if image.tags:
         sqlite_direct.execute(session, _INSERT_TAG, [{"image_id": image.id, "value": t}
                                         for t in sorted(image.tags)])

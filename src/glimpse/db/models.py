@@ -78,7 +78,9 @@ image_properties = Table(
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"),
            primary_key=True),
     Column("name", String(255), primary_key=True),
-    Column("value", Text, nullable=False),
+    # NULL: the schema lets ``kernel_id`` and ``ramdisk_id`` be null, and Glance
+    # stores and shows them so (migration 0004)
+    Column("value", Text, nullable=True),
 )
 
 image_tags = Table(

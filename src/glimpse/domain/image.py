@@ -56,7 +56,8 @@ RESERVED_ATTRIBUTES: Final = frozenset({"location", "deleted", "deleted_at"})
 
 @dataclass
 class Image:
-    """An image record. ``properties`` holds user-defined string properties."""
+    """An image record. ``properties`` holds user-defined properties: strings, or
+    None where the schema allows null (``kernel_id``, ``ramdisk_id``)."""
 
     id: str
     owner: str | None
@@ -78,7 +79,7 @@ class Image:
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
     tags: set[str] = field(default_factory=set)
-    properties: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, str | None] = field(default_factory=dict)
     # Internal: where the data lives (store URI). Never shown to API users or events.
     location: str | None = None
 

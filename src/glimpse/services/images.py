@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from glimpse.auth import property_protection
 from glimpse.auth.context import RequestContext
@@ -25,7 +24,6 @@ from glimpse.db import image_lists, images_repo
 from glimpse.db.engine import utcnow
 from glimpse.domain.image import ACTIVE, DEACTIVATED, Image
 from glimpse.exceptions import (
-    Duplicate,
     Forbidden,
     Invalid,
     NotFound,
@@ -66,7 +64,7 @@ def _counted_properties(properties: Iterable[str]) -> int:
     return sum(1 for name in properties if not name.startswith(RESERVED_NAMESPACE))
 
 
-def check_property_quota(runtime: Runtime, properties: dict[str, str]) -> None:
+def check_property_quota(runtime: Runtime, properties: Mapping[str, str | None]) -> None:
     maximum = runtime.conf.image_property_quota
     attempted = _counted_properties(properties)
     if maximum >= 0 and attempted > maximum:
@@ -153,12 +151,7 @@ def create_image(runtime: Runtime, ctx: RequestContext, body: dict[str, Any]) ->
     event = runtime.notifier.prepare(catalogue.IMAGE_CREATE, lambda: payloads.image(
         image, hidden_properties=protections.hidden(ctx, image.properties)))
     with runtime.db.write() as session:
-        try:
-            # image rows are never deleted (ids are never reused): the primary key
-            # turns away an id that exists or existed, in the same statement
-            images_repo.add(session, image)
-        except IntegrityError:
-            raise Duplicate(f"Image ID {image.id} already exists!") from None
+        images_repo.add(session, image)       # Duplicate: the id exists or existed
         runtime.notifier.add(session, event)
     return protections.readable_image(ctx, image)
 

@@ -16,7 +16,7 @@ from glimpse.db.engine import Database
 from glimpse.db.image_lists import AttrFilter, ImageQuery
 from glimpse.domain.image import Image
 from glimpse.domain.member import Member
-from glimpse.exceptions import NotFound
+from glimpse.exceptions import Duplicate, NotFound
 from glimpse.services import access
 from tests.unit.db.factories import T0, make, seed
 
@@ -41,6 +41,28 @@ def test_round_trip_with_tags_and_properties(db: Database) -> None:
     assert again.tags == {"b", "c"}
     assert again.properties == {"k": "v2", "new": "n"}
     assert again.name is None
+
+
+def test_null_property_values_round_trip_and_are_not_tags(db: Database) -> None:
+    """The schema lets kernel_id/ramdisk_id be null (migration 0004): stored as
+    NULL, read back as None, never mistaken for a tag (tags and properties are
+    read in one query)."""
+    img = make(1, tags={"t"}, properties={"kernel_id": None, "k": "v"})
+    with db.write() as s:
+        repo.add(s, img)
+    with db.read() as s:
+        got = repo.get(s, img.id)
+        listed = image_lists.list_images(s, ImageQuery(limit=10))
+    assert got is not None
+    assert (got.tags, got.properties) == ({"t"}, {"kernel_id": None, "k": "v"})
+    assert [(i.tags, i.properties) for i in listed] == [(got.tags, got.properties)]
+
+    got.properties = {"kernel_id": "0b1c5f2e-9a65-4b6e-8f44-2c2a2ab1e3a1", "ramdisk_id": None}
+    with db.write() as s:
+        repo.update(s, got)
+    with db.read() as s:
+        again = repo.get(s, img.id)
+    assert again is not None and again.properties == got.properties
 
 
 def test_update_against_a_snapshot(db: Database) -> None:
@@ -197,12 +219,10 @@ def test_reads_in_a_write_transaction_equal_reads_in_a_read_transaction(db: Data
     assert in_read[0] is not None and in_read[1] is True
 
 
-def test_duplicate_insert_raises_sqlalchemys_integrity_error(db: Database) -> None:
-    from sqlalchemy.exc import IntegrityError
-
+def test_duplicate_insert_raises_duplicate_and_keeps_the_first(db: Database) -> None:
     with db.write() as s:
         repo.add(s, make(1))
-    with pytest.raises(IntegrityError), db.write() as s:
+    with pytest.raises(Duplicate, match="already exists"), db.write() as s:
         repo.add(s, make(1, name="again"))
     with db.read() as s:
         found = repo.get(s, make(1).id)

@@ -3,8 +3,10 @@ revision, on both databases."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from glimpse.db import images_repo, migrate
 from glimpse.db.engine import Database
@@ -64,5 +66,38 @@ def test_0002_and_0003_give_lists_their_indexes_and_keep_the_images(
     assert not set(PAGE_INDEXES) & set(indexes)
     assert [_index_sql(db, name) for name in NAME_ORDER_INDEXES] == [None, None]
     with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+    db.dispose()
+
+
+def test_0004_lets_property_values_be_null_and_keeps_the_others(db_url: str) -> None:
+    db = Database(db_url)
+    migrate.upgrade(db.engine, "0003")
+    image = make(1, tags={"t"}, properties={"k": "v"})
+    with db.write() as s:
+        images_repo.add(s, image)
+    with pytest.raises(IntegrityError), db.write() as s:    # NOT NULL before 0004
+        images_repo.add(s, make(2, properties={"kernel_id": None}))
+
+    migrate.upgrade(db.engine)
+    nulled = make(3, properties={"kernel_id": None, "k": "w"})
+    with db.write() as s:
+        images_repo.add(s, nulled)
+    with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+        assert images_repo.get(s, nulled.id) == nulled
+    with db.engine.connect() as conn:    # the primary key and the cascade survive the copy
+        assert inspect(conn).get_pk_constraint("image_properties")["constrained_columns"] == [
+            "image_id", "name"]
+        [fk] = inspect(conn).get_foreign_keys("image_properties")
+        assert fk["referred_table"] == "images" and fk["options"].get("ondelete") == "CASCADE"
+
+    config = migrate._config(db.engine)
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with db.read() as s:            # a null cannot go back under NOT NULL: dropped
+        kept = images_repo.get(s, nulled.id)
+        assert kept is not None and kept.properties == {"k": "w"}
         assert images_repo.get(s, image.id) == image
     db.dispose()
