@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -49,6 +50,40 @@ def test_version_discovery_without_identity(server: ServerProcess) -> None:
             r = c.get(path)
             assert r.status_code == 200, path
             assert r.json() == root.json()
+
+
+def test_versions_are_negotiated_as_glance_does_before_authentication(
+        glimpse_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """A path under a listed version is served as /v2; under any other version or
+    none, the version list answers with 300 whatever the method, credentials or
+    not (Glance's version negotiation filter runs before authentication). A
+    trailing slash is a 404, not a redirect."""
+    server = glimpse_server({"DEFAULT": {"auth_strategy": "token-file"},
+                             "glimpse": {"token_file": str(tmp_path / "tokens.json")}})
+    with server.client() as c:
+        for method, path in [("GET", "/v1/images"), ("POST", "/v1/images"), ("GET", "/v3"),
+                             ("DELETE", "/images/x"), ("GET", "/v2.99/images"),
+                             ("PUT", "/v1.1/")]:
+            r = c.request(method, path)
+            assert r.status_code == 300, (method, path)
+            _check_version_list(r.json(), f"127.0.0.1:{server.port}")
+        # a listed version is the v2 API: here it asks for credentials
+        for path in ("/v2.0/images", "/v2.18/images", "/v2/images"):
+            assert c.get(path).status_code == 401, path
+        assert c.get("/v2.1").status_code == 200              # as /v2: the version list
+        assert c.get("/healthcheck").text == "OK"
+
+    noauth = glimpse_server()
+    headers = {"X-Identity-Status": "Confirmed", **MEMBER}
+    with noauth.client(**headers) as c:
+        image_id = c.post("/v2.5/images", json={"name": "negotiated"}).json()["id"]
+        r = c.get(f"/v2.1/images/{image_id}")
+        assert r.status_code == 200 and r.json()["name"] == "negotiated"
+        tag = c.put(f"/v2.3/images/{image_id}/tags/a%20b%C3%A9")   # decoded once
+        assert tag.status_code == 204
+        assert c.get(f"/v2/images/{image_id}").json()["tags"] == ["a b\u00e9"]
+        assert c.get("/v2/images/").status_code == 404
+        assert c.get(f"/v2/images/{image_id}/").status_code == 404
 
 
 def test_version_links_follow_the_host_the_client_used(server: ServerProcess) -> None:

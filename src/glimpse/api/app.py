@@ -56,8 +56,10 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
         endpoint=conf.public_endpoint,
         parse_proxy_headers=conf.oslo_middleware.enable_proxy_headers_parsing,
         trusted_proxies=frozenset(conf.trusted_proxies))
+    app.router.redirect_slashes = False       # /v2/images/ is a 404, as in Glance
     app.add_middleware(AuthMiddleware, runtime=rt)
-    app.add_middleware(RequestIdMiddleware)   # runs before auth
+    app.add_middleware(versions.VersionNegotiation)   # before auth, as Glance's filter
+    app.add_middleware(RequestIdMiddleware)   # runs before both
     cors = conf.cors
     if cors.allowed_origin:
         # outermost, as Glance's cors filter: preflights are answered without

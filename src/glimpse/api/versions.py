@@ -10,6 +10,13 @@ discover it. ``GET /healthcheck`` answers as Glance's healthcheck middleware
 ``503`` and ``DISABLED BY FILE`` while ``[healthcheck] disable_by_file_path``
 exists (a load balancer then drains the node; the API keeps serving); ``HEAD``
 answers ``204`` or ``503`` without a body.
+
+:class:`VersionNegotiation` is Glance's version negotiation filter, run before
+authentication: a path under a version the list offers (``/v2.1/images``) is
+served as ``/v2/...``; a path under anything else (``/v1/images``,
+``/v3``, ``/images``) answers the version list with ``300 Multiple Choices``,
+whatever the method, so that a client given a wrong or old endpoint discovers
+the right one.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glimpse.api.public_url import public_base_url
 
@@ -28,6 +36,12 @@ from glimpse.api.public_url import public_base_url
 CURRENT = "v2.18"
 SUPPORTED = ("v2.17", "v2.16", "v2.15", "v2.14", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4",
              "v2.3", "v2.2", "v2.1", "v2.0")
+
+
+# First path segments that are served as /v2: the ids the version list offers.
+_SERVED_AS_V2 = frozenset({"v2", CURRENT, *SUPPORTED})
+# First path segments of the routes outside any version ("" is the root).
+_UNVERSIONED = frozenset({"", "versions", "healthcheck"})
 
 
 def version_list(base_url: str) -> dict[str, Any]:
@@ -60,6 +74,32 @@ async def healthcheck(request: Request) -> Response:
     if disabled:
         return PlainTextResponse("DISABLED BY FILE", status_code=503)
     return PlainTextResponse("OK")
+
+
+class VersionNegotiation:
+    """ASGI middleware: see the module docstring. Glance accepts exactly the
+    versions it lists (``v2.0`` ... ``v2.18`` here, and ``v2``); media-type
+    versioning (``Accept: application/vnd.openstack.images-v2``) is not offered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        first, slash, rest = path[1:].partition("/")
+        if first in _UNVERSIONED or first == "v2":
+            await self.app(scope, receive, send)
+        elif first in _SERVED_AS_V2:
+            scope = dict(scope, path=f"/v2{slash}{rest}")
+            raw = scope.get("raw_path")
+            if raw:      # still percent-encoded: only the version segment changes
+                scope["raw_path"] = b"/v2" + raw[1 + len(first):]
+            await self.app(scope, receive, send)
+        else:
+            await _versions_response(Request(scope), 300)(scope, receive, send)
 
 
 routes: list[BaseRoute] = [
