@@ -294,7 +294,8 @@ def make_blob(path: Path, size: int) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    chunk = os.urandom(min(size, 16 * 1024 * 1024))
+    chunk = bytearray(os.urandom(min(size, 16 * 1024 * 1024)))
+    chunk[510:512] = b"\0\0"      # no MBR signature: uploads of it are inspected
     with tmp.open("wb") as f:
         written = 0
         while written < size:

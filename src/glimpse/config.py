@@ -262,6 +262,19 @@ import_filtering_opts: list[cfg.Opt] = [
                 help="web-download: ports refused when allowed_ports is empty."),
 ]
 
+image_format_opts: list[cfg.Opt] = [
+    cfg.BoolOpt("require_image_format_match", default=True,
+                help="Inspect the content of uploads and imports and require that it "
+                     "matches the image's disk_format; a mismatch fails the upload (415) "
+                     "or the import. Disabled, a mismatch is only logged (and the image "
+                     "gets no virtual_size). Safety checks (a qcow2 backing file, ...) "
+                     "refuse the data either way."),
+    cfg.ListOpt("gpt_safety_checks_nonfatal", default=[],
+                help="Safety checks of GPT content (disk_format gpt, or detected as "
+                     "gpt) that only log when they fail: 'mbr' and/or 'gptmbr'. Use with "
+                     "caution."),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "glimpse": identity_opts,
@@ -275,6 +288,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "healthcheck": healthcheck_opts,
     "task": task_opts,
     "import_filtering_opts": import_filtering_opts,
+    "image_format": image_format_opts,
 }
 
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}

@@ -68,6 +68,11 @@ class UnsupportedMediaType(GlimpseError):
     """The request body's content type is not accepted here (HTTP 415)."""
 
 
+class InvalidImageData(GlimpseError):
+    """Image data that does not match its ``disk_format`` or fails the format's
+    safety checks (HTTP 415 on upload, as Glance)."""
+
+
 class RangeNotSatisfiable(GlimpseError):
     """The requested byte range lies outside the image data (HTTP 416)."""
 

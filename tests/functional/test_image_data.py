@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, held_body
+from tests.image_bytes import qcow2, random_raw
 
 OWNER = {"X-Project-Id": "a" * 32, "X-User-Id": "alice", "X-Roles": "member,reader"}
 ADMIN = {"X-Project-Id": "c" * 32, "X-User-Id": "root", "X-Roles": "admin,member,reader"}
@@ -99,7 +100,7 @@ def server(glimpse_server: Server) -> ServerProcess:
 
 
 def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None:
-    data = os.urandom(5 * 1024 * 1024 + 123)
+    data = random_raw(5 * 1024 * 1024 + 123)
     image_id = create_image(server)
     r = upload(server, image_id, data)
     assert r.status_code == 204, r.text
@@ -138,7 +139,7 @@ def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None
 
 def test_configured_hashing_algorithm(glimpse_server: Server) -> None:
     server = glimpse_server({"DEFAULT": {"hashing_algorithm": "sha256"}})
-    data = os.urandom(100_000)
+    data = random_raw(100_000)
     image_id = create_image(server)
     assert upload(server, image_id, data).status_code == 204
     image = show(server, image_id)
@@ -147,7 +148,7 @@ def test_configured_hashing_algorithm(glimpse_server: Server) -> None:
 
 
 def test_ranges(server: ServerProcess) -> None:
-    data = os.urandom(1000)
+    data = random_raw(1000)
     image_id = create_image(server)
     assert upload(server, image_id, data).status_code == 204
     url = f"/v2/images/{image_id}/file"
@@ -252,11 +253,53 @@ def assert_failed_upload(server: ServerProcess, image_id: str, cause: str) -> No
     assert events[-1] == ("image.update", "INFO", "queued")
 
 
+def test_uploads_are_inspected_as_glance_does(server: ServerProcess) -> None:
+    """The data must be its disk_format (415 and nothing kept otherwise, as in
+    Glance); a match gives the image its virtual_size."""
+    raw = random_raw(70_000)
+    raw_id = create_image(server)
+    assert upload(server, raw_id, raw).status_code == 204
+    assert show(server, raw_id)["virtual_size"] == len(raw)
+
+    disk_id = create_image(server, disk_format="qcow2")
+    assert upload(server, disk_id, qcow2(10 << 30)).status_code == 204
+    image = show(server, disk_id)
+    assert (image["status"], image["virtual_size"]) == ("active", 10 << 30)
+    upload_event = [e for e in outbox(server, "image.upload")
+                    if e["payload"]["id"] == disk_id][-1]
+    assert upload_event["payload"]["virtual_size"] == 10 << 30
+
+    wrong_id = create_image(server, disk_format="qcow2")
+    r = upload(server, wrong_id, raw)
+    assert r.status_code == 415
+    assert r.json()["message"] == "Image disk_format qcow2 does not match stream data raw"
+    assert_failed_upload(server, wrong_id, "does not match stream data raw")
+    assert show(server, wrong_id)["virtual_size"] is None
+
+    backed_id = create_image(server, disk_format="qcow2")
+    r = upload(server, backed_id, qcow2(1 << 30, backing_file=True))
+    assert r.status_code == 415
+    assert r.json()["message"] == "Image failed safety checks"
+    assert_failed_upload(server, backed_id, "Image failed safety checks")
+    # the same image takes good data afterwards
+    assert upload(server, backed_id, qcow2(1 << 30)).status_code == 204
+
+
+def test_a_mismatch_passes_when_no_match_is_required(glimpse_server: Server) -> None:
+    server = glimpse_server({**LOG_DRIVER,
+                             "image_format": {"require_image_format_match": False}})
+    image_id = create_image(server, disk_format="vmdk")
+    assert upload(server, image_id, random_raw(5000)).status_code == 204
+    assert show(server, image_id)["virtual_size"] is None
+    unsafe = create_image(server, disk_format="qcow2")     # safety checks still apply
+    assert upload(server, unsafe, qcow2(1 << 30, data_file=True)).status_code == 415
+
+
 def test_upload_then_more_requests_on_the_same_connection(server: ServerProcess) -> None:
     # A Content-Length body is read from the socket straight into the ingest
     # buffers (glimpse.api.http_protocol); the connection must then carry on with
     # the next requests as if the HTTP parser had seen the body.
-    data = os.urandom(9 * 1024 * 1024 + 5)
+    data = random_raw(9 * 1024 * 1024 + 5)
     image_id = create_image(server)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
@@ -304,7 +347,7 @@ def test_size_cap_is_413_and_keeps_nothing(glimpse_server: Server) -> None:
 def test_quota_is_413_keeps_nothing_and_is_freed(glimpse_server: Server) -> None:
     server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"user_storage_quota": "3MB"}})
     first, second = create_image(server), create_image(server)
-    two_mib = os.urandom(2 * 1024 * 1024)
+    two_mib = random_raw(2 * 1024 * 1024)
     assert upload(server, first, two_mib).status_code == 204
     r = upload(server, second, two_mib)
     assert r.status_code == 413
@@ -336,7 +379,7 @@ def test_concurrent_uploads_cannot_exceed_the_quota_together(glimpse_server: Ser
     thread.start()
     try:
         wait_for(lambda: show(server, slow)["status"] == "saving")
-        assert upload(server, fast, os.urandom(2 * 1024 * 1024)).status_code == 204
+        assert upload(server, fast, random_raw(2 * 1024 * 1024)).status_code == 204
     finally:
         release.set()
         thread.join(30)
@@ -379,7 +422,7 @@ def test_client_disconnect_mid_upload_leaves_image_queued(server: ServerProcess)
             + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head)
-        sock.sendall(os.urandom(6_000_000))
+        sock.sendall(random_raw(6_000_000))
         wait_for(lambda: show(server, image_id)["status"] == "saving")
     wait_for(lambda: show(server, image_id)["status"] == "queued")
     assert_failed_upload(server, image_id, "disconnected")
@@ -418,7 +461,7 @@ def sends(server: ServerProcess, image_id: str, count: int) -> list[dict[str, An
 
 def test_image_send_for_full_range_and_aborted_downloads(server: ServerProcess) -> None:
     size = 64 * 1024 * 1024           # larger than the socket buffers: aborts are real
-    data = os.urandom(1024 * 1024) * 64
+    data = random_raw(1024 * 1024) * 64
     image_id = create_image(server)
     assert upload(server, image_id, data).status_code == 204
     with server.client(**OTHER) as c:   # not visible to others: no event
@@ -472,7 +515,7 @@ def test_destination_ip_believes_x_forwarded_for_only_from_trusted_proxies(
 
 def test_store_read_failures_are_error_image_sends(server: ServerProcess) -> None:
     mib = 1024 * 1024
-    data = os.urandom(12 * mib)
+    data = random_raw(12 * mib)
     truncated, missing = create_image(server), create_image(server)
     for image_id in (truncated, missing):
         assert upload(server, image_id, data).status_code == 204
@@ -501,7 +544,7 @@ def test_upload_interrupted_by_a_crash_is_queued_again_after_restart(
             + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head)
-        sock.sendall(os.urandom(9_000_000))
+        sock.sendall(random_raw(9_000_000))
         wait_for(lambda: show(server, image_id)["status"] == "saving")
         wait_for(lambda: [f for f in store_files(server) if f.endswith(".part")])
         server.kill()                                  # SIGKILL: no clean-up ran

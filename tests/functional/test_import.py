@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, held_body
+from tests.image_bytes import qcow2
 from tests.import_helpers import (
     events_for,
     headers,
@@ -156,6 +157,24 @@ def test_web_download_404(glimpse_server: Any, source: SourceServer) -> None:
         assert wait_task(client, task_id)["status"] == "success"
         image = client.get(f"/v2/images/{image_id}").json()
         assert image["status"] == "active" and image["os_glance_failed_import"] == ""
+
+
+def test_imported_data_is_inspected_as_uploads_are(glimpse_server: Any,
+                                                   source: SourceServer) -> None:
+    """A qcow2 with a backing file fails the import and keeps nothing; a good one
+    gives the image its virtual size."""
+    server = glimpse_server(import_options(source.port))
+    source.files["backed.qcow2"] = qcow2(1 << 30, backing_file=True)
+    source.files["good.qcow2"] = qcow2(8 << 30)
+    with server.client(**headers()) as client:
+        image_id = new_image(client, disk_format="qcow2")
+        task_id = web_download(client, image_id, source.url("/files/backed.qcow2"))
+        assert_failed_import(server, client, image_id, task_id,
+                             message="Image failed safety checks")
+        task_id = web_download(client, image_id, source.url("/files/good.qcow2"))
+        assert wait_task(client, task_id)["status"] == "success"
+        image = client.get(f"/v2/images/{image_id}").json()
+        assert (image["status"], image["virtual_size"]) == ("active", 8 << 30)
 
 
 def test_web_download_connection_refused(glimpse_server: Any) -> None:

@@ -9,19 +9,19 @@ byte for byte (MD5 and SHA-512 match).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.image_bytes import qcow2, random_raw
 from tests.integration.glance_cli import glance, run_glance, table
 
 
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
     path = tmp_path / "disk.raw"
-    path.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    path.write_bytes(random_raw(3 * 1024 * 1024 + 17))
     return path
 
 
@@ -76,19 +76,22 @@ def test_glance_cli_full_lifecycle(glimpse_server: Any, image_file: Path,
 
 
 def test_openstacksdk_create_download_update_delete(glimpse_server: Any,
-                                                    image_file: Path) -> None:
+                                                    image_file: Path, tmp_path: Path) -> None:
     import openstack
 
     server = glimpse_server()
     conn = openstack.connection.Connection(
         auth_type="none", image_endpoint_override=server.url + "/v2/",
         image_api_version="2")
-    data = image_file.read_bytes()
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(qcow2(5 << 30, length=3 * 1024 * 1024 + 17))
+    data = disk.read_bytes()
 
     image = conn.image.create_image(
-        name="sdk-image", filename=str(image_file), disk_format="qcow2",
+        name="sdk-image", filename=str(disk), disk_format="qcow2",
         container_format="bare", wait=True, validate_checksum=True, use_import=False)
     assert image.status == "active"
+    assert image.virtual_size == 5 << 30        # read from the qcow2 header
     assert image.checksum == hashlib.md5(data).hexdigest()
     assert image.hash_value == hashlib.sha512(data).hexdigest()
 
@@ -109,3 +112,13 @@ def test_openstacksdk_create_download_update_delete(glimpse_server: Any,
     store = server.state / "images"
     assert store.is_dir()
     assert not [p for p in store.rglob("*") if image.id in p.name]
+
+    # Data that is not its disk_format: the SDK raises with Glance's 415 and reason.
+    from openstack import exceptions
+
+    with pytest.raises(exceptions.HttpException) as refused:
+        conn.image.create_image(
+            name="not-qcow2", filename=str(image_file), disk_format="qcow2",
+            container_format="bare", wait=True, use_import=False)
+    assert refused.value.status_code == 415
+    assert "does not match stream data raw" in str(refused.value)

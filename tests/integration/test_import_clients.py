@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.image_bytes import random_raw
 from tests.import_helpers import events_for, import_options
 from tests.import_source import SourceServer
 from tests.integration.glance_cli import glance, table
@@ -50,7 +50,7 @@ def wait_imported(server: Any, image_id: str) -> dict[str, Any]:
 @pytest.fixture
 def source() -> Iterator[SourceServer]:
     with SourceServer() as server:
-        server.files["disk.raw"] = os.urandom(2 * 1024 * 1024 + 3)
+        server.files["disk.raw"] = random_raw(2 * 1024 * 1024 + 3)
         yield server
 
 
@@ -107,7 +107,7 @@ def test_glance_cli_image_create_via_import_web_download(glimpse_server: Any,
 def test_glance_cli_stage_then_import_glance_direct(glimpse_server: Any,
                                                     tmp_path: Path) -> None:
     server = glimpse_server({"oslo_messaging_notifications": {"driver": "log"}})
-    data = os.urandom(1024 * 1024 + 9)
+    data = random_raw(1024 * 1024 + 9)
     path = tmp_path / "disk.raw"
     path.write_bytes(data)
     image_id = table(glance(server, "image-create", "--name", "gd-cli", "--disk-format", "raw",
@@ -124,7 +124,7 @@ def test_glance_cli_stage_then_import_glance_direct(glimpse_server: Any,
 def test_glance_cli_image_create_via_import_glance_direct(glimpse_server: Any,
                                                           tmp_path: Path) -> None:
     server = glimpse_server({"oslo_messaging_notifications": {"driver": "log"}})
-    data = os.urandom(512 * 1024)
+    data = random_raw(512 * 1024)
     path = tmp_path / "disk.raw"
     path.write_bytes(data)
     created = table(glance(server, "image-create-via-import", "--name", "gd-cli2",

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.image_bytes import random_raw
 from tests.integration.keystone_fixture import (
     PROJECTS,
     REGION,
@@ -60,7 +61,7 @@ def shown(ks: KeystoneInfo, project: str, image: str) -> dict[str, Any]:
 def test_an_image_lifecycle_through_the_openstack_cli(keystone: KeystoneInfo,  # noqa: F811
                                                       keystone_glimpse: Any,  # noqa: F811
                                                       tmp_path: Path) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 7)
+    data = random_raw(3 * 1024 * 1024 + 7)
     source = tmp_path / "disk.raw"
     source.write_bytes(data)
     name = f"osc-{os.getpid()}"
@@ -117,7 +118,7 @@ def test_interoperable_import_through_the_openstack_cli(keystone: KeystoneInfo, 
                                                         tmp_path: Path) -> None:
     """``image create --import --file``: the CLI stages the data, then asks for a
     glance-direct import, which the task executor finishes in the background."""
-    data = os.urandom(1024 * 1024 + 3)
+    data = random_raw(1024 * 1024 + 3)
     source = tmp_path / "disk.raw"
     source.write_bytes(data)
     started = json.loads(openstack(

@@ -32,6 +32,7 @@ STATUS: list[tuple[type[exc.GlimpseError], int]] = [
     (exc.StorageFull, 413),
     (exc.TooLarge, 413),
     (exc.UnsupportedMediaType, 415),
+    (exc.InvalidImageData, 415),
     (exc.RangeNotSatisfiable, 416),
     (exc.StoragePermissionDenied, 503),
     (exc.DatabaseUnavailable, 503),

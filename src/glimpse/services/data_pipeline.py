@@ -44,6 +44,7 @@ from glimpse.config import parse_size
 from glimpse.db import images_repo
 from glimpse.domain.image import Image
 from glimpse.exceptions import QuotaExceeded, TooLarge
+from glimpse.services.image_format import ContentCheck
 from glimpse.store.base import Store
 
 # 2 MiB x 1 waiting for the hashes: 3 buffers, 6 MiB resident per upload (8 MiB
@@ -136,6 +137,7 @@ class Ingested:
     checksum: str
     os_hash_algo: str
     os_hash_value: str
+    virtual_size: int | None = None     # from the content check, when it found one
 
 
 class _BufferPool:
@@ -245,8 +247,11 @@ class _Aggregator:
 async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
                  hashing_algorithm: str = "sha512", limits: Limits = Limits(),
                  buffer_size: int = BUFFER_SIZE, max_in_flight: int = MAX_IN_FLIGHT,
-                 ) -> Ingested:
-    """Stream ``source`` into ``store`` as the data of ``image_id``; see the module doc."""
+                 check: ContentCheck | None = None) -> Ingested:
+    """Stream ``source`` into ``store`` as the data of ``image_id``; see the module doc.
+    ``check``: the content must pass it (:mod:`glimpse.services.image_format`; it
+    runs in the writer thread and refuses at the end of the stream, so the
+    store's write fails and keeps nothing)."""
     loop = asyncio.get_running_loop()
     pool = _BufferPool(buffer_size)
     aggregator = _Aggregator(source, limits, pool)
@@ -295,7 +300,8 @@ async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
             upcoming.cancel()  # stop reading the source when the store gave up
 
     try:
-        location = await loop.run_in_executor(writer, store.write, image_id, buffers())
+        chunks = buffers() if check is None else check.wrap(buffers())
+        location = await loop.run_in_executor(writer, store.write, image_id, chunks)
         while hashing:
             _, f_md5, f_hash = hashing.popleft()
             await asyncio.wrap_future(f_md5)
@@ -304,5 +310,6 @@ async def ingest(store: Store, image_id: str, source: AsyncIterable[bytes], *,
         for worker in (writer, md5_worker, hash_worker):
             worker.shutdown(wait=False, cancel_futures=True)
     return Ingested(location=location, size=aggregator.size, checksum=md5.hexdigest(),
-                    os_hash_algo=hashing_algorithm, os_hash_value=multihash.hexdigest())
+                    os_hash_algo=hashing_algorithm, os_hash_value=multihash.hexdigest(),
+                    virtual_size=check.virtual_size if check is not None else None)
 

@@ -6,12 +6,15 @@ transaction spans the transfer:
    remaining quota is read in the same transaction.
 2. the body streams into the store (:mod:`glimpse.services.data_pipeline`):
    size, MD5 and the multihash computed on the way; ``image_size_cap`` and
-   ``user_storage_quota`` enforced while streaming.
+   ``user_storage_quota`` enforced while streaming; the content checked
+   against ``disk_format`` (:mod:`glimpse.services.image_format`), which gives
+   the ``virtual_size``.
 3. tx2: the quota checked again against the owner's other images as committed
    now (concurrent uploads: the second to finish sees the first), then
    ``saving`` -> ``active`` with size, hashes and location; records
    ``image.upload`` (INFO), ``image.activate``, ``image.update``.
-   On any failure (limits, store, client gone, image deleted meanwhile) the
+   On any failure (limits, content refused, store, client gone, image deleted
+   meanwhile) the
    written data is deleted, and tx2' puts the image back to ``queued``,
    recording ``image.upload`` ERROR (a text payload) and ``image.update``;
    the original exception is re-raised. A database outage at the end is
@@ -54,6 +57,7 @@ from glimpse.services.data_pipeline import (
     ingest,
     limits_for,
 )
+from glimpse.services.image_format import ContentCheck, FormatRules
 
 LOG = logging.getLogger(__name__)
 
@@ -64,8 +68,10 @@ UPLOAD_PATIENCE = 60.0
 STALLED_AFTER = 3600.0
 
 
-def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
-    """tx1: queued -> saving, with its events. Returns the limits for the stream.
+def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str,
+                 ) -> tuple[Limits, ContentCheck]:
+    """tx1: queued -> saving, with its events. Returns the limits for the stream
+    and the check its content must pass.
 
     Raises NotFound (not visible), Forbidden (not allowed), InvalidStatusTransition
     (409: not queued).
@@ -77,6 +83,8 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
         image.updated_at = utcnow()
         images_repo.update(session, image)
         limits = limits_for(rt.conf, session, image)
+        check = ContentCheck(image.disk_format, image.container_format,
+                             FormatRules.from_conf(rt.conf))
         snapshot = image.copy()
         hidden = _hidden(ctx, snapshot)
         rt.notifier.record(session, ev.IMAGE_UPDATE,
@@ -84,7 +92,7 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str) -> Limits:
         rt.notifier.record(session, ev.IMAGE_PREPARE,
                            lambda: payloads.image_with_import_lists(snapshot,
                                                                     hidden_properties=hidden))
-    return limits
+    return limits, check
 
 
 def _hidden(ctx: RequestContext | None, image: Image) -> frozenset[str]:
@@ -116,6 +124,8 @@ def finish_upload(rt: Runtime, image_id: str, stored: Ingested,
         image.os_hash_algo = stored.os_hash_algo
         image.os_hash_value = stored.os_hash_value
         image.location = stored.location
+        if stored.virtual_size:
+            image.virtual_size = stored.virtual_size
         image.transition(ACTIVE)
         image.updated_at = utcnow()
         images_repo.update(session, image)
@@ -235,19 +245,20 @@ async def upload_data(rt: Runtime, ctx: RequestContext, image_id: str,
     """Store ``body`` as the image's data and activate it (see the module doc).
 
     Raises NotFound, Forbidden, InvalidStatusTransition (409) before anything
-    changes; TooLarge/QuotaExceeded (413), StorageFull, StoragePermissionDenied,
+    changes; TooLarge/QuotaExceeded (413), InvalidImageData (415), StorageFull,
+    StoragePermissionDenied,
     StoreError, Gone (410), Conflict (409) or the body's own exception (client
     disconnect) after the image went back to ``queued`` with nothing stored.
     A database outage at the end waits up to ``UPLOAD_PATIENCE`` (tx2 and tx2'
     are retried); beyond that DatabaseUnavailable (503) leaves the record as it
     is and keeps the data, which tx2 may have made the image's.
     """
-    limits = await asyncio.to_thread(begin_upload, rt, ctx, image_id)
+    limits, check = await asyncio.to_thread(begin_upload, rt, ctx, image_id)
     outcome_unknown = False
     try:
         if content_length is not None:
             limits.check(content_length)
-        stored = await ingest(rt.store, image_id, body,
+        stored = await ingest(rt.store, image_id, body, check=check,
                               hashing_algorithm=rt.conf.hashing_algorithm, limits=limits)
         try:
             return await _finish(rt, image_id, stored, ctx)

@@ -56,6 +56,7 @@ from glimpse.services.data_pipeline import (
     ingest,
     limits_for,
 )
+from glimpse.services.image_format import ContentCheck, FormatRules
 from glimpse.tasks import fetch, staging
 from glimpse.tasks.url_filter import FilterRules, check_url
 
@@ -200,6 +201,7 @@ class _State:
                        if task.type == task_service.API_IMAGE_IMPORT else {})
         self.method_name = self.method.get("name") if isinstance(self.method, dict) else None
         self.limits = Limits()
+        self.check: ContentCheck | None = None
         self.prepared = False
         self.finished = False
         self.stored: Ingested | None = None
@@ -242,6 +244,8 @@ class _State:
             rt.notifier.record(session, ev.IMAGE_PREPARE,
                                lambda: event_image_with_lists(snapshot))
             self.limits = limits_for(rt.conf, session, image)
+            self.check = ContentCheck(image.disk_format, image.container_format,
+                                      FormatRules.from_conf(rt.conf))
         self.prepared = True
 
     def _store_id(self) -> str:
@@ -322,7 +326,7 @@ class _State:
     async def _ingest(self, image_id: str, chunks: Iterator[bytes]) -> Ingested:
         return await ingest(self.rt.store, image_id, _async_chunks(chunks),
                             hashing_algorithm=self.rt.conf.hashing_algorithm,
-                            limits=self.limits)
+                            limits=self.limits, check=self.check)
 
     # 3 ------------------------------------------------------------------------------------
     def finish(self, stored: Ingested) -> None:
@@ -344,8 +348,8 @@ class _State:
             image.os_hash_algo = stored.os_hash_algo
             image.os_hash_value = stored.os_hash_value
             image.location = stored.location
-            if image.virtual_size is None and image.disk_format in ("raw", "iso"):
-                image.virtual_size = stored.size
+            if stored.virtual_size:          # what the content check found
+                image.virtual_size = stored.virtual_size
             image.properties[IMPORTING_PROP] = ""
             image.properties[FAILED_PROP] = ""
             image.properties.pop(IMPORT_TASK_PROP, None)
