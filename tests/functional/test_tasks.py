@@ -263,3 +263,5 @@ def test_default_policy_keeps_tasks_api_admin_only(glimpse_server: Any,
         resp = member.post("/v2/tasks", json=legacy_body(source.url("/files/img")))
         assert resp.status_code == 403
         assert member.get("/v2/tasks").status_code == 403
+        # the policy answers before the query is validated, as in Glance
+        assert member.get("/v2/tasks?limit=-1").status_code == 403

@@ -81,6 +81,7 @@ def parse_query(params: list[tuple[str, str]]) -> task_service.TaskQuery:
 
 async def index(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
+    task_service.check_api_access(ctx)      # as Glance: 403 before any 400 of the query
     params = list(request.query_params.multi_items())
     query = parse_query(params)
     tasks = await run_in_threadpool(task_service.list_tasks, rt, ctx, query)
