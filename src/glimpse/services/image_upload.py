@@ -14,10 +14,9 @@ transaction spans the transfer:
    ``saving`` -> ``active`` with size, hashes and location; records
    ``image.upload`` (INFO), ``image.activate``, ``image.update``.
    On any failure (limits, content refused, store, client gone, image deleted
-   meanwhile) the
-   written data is deleted, and tx2' puts the image back to ``queued``,
-   recording ``image.upload`` ERROR (a text payload) and ``image.update``;
-   the original exception is re-raised. A database outage at the end is
+   meanwhile) the written data is deleted, and tx2' puts the image back to
+   ``queued``, recording ``image.upload`` ERROR (a text payload) and
+   ``image.update``; the original exception is re-raised. A database outage at the end is
    waited out for a while (:mod:`glimpse.services.outage`).
 
 Every function blocks on the database except the ``async`` ones, which run
@@ -246,9 +245,9 @@ async def upload_data(rt: Runtime, ctx: RequestContext, image_id: str,
 
     Raises NotFound, Forbidden, InvalidStatusTransition (409) before anything
     changes; TooLarge/QuotaExceeded (413), InvalidImageData (415), StorageFull,
-    StoragePermissionDenied,
-    StoreError, Gone (410), Conflict (409) or the body's own exception (client
-    disconnect) after the image went back to ``queued`` with nothing stored.
+    StoragePermissionDenied, StoreError, Gone (410), Conflict (409) or the body's
+    own exception (client disconnect) after the image went back to ``queued``
+    with nothing stored.
     A database outage at the end waits up to ``UPLOAD_PATIENCE`` (tx2 and tx2'
     are retried); beyond that DatabaseUnavailable (503) leaves the record as it
     is and keeps the data, which tx2 may have made the image's.
