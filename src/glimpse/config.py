@@ -179,6 +179,10 @@ outbox_opts: list[cfg.Opt] = [
                  help="On shutdown, seconds to keep delivering pending events."),
     cfg.IntOpt("retention_hours", default=24, min=0,
                help="Delivered events are pruned after this many hours."),
+    cfg.StrOpt("spool_dir", default="$state_path/event-spool",
+               help="Local directory where events wait that could not reach the database "
+                    "(an image.send at the end of a download during a database outage): "
+                    "recorded from there once it is back, or at the next start."),
     cfg.BoolOpt("declare_queues", default=True,
                 help="Declare and bind a queue per routing key, as oslo.messaging does, "
                      "so events wait for consumers that start later."),

@@ -19,6 +19,7 @@ from oslo_config import cfg
 from glimpse.db.engine import Database
 from glimpse.notifications.envelope import default_publisher_id
 from glimpse.notifications.recorder import Notifier
+from glimpse.notifications.spool import EventSpool
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Runtime:
     db: Database
     store: Any
     notifier: Notifier
+    spool: EventSpool | None = None     # with a driver: events kept while the db is away
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
     background: list[Background] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -128,8 +130,12 @@ def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True,
     notifier = Notifier(conf.oslo_messaging_notifications.driver,
                         publisher_id=default_publisher_id(conf.default_publisher_id),
                         disabled=conf.disabled_notifications)
-    runtime = Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier)
+    spool = EventSpool(conf.outbox.spool_dir) if notifier.drivers else None
+    runtime = Runtime(conf=conf, db=db, store=store_from_config(conf), notifier=notifier,
+                      spool=spool)
     from glimpse.services.image_upload import recover_interrupted_uploads
 
     recover_interrupted_uploads(runtime)   # uploads that died with a crashed process
+    if spool is not None:
+        spool.replay(db, notifier)         # events that processes gone kept on disk
     return runtime

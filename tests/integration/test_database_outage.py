@@ -118,8 +118,50 @@ def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
     assert "POST /v2/images failed: " in log and "GET /v2/images failed: " in log
     assert f"Recording the image.send of image {image_id} to project {'a' * 32} " \
         f"({size} bytes, INFO): database unavailable" in log
-    assert re.search(f"Recording the image.send of image {image_id} .*: done after "
-                     r"\d+ failed attempts", log)
+    assert re.search(r"Recording the events of the event spool: done after \d+ failed "
+                     "attempts", log)
+    assert "Recorded 1 event(s) kept in the spool" in log
+
+
+def test_an_image_send_kept_during_an_outage_survives_a_crash(
+        server: ServerProcess, pg_database: str, linked: tuple[str, TcpLink]) -> None:
+    """The download ends while the database is away; the process is killed before
+    it comes back: the next start records the image.send from the event spool."""
+    _, link = linked
+    size = 16 * 1024 * 1024
+    with server.client(**OWNER) as c:
+        image_id = c.post("/v2/images", json={"name": "billed", "disk_format": "raw",
+                                              "container_format": "bare"}).json()["id"]
+        r = c.put(f"/v2/images/{image_id}/file", content=b"\x5a" * size,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 204, r.text
+    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall(request)
+    received = len(sock.recv(65536))
+    link.cut()
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+        spool = server.state / "event-spool"
+        deadline = time.monotonic() + 10
+        while not any(p.stat().st_size for p in spool.glob("*.jsonl")):
+            assert time.monotonic() < deadline, "the image.send never reached the spool"
+            time.sleep(0.05)
+        server.kill()                   # a crash while the event waits
+    finally:
+        sock.close()
+        link.restore()
+    assert received > size
+    assert _sends(pg_database, image_id) == []
+
+    server.start()                      # the start replays what the dead process kept
+    sends = _sends(pg_database, image_id)
+    assert len(sends) == 1
+    assert (sends[0]["priority"], sends[0]["payload"]["bytes_sent"]) == ("INFO", size)
+    assert not any(p.stat().st_size for p in (server.state / "event-spool").glob("*.jsonl"))
 
 
 def test_an_upload_that_ends_while_the_database_is_away_completes_when_it_is_back(

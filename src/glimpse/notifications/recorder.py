@@ -121,6 +121,11 @@ class Notifier:
         """Called after a transaction that recorded events commits (wakes the relay)."""
         self._on_commit = hook
 
+    def wake_relay(self) -> None:
+        """Events were committed outside :meth:`add` (the spool's replay): wake the relay."""
+        if self._on_commit is not None:
+            self._on_commit()
+
     def wants(self, event_type: str) -> bool:
         return bool(self.drivers) and not is_disabled(event_type, self.disabled)
 

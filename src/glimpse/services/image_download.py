@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from glimpse.auth.context import RequestContext
 from glimpse.db import images_repo
@@ -32,6 +34,7 @@ from glimpse.exceptions import (
 )
 from glimpse.notifications import catalogue as ev
 from glimpse.notifications import payloads
+from glimpse.notifications.spool import EventSpool
 from glimpse.runtime import Runtime
 from glimpse.services import access, outage
 
@@ -167,12 +170,15 @@ def _missing(rt: Runtime, download: Download, error: NotFound) -> NotFound | Sto
                       f"({error.message})")
 
 
-# How long a download's image.send is retried while the database is unavailable
-# (a failover, a restart): the bytes went out, and billing counts them.
+# How long a background retry waits for the database before it logs that it still
+# waits (and goes on): the bytes went out, and billing counts them.
 SEND_RECORD_PATIENCE = 300.0
 
 
-# The retries of image.sends that met a database outage (kept from the collector).
+# Background work, kept from the collector: the replay of this process's event
+# spool (at most one at a time) and the in-memory retries of image.sends that
+# the spool could not take.
+_REPLAYING: set[asyncio.Task[None]] = set()
 _RETRYING: set[asyncio.Task[None]] = set()
 
 
@@ -181,13 +187,14 @@ async def record_send(rt: Runtime, ctx: RequestContext, download: Download, byte
     """Record the download's one ``image.send`` (INFO/WARN/ERROR) in its own
     transaction, run in a worker thread.
 
-    When the database is unavailable, the same event (its ``message_id``, and
-    the timestamp of the end of the download) is retried in a background task
-    for up to ``SEND_RECORD_PATIENCE`` seconds (:func:`outage.while_unavailable`)
-    and this returns: the response is complete, its connection free. A commit
-    whose acknowledgement was lost may leave a duplicate, with the same
-    ``message_id``. The first failure and giving up (or the process stopping
-    first) are logged with the event's figures, so that an operator can
+    When the database is unavailable, the event (its ``message_id``, and the
+    time of the end of the download) goes to the event spool on local disk
+    (:mod:`glimpse.notifications.spool`) and this returns: the response is
+    complete, its connection free. A background task replays the spool into the
+    outbox once the database is back; if the process stops first, the next start
+    does. Only when the spool cannot be written either (a full disk) is the
+    event retried in memory for ``SEND_RECORD_PATIENCE`` seconds. The first
+    failure is logged with the event's figures, so that an operator can
     reconcile. Other errors propagate."""
     event = rt.notifier.prepare(ev.IMAGE_SEND, lambda: payloads.send(
         image_id=download.image.id, owner_id=download.image.owner,
@@ -206,11 +213,44 @@ async def record_send(rt: Runtime, ctx: RequestContext, download: Download, byte
     except DatabaseUnavailable as error:
         figures = (f"image.send of image {download.image.id} to project {ctx.project_id} "
                    f"({bytes_sent} bytes, {priority})")
-        LOG.warning("Recording the %s: database unavailable (%s); retrying in the "
-                    "background", figures, error.detail)
-    task = asyncio.get_running_loop().create_task(_record_later(add, figures))
-    _RETRYING.add(task)
-    task.add_done_callback(_RETRYING.discard)
+        LOG.warning("Recording the %s: database unavailable (%s); kept in the event spool",
+                    figures, error.detail)
+    spool = rt.spool
+    try:
+        if spool is None:
+            raise OSError("no event spool")
+        await asyncio.to_thread(spool.put, event, rt.notifier.drivers)
+    except OSError as error:
+        LOG.error("Could not keep the %s in the event spool (%s); retrying it in memory",
+                  figures, error)
+        _in_background(_record_later(add, figures), _RETRYING)
+        return
+    if not _REPLAYING:
+        _in_background(_replay_spool(rt, spool), _REPLAYING)
+
+
+def _in_background(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def _replay_spool(rt: Runtime, spool: EventSpool) -> None:
+    """Replay the spool once the database is back: retried until it is (a line in
+    the log every ``SEND_RECORD_PATIENCE`` seconds), until the process stops."""
+    while True:
+        try:
+            await outage.while_unavailable(partial(spool.replay, rt.db, rt.notifier),
+                                           patience=SEND_RECORD_PATIENCE,
+                                           what="Recording the events of the event spool")
+            return
+        except DatabaseUnavailable as error:
+            LOG.warning("The database is still unavailable after %.0f s (%s); the events "
+                        "wait in %s", SEND_RECORD_PATIENCE, error.detail, spool.directory)
+        except asyncio.CancelledError:
+            LOG.warning("Stopping while the database is unavailable: the events in %s are "
+                        "recorded at the next start", spool.directory)
+            raise
 
 
 async def _record_later(add: Callable[[], None], figures: str) -> None:
