@@ -68,24 +68,30 @@ def server(glimpse_server: Callable[..., ServerProcess],
     return server
 
 
-def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
-        server: ServerProcess, pg_database: str, linked: tuple[str, TcpLink]) -> None:
-    _, link = linked
-    size = 64 * 1024 * 1024
+def _download_started(server: ServerProcess, size: int) -> tuple[str, socket.socket, int]:
+    """An active image of ``size`` bytes and a download of it that has begun: the
+    image id, the socket (a small receive buffer holds the server back) and the
+    bytes received so far."""
     with server.client(**OWNER) as c:
         image_id = c.post("/v2/images", json={"name": "big", "disk_format": "raw",
                                               "container_format": "bare"}).json()["id"]
         r = c.put(f"/v2/images/{image_id}/file", content=b"\x5a" * size,
                   headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 204, r.text
-
-    # a download starts while the database is there ...
     request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.sendall(request)
-    received = len(sock.recv(65536))
+    return image_id, sock, len(sock.recv(65536))
+
+
+def test_requests_answer_503_while_the_database_is_away_and_nothing_is_lost(
+        server: ServerProcess, pg_database: str, linked: tuple[str, TcpLink]) -> None:
+    _, link = linked
+    size = 64 * 1024 * 1024
+    # a download starts while the database is there ...
+    image_id, sock, received = _download_started(server, size)
     link.cut()                          # ... and the database goes away
     try:
         with server.client(**OWNER) as c:
@@ -129,18 +135,7 @@ def test_an_image_send_kept_during_an_outage_survives_a_crash(
     it comes back: the next start records the image.send from the event spool."""
     _, link = linked
     size = 16 * 1024 * 1024
-    with server.client(**OWNER) as c:
-        image_id = c.post("/v2/images", json={"name": "billed", "disk_format": "raw",
-                                              "container_format": "bare"}).json()["id"]
-        r = c.put(f"/v2/images/{image_id}/file", content=b"\x5a" * size,
-                  headers={"Content-Type": "application/octet-stream"})
-        assert r.status_code == 204, r.text
-    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    sock.sendall(request)
-    received = len(sock.recv(65536))
+    image_id, sock, received = _download_started(server, size)
     link.cut()
     try:
         while chunk := sock.recv(1 << 20):
