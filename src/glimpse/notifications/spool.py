@@ -86,6 +86,13 @@ class EventSpool:
             os.write(fd, line.encode() + b"\n")
             os.fsync(fd)
 
+    def own_pending(self) -> bool:
+        """Whether this process's own file holds events."""
+        try:
+            return self.own_file.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
     def pending(self) -> bool:
         """Whether any file holds events (a directory listing)."""
         return any(self._files())

@@ -225,7 +225,9 @@ async def record_send(rt: Runtime, ctx: RequestContext, download: Download, byte
                   figures, error)
         _in_background(_record_later(add, figures), _RETRYING)
         return
-    if not _REPLAYING:
+    # a replay that has returned may still be in the set: its own check of the
+    # spool may have come before this event was added
+    if all(task.done() for task in _REPLAYING):
         _in_background(_replay_spool(rt, spool), _REPLAYING)
 
 
@@ -237,13 +239,15 @@ def _in_background(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None
 
 async def _replay_spool(rt: Runtime, spool: EventSpool) -> None:
     """Replay the spool once the database is back: retried until it is (a line in
-    the log every ``SEND_RECORD_PATIENCE`` seconds), until the process stops."""
+    the log every ``SEND_RECORD_PATIENCE`` seconds), and again while events this
+    process added meanwhile wait, until the process stops."""
     while True:
         try:
             await outage.while_unavailable(partial(spool.replay, rt.db, rt.notifier),
                                            patience=SEND_RECORD_PATIENCE,
                                            what="Recording the events of the event spool")
-            return
+            if not spool.own_pending():
+                return
         except DatabaseUnavailable as error:
             LOG.warning("The database is still unavailable after %.0f s (%s); the events "
                         "wait in %s", SEND_RECORD_PATIENCE, error.detail, spool.directory)
@@ -251,6 +255,10 @@ async def _replay_spool(rt: Runtime, spool: EventSpool) -> None:
             LOG.warning("Stopping while the database is unavailable: the events in %s are "
                         "recorded at the next start", spool.directory)
             raise
+        except Exception:
+            LOG.exception("Could not replay the event spool; its events wait in %s for "
+                          "the next start", spool.directory)
+            return
 
 
 async def _record_later(add: Callable[[], None], figures: str) -> None:

@@ -72,7 +72,7 @@ def test_this_processs_events_go_to_the_outbox_once(db: Database, tmp_path: Path
     first, second = send_event("img-1"), send_event("img-2")
     spool.put(first, DRIVERS)
     spool.put(second, DRIVERS)
-    assert spool.pending()
+    assert spool.pending() and spool.own_pending()
     woken: list[int] = []
 
     assert spool.replay(db, notifier(woken)) == 2
@@ -82,7 +82,8 @@ def test_this_processs_events_go_to_the_outbox_once(db: Database, tmp_path: Path
     assert [r[2] for r in rows[::2]] == [first.row["envelope"], second.row["envelope"]]
     assert rows[0][3] == first.row["created_at"].isoformat()
     assert woken == [1]                     # the relay is told
-    assert not spool.pending() and spool.replay(db, notifier()) == 0
+    assert not spool.pending() and not spool.own_pending()
+    assert spool.replay(db, notifier()) == 0
     assert len(outbox(db)) == 4
 
     spool.put(send_event("img-3"), DRIVERS)     # the same file takes more afterwards
@@ -102,6 +103,7 @@ def test_a_gone_processs_file_is_replayed_and_a_live_ones_is_left(db: Database,
         assert spool.replay(db, notifier()) == 1
         assert {r[1] for r in outbox(db)} == {gone_id}
         assert len(list(spool_dir.iterdir())) == 1      # the live process's file stays
+        assert spool.pending() and not spool.own_pending()
     finally:
         release.touch()
         alive.wait(60)
