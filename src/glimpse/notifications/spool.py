@@ -53,7 +53,7 @@ _SUFFIX = ".jsonl"
 
 class EventSpool:
     """One process's view of the spool directory (see the module docstring).
-    Thread-safe; safe after ``fork`` (a child opens a file of its own)."""
+    Thread-safe; after ``fork`` a child writes to a file of its own."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -68,6 +68,10 @@ class EventSpool:
     def _own_fd(self) -> int:
         """This process's file, open for appending and locked (held until exit)."""
         if self._fd is None or self._pid != os.getpid():
+            if self._fd is not None:
+                # a forked child's copy of its parent's file: closing it leaves the
+                # parent's lock to the parent (and the file free once it is gone)
+                os.close(self._fd)
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.own_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                          0o600)
