@@ -275,6 +275,19 @@ def unavailable(error: SQLAlchemyError) -> DatabaseUnavailable | None:
     return DatabaseUnavailable(lines[0] if lines else type(orig).__name__)
 
 
+def checked_out(engine: Engine) -> Connection:
+    """``engine.connect()``, where any database error means the database cannot
+    serve: no statement of ours has run yet. (A connection reset during the
+    pool's pre-ping surfaced from SQLAlchemy's psycopg dialect as a
+    ``ProgrammingError`` about autocommit, which read as a bad statement.)"""
+    try:
+        return engine.connect()
+    except DBAPIError as error:
+        down = unavailable(error) or DatabaseUnavailable(
+            (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0])
+        raise down from error
+
+
 def raise_if_unavailable(error: SQLAlchemyError) -> None:
     """Raise :func:`unavailable`'s DatabaseUnavailable for ``error`` (from it), if any."""
     down = unavailable(error)
@@ -331,7 +344,7 @@ class Database:
         try:
             # the pool's checkout and check-in happen outside the gate: every process's
             # writers queue for the time the gate is held (~0.1 ms less per write)
-            with self._write_engine.connect() as connection, self._gate_held():
+            with checked_out(self._write_engine) as connection, self._gate_held():
                 _after_commit[connection] = hooks
                 try:
                     with connection.begin():
@@ -395,7 +408,7 @@ class Database:
         """A ``Connection`` in a transaction, for queries only (committed at the end;
         nothing to commit)."""
         try:
-            with self.engine.connect() as connection, connection.begin():
+            with checked_out(self.engine) as connection, connection.begin():
                 yield connection
         except SQLAlchemyError as error:
             raise_if_unavailable(error)

@@ -286,3 +286,29 @@ def test_a_lost_postgresql_is_unavailable_and_the_pool_recovers(pg_database: str
     finally:
         db.dispose()
         link.close()
+
+
+def test_any_database_error_while_checking_a_connection_out_is_unavailable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's pre-ping of a connection reset mid-ping surfaced (SQLAlchemy's
+    psycopg dialect) as a ProgrammingError about autocommit: no statement of ours
+    had run, so it is the database being unavailable, not a bad request (a
+    download's image.send was lost to it as a 500)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    db = Database(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    reset = ProgrammingError("SELECT 1", {}, Exception(
+        "can't change 'autocommit' now: connection in transaction status ACTIVE"))
+
+    def connect(*_: object) -> None:
+        raise reset
+
+    for engine in (db.engine, db._write_engine):
+        monkeypatch.setattr(engine, "connect", connect)
+    with pytest.raises(DatabaseUnavailable) as read, db.read():
+        pass
+    with pytest.raises(DatabaseUnavailable) as write, db.write():
+        pass
+    assert read.value.__cause__ is reset and write.value.__cause__ is reset
+    assert read.value.detail.startswith("can't change 'autocommit' now")
+    db.dispose()
