@@ -38,8 +38,8 @@ SUPPORTED = ("v2.17", "v2.16", "v2.15", "v2.14", "v2.9", "v2.7", "v2.6", "v2.5",
              "v2.3", "v2.2", "v2.1", "v2.0")
 
 
-# First path segments that are served as /v2: the ids the version list offers.
-_SERVED_AS_V2 = frozenset({"v2", CURRENT, *SUPPORTED})
+# First path segments served as /v2: the ids the version list offers.
+_SERVED_AS_V2 = frozenset({CURRENT, *SUPPORTED})
 # First path segments of the routes outside any version ("" is the root).
 _UNVERSIONED = frozenset({"", "versions", "healthcheck"})
 

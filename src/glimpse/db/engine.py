@@ -270,6 +270,11 @@ def unavailable(error: SQLAlchemyError) -> DatabaseUnavailable | None:
         code = getattr(error.orig, "sqlite_errorcode", None)
         if code is not None and code & 0xFF not in SQLITE_UNAVAILABLE:
             return None
+    return _unavailable_because(error)
+
+
+def _unavailable_because(error: SQLAlchemyError) -> DatabaseUnavailable:
+    """DatabaseUnavailable whose detail is the first line of the driver's reason."""
     orig = getattr(error, "orig", None) or error
     lines = str(orig).strip().splitlines()
     return DatabaseUnavailable(lines[0] if lines else type(orig).__name__)
@@ -283,9 +288,7 @@ def checked_out(engine: Engine) -> Connection:
     try:
         return engine.connect()
     except DBAPIError as error:
-        down = unavailable(error) or DatabaseUnavailable(
-            (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0])
-        raise down from error
+        raise _unavailable_because(error) from error
 
 
 def raise_if_unavailable(error: SQLAlchemyError) -> None:

@@ -216,9 +216,8 @@ async def record_send(rt: Runtime, ctx: RequestContext, download: Download, byte
         LOG.warning("Recording the %s: database unavailable (%s); kept in the event spool",
                     figures, error.detail)
     spool = rt.spool
+    assert spool is not None        # an event was prepared: a driver, and so a spool
     try:
-        if spool is None:
-            raise OSError("no event spool")
         await asyncio.to_thread(spool.put, event, rt.notifier.drivers)
     except OSError as error:
         LOG.error("Could not keep the %s in the event spool (%s); retrying it in memory",

@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 
 from oslo_utils.imageutils import format_inspector
 
+from glimpse.domain.image import Image
 from glimpse.exceptions import InvalidImageData
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ class ContentCheck:
         self.enabled = container_format == "bare"
         self.rules = rules
         self.virtual_size: int | None = None
+
+    @classmethod
+    def for_image(cls, image: Image, conf: Any) -> ContentCheck:
+        """The check of ``image``'s data under the configured ``[image_format]`` rules."""
+        return cls(image.disk_format, image.container_format, FormatRules.from_conf(conf))
 
     def wrap(self, chunks: Iterator[_Chunk]) -> Iterator[_Chunk]:
         if not self.enabled:

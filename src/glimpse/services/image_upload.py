@@ -56,7 +56,7 @@ from glimpse.services.data_pipeline import (
     ingest,
     limits_for,
 )
-from glimpse.services.image_format import ContentCheck, FormatRules
+from glimpse.services.image_format import ContentCheck
 
 LOG = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def begin_upload(rt: Runtime, ctx: RequestContext, image_id: str,
         image.updated_at = utcnow()
         images_repo.update(session, image)
         limits = limits_for(rt.conf, session, image)
-        check = ContentCheck(image.disk_format, image.container_format,
-                             FormatRules.from_conf(rt.conf))
+        check = ContentCheck.for_image(image, rt.conf)
         snapshot = image.copy()
         hidden = _hidden(ctx, snapshot)
         rt.notifier.record(session, ev.IMAGE_UPDATE,

@@ -56,7 +56,7 @@ from glimpse.services.data_pipeline import (
     ingest,
     limits_for,
 )
-from glimpse.services.image_format import ContentCheck, FormatRules
+from glimpse.services.image_format import ContentCheck
 from glimpse.tasks import fetch, staging
 from glimpse.tasks.url_filter import FilterRules, check_url
 
@@ -244,8 +244,7 @@ class _State:
             rt.notifier.record(session, ev.IMAGE_PREPARE,
                                lambda: event_image_with_lists(snapshot))
             self.limits = limits_for(rt.conf, session, image)
-            self.check = ContentCheck(image.disk_format, image.container_format,
-                                      FormatRules.from_conf(rt.conf))
+            self.check = ContentCheck.for_image(image, rt.conf)
         self.prepared = True
 
     def _store_id(self) -> str:
