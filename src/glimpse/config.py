@@ -158,7 +158,9 @@ notification_opts: list[cfg.Opt] = [
 # oslo.messaging's TLS options for RabbitMQ, as a glance-api.conf sets them
 rabbit_opts: list[cfg.Opt] = [
     cfg.BoolOpt("ssl", default=False,
-                help="Connect to RabbitMQ over TLS (also: ?ssl=1 in the transport URL)."),
+                help="Connect to RabbitMQ over TLS (also: ?ssl=1 in the transport URL). "
+                     "The broker's certificate must be valid for the host name (or "
+                     "address) in the transport URL."),
     cfg.StrOpt("ssl_ca_file",
                help="CA bundle that the broker's certificate must chain to (and then "
                     "must: the certificate is verified). Default: the system's CAs."),

@@ -292,8 +292,9 @@ def assert_relay_delivers(conf: cfg.ConfigOpts, tmp_path: Path,
 
 # -- TLS to the broker --------------------------------------------------------------------
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a certificate it signed for 127.0.0.1: (ca, cert, key) files."""
+def _certificates(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for ``name`` (an IP address or a DNS
+    name): (ca, cert, key) files."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -310,13 +311,17 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
                    .not_valid_after(now + timedelta(days=1))
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
         if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            try:
+                alt_name: Any = x509.IPAddress(ipaddress.ip_address(name))
+            except ValueError:
+                alt_name = x509.DNSName(name)
+            builder = builder.add_extension(x509.SubjectAlternativeName([alt_name]),
+                                            critical=False)
         return builder.sign(signer, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_cert = build("Glimpse test CA", "Glimpse test CA", ca_key.public_key(), ca_key, True)
-    cert = build("127.0.0.1", "Glimpse test CA", key.public_key(), ca_key, False)
+    cert = build(name, "Glimpse test CA", key.public_key(), ca_key, False)
     paths = directory / "ca.pem", directory / "broker.pem", directory / "broker.key"
     paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -346,6 +351,27 @@ def test_tls_to_the_broker_verified_with_the_operators_ca(
 
         conf.set_override("ssl_ca_file", str(ca), group="oslo_messaging_rabbit")
         assert_relay_delivers(conf, tmp_path, listeners())
+    finally:
+        link.close()
+
+
+def test_tls_to_the_broker_checks_the_brokers_name(amqp_url: str, tmp_path: Path) -> None:
+    """A certificate the operator's CA signed for another name is refused (as
+    oslo.messaging 18 refuses it): a trusted CA alone does not make any host the
+    broker."""
+    ca, cert, key = _certificates(tmp_path, name="broker.invalid")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    link = TcpLink("127.0.0.1", 5672, tls=context)
+    vhost = amqp_url.rsplit("/", 1)[1]
+    conf = make_conf(f"rabbit://guest:guest@127.0.0.1:{link.port}/{vhost}", ["messagingv2"])
+    conf.set_override("ssl", True, group="oslo_messaging_rabbit")
+    conf.set_override("ssl_ca_file", str(ca), group="oslo_messaging_rabbit")
+    try:
+        driver = load_driver("messagingv2", conf)
+        with pytest.raises(Exception, match=r"(?i)IP address mismatch"):
+            driver.send_batch([_event(0)])
+        driver.close()
     finally:
         link.close()
 

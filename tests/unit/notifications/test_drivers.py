@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +99,54 @@ def test_bad_urls(url: str) -> None:
 
 
 # -- log driver ------------------------------------------------------------------------
+
+def test_a_failing_host_is_tried_once_before_the_next() -> None:
+    """Fail-over moves on after one attempt per host (kombu's ``connect()`` would
+    wait 2 s and try the same host again); the relay's backoff does the retrying."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def hang_up() -> None:           # a host that accepts and drops every connection
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(1)
+                conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    driver = AmqpDriver([BrokerHost("127.0.0.1", listener.getsockname()[1], "u", "p", "/"),
+                         BrokerHost("127.0.0.1", refusing.getsockname()[1], "u", "p", "/")],
+                        v2=True, connect_timeout=1)
+    try:
+        with pytest.raises(Exception, match="no broker reachable") as failure:
+            driver._ensure_channel()
+        assert "refused" in str(failure.value)       # the second host was tried too
+        assert len(accepted) == 1
+    finally:
+        listener.close()
+        refusing.close()
+
+
+def test_each_tls_host_is_checked_against_its_own_name() -> None:
+    """kombu writes the name of the host it connects to into the TLS options it is
+    given; with fail-over the next host must be checked against *its* name, so
+    every connection gets a fresh copy of the driver's options."""
+    closed = [socket.socket() for _ in range(2)]
+    for sock in closed:
+        sock.bind(("127.0.0.1", 0))     # bound, never listening: connections refused
+    hosts = [BrokerHost("127.0.0.1", sock.getsockname()[1], "u", "p", "/", ssl=True)
+             for sock in closed]
+    driver = AmqpDriver(hosts, v2=True, connect_timeout=1)
+    try:
+        with pytest.raises(Exception, match="refused"):
+            driver._ensure_channel()
+        assert driver.tls == {"server_hostname": None}
+    finally:
+        for sock in closed:
+            sock.close()
+
 
 def test_log_driver_logger_level_and_masking(caplog: pytest.LogCaptureFixture) -> None:
     events = [

@@ -69,17 +69,22 @@ class _AmqpTicket(Ticket):
         self.last_tags: list[int] = []      # per event: the tag of its last message
 
 
-def tls_options(rabbit: Any) -> dict[str, Any] | None:
+def tls_options(rabbit: Any) -> dict[str, Any]:
     """``[oslo_messaging_rabbit]``'s files as py-amqp's TLS options, as
-    oslo.messaging maps them: a CA file makes the broker's certificate required."""
-    options: dict[str, Any] = {}
+    oslo.messaging (18) maps them: a CA file makes the broker's certificate
+    required. The certificate is always checked against the broker's name
+    (``server_hostname`` None is kombu's "the host being connected to", so with
+    several hosts each is checked against its own name). oslo.messaging checks
+    the name only with a CA file of the operator's; with the system's CAs a
+    certificate any public CA signed for any name would otherwise do."""
+    options: dict[str, Any] = {"server_hostname": None}
     if rabbit.ssl_ca_file:
         options.update(ca_certs=rabbit.ssl_ca_file, cert_reqs=ssl.CERT_REQUIRED)
     if rabbit.ssl_cert_file:
         options["certfile"] = rabbit.ssl_cert_file
     if rabbit.ssl_key_file:
         options["keyfile"] = rabbit.ssl_key_file
-    return options or None
+    return options
 
 
 class AmqpDriver(Driver):
@@ -92,7 +97,8 @@ class AmqpDriver(Driver):
                  connect_timeout: float = 5.0, confirm_timeout: float = 10.0,
                  tls: dict[str, Any] | None = None) -> None:
         """``tls``: py-amqp's TLS options (``ca_certs``, ``certfile``, ``keyfile``,
-        ``cert_reqs``) for the hosts that use TLS; None: the system's defaults."""
+        ``cert_reqs``, ``server_hostname``) for the hosts that use TLS; None: the
+        system's CAs, and the certificate checked against the host's name."""
         if not hosts:
             raise ConfigError("No broker host configured for the messaging driver")
         self.name = "messagingv2" if v2 else "messaging"
@@ -103,7 +109,7 @@ class AmqpDriver(Driver):
         self.declare_queues = declare_queues
         self.connect_timeout = connect_timeout
         self.confirm_timeout = confirm_timeout
-        self.tls = dict(tls) if tls else None
+        self.tls = dict(tls) if tls is not None else {"server_hostname": None}
         self._host_index = 0
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
@@ -290,10 +296,13 @@ class AmqpDriver(Driver):
             conn = kombu.Connection(
                 hostname=host.hostname, port=host.port, userid=host.userid,
                 password=host.password, virtual_host=host.virtual_host,
-                ssl=(self.tls or True) if host.ssl else False,
+                # a copy per connection: kombu writes the host's name into it
+                ssl=dict(self.tls) if host.ssl else False,
                 transport="pyamqp", connect_timeout=self.connect_timeout, heartbeat=0)
             try:
-                conn.connect()
+                # one attempt per host: the relay retries with its own backoff (connect()
+                # waits 2 s and tries the same host again before fail-over could move on)
+                conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
                 self._conn = conn
                 self._open_channel()
                 LOG.info("Notification driver %s connected to %s", self.name, host.describe())
