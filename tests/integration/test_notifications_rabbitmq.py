@@ -331,17 +331,25 @@ def _certificates(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path,
     return paths
 
 
-def test_tls_to_the_broker_verified_with_the_operators_ca(
-        amqp_url: str, tmp_path: Path, listeners: Callable[[], NotificationListener]) -> None:
-    """[oslo_messaging_rabbit] ssl and ssl_ca_file, as a glance-api.conf sets them, in
-    front of the real broker a TLS terminator whose certificate a private CA signed."""
-    ca, cert, key = _certificates(tmp_path)
+def _tls_broker(amqp_url: str, directory: Path, name: str = "127.0.0.1",
+                ) -> tuple[Path, TcpLink, Any]:
+    """In front of the real broker, a TLS terminator whose certificate a private CA
+    signed for ``name``: (the CA file, the link, a messagingv2 configuration with
+    ``[oslo_messaging_rabbit] ssl`` on and no CA file yet)."""
+    ca, cert, key = _certificates(directory, name)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     link = TcpLink("127.0.0.1", 5672, tls=context)
     vhost = amqp_url.rsplit("/", 1)[1]
     conf = make_conf(f"rabbit://guest:guest@127.0.0.1:{link.port}/{vhost}", ["messagingv2"])
     conf.set_override("ssl", True, group="oslo_messaging_rabbit")
+    return ca, link, conf
+
+
+def test_tls_to_the_broker_verified_with_the_operators_ca(
+        amqp_url: str, tmp_path: Path, listeners: Callable[[], NotificationListener]) -> None:
+    """[oslo_messaging_rabbit] ssl and ssl_ca_file, as a glance-api.conf sets them."""
+    ca, link, conf = _tls_broker(amqp_url, tmp_path)
     try:
         # the system's CAs do not know this broker: nothing is sent, nothing counted
         untrusting = load_driver("messagingv2", conf)
@@ -359,13 +367,7 @@ def test_tls_to_the_broker_checks_the_brokers_name(amqp_url: str, tmp_path: Path
     """A certificate the operator's CA signed for another name is refused (as
     oslo.messaging 18 refuses it): a trusted CA alone does not make any host the
     broker."""
-    ca, cert, key = _certificates(tmp_path, name="broker.invalid")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    link = TcpLink("127.0.0.1", 5672, tls=context)
-    vhost = amqp_url.rsplit("/", 1)[1]
-    conf = make_conf(f"rabbit://guest:guest@127.0.0.1:{link.port}/{vhost}", ["messagingv2"])
-    conf.set_override("ssl", True, group="oslo_messaging_rabbit")
+    ca, link, conf = _tls_broker(amqp_url, tmp_path, name="broker.invalid")
     conf.set_override("ssl_ca_file", str(ca), group="oslo_messaging_rabbit")
     try:
         driver = load_driver("messagingv2", conf)
