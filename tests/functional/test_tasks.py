@@ -155,6 +155,11 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"type": "import", "input": {"import_from": "http://10.0.0.8/x",
                                   "import_from_format": "raw", "image_properties": {}}},
      "does not pass filtering"),
+    ({"type": "import", "input": {"import_from": "{url}", "import_from_format": "raw",
+                                  "image_properties": {}}, "foo": 1},
+     "Additional properties are not allowed ('foo' was unexpected)"),
+    ({"type": "import", "input": {"import_from": "{url}", "import_from_format": "raw",
+                                  "image_properties": {}}, "status": "bogus"}, "bogus"),
     ([1, 2], "JSON object"),
 ]
 
@@ -201,6 +206,24 @@ def test_list_filters_sorting_paging_and_links(glimpse_server: Any,
 
         asc = client.get("/v2/tasks?sort_dir=asc").json()["tasks"]
         assert [t["id"] for t in asc] == [*ok, bad]
+
+        # ties (one type, two statuses) break by created_at, then id, as Glance: newest
+        # first by default, across pages too
+        def ids(url: str) -> list[str]:
+            found: list[str] = []
+            while url:
+                page = client.get(url).json()
+                found += [t["id"] for t in page["tasks"]]
+                url = page.get("next")
+            return found
+
+        assert ids("/v2/tasks?sort_key=type") == [bad, *reversed(ok)]
+        assert ids("/v2/tasks?sort_key=type&limit=1") == [bad, *reversed(ok)]
+        assert ids("/v2/tasks?sort_key=type&sort_dir=asc&limit=2") == [*ok, bad]
+        assert ids("/v2/tasks?sort_key=status&limit=3") == [*reversed(ok), bad]
+
+        assert len(ids(f"/v2/tasks?owner={PROJECT}")) == 4
+        assert ids("/v2/tasks?owner=someone-else") == []
 
         seen: list[str] = []
         url = "/v2/tasks?limit=2&sort_dir=asc"

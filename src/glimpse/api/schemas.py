@@ -115,8 +115,17 @@ def validate_member(body: dict[str, Any], *, partial: bool = False) -> None:
 
 
 def validate_task(body: dict[str, Any], *, partial: bool = False) -> None:
-    """Validate a task create body (``{"type": ..., "input": {...}}``). Raises Invalid."""
+    """Validate a task create body (``{"type": ..., "input": {...}}``). Raises Invalid.
+
+    Keys the schema does not declare are refused, as Glance validates task bodies
+    with ``additionalProperties: false`` (which the served schema does not show)."""
     validate("task", body, partial=partial)
+    extra = [key for key in body if key not in _document("task")["properties"]]
+    if extra:
+        listed = ", ".join(repr(key) for key in extra)
+        verb = "was" if len(extra) == 1 else "were"
+        raise Invalid("Provided object does not match schema 'task': Additional properties "
+                      f"are not allowed ({listed} {verb} unexpected)")
 
 
 async def get_schema(request: Request) -> Response:

@@ -74,7 +74,7 @@ def parse_query(params: list[tuple[str, str]]) -> task_service.TaskQuery:
         if limit < 0:
             raise Invalid("limit param must be positive")
     return task_service.TaskQuery(
-        type=values.get("type"), status=values.get("status"),
+        type=values.get("type"), status=values.get("status"), owner=values.get("owner"),
         sort_key=values.get("sort_key", "created_at"),
         sort_dir=values.get("sort_dir", "desc"), limit=limit, marker=values.get("marker"))
 

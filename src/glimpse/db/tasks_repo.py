@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, asc, delete, desc, insert, or_, select, update
+from sqlalchemy import and_, delete, desc, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -79,18 +79,19 @@ def get(session: Connection, task_id: str, *, now: datetime, for_update: bool = 
 
 def list_tasks(session: Connection, *, now: datetime, owner: str | None, all_owners: bool,
                type_: str | None = None, status: str | None = None,
+               owner_filter: str | None = None,
                sort_key: str = "created_at", sort_dir: str = "desc",
                limit: int | None = None, marker: str | None = None) -> list[Task]:
-    """One page of live tasks. ``all_owners`` (admins) lists every project's.
+    """One page of live tasks. ``all_owners`` (admins) lists every project's;
+    ``owner_filter`` keeps one project's.
 
-    Order is total: ``sort_key`` then ``id`` (both in ``sort_dir``). ``marker``
-    is the id of the last task of the previous page; an unknown (or invisible)
-    marker raises Invalid as Glance does (400).
+    Order is total, as Glance's: ``sort_key``, then ``created_at``, then ``id``, all
+    in ``sort_dir`` (so tasks that share a status or type come newest first by
+    default). ``marker`` is the id of the last task of the previous page; an
+    unknown (or invisible) marker raises Invalid as Glance does (400).
     """
     if sort_key not in SORT_KEYS:
         raise Invalid("Sort key supplied was not valid.")
-    order = desc if sort_dir == "desc" else asc
-    key = _tasks.c[sort_key]
     scope: list[ColumnElement[bool]] = [_tasks.c.deleted_at.is_(None), _alive(now)]
     if not all_owners:
         scope.append(_tasks.c.owner == owner)
@@ -99,28 +100,39 @@ def list_tasks(session: Connection, *, now: datetime, owner: str | None, all_own
         stmt = stmt.where(_tasks.c.type == type_)
     if status is not None:
         stmt = stmt.where(_tasks.c.status == status)
+    if owner_filter is not None:
+        stmt = stmt.where(_tasks.c.owner == owner_filter)
+    keys = [_tasks.c[name] for name in dict.fromkeys((sort_key, "created_at", "id"))]
     if marker is not None:
         mark = session.execute(select(_tasks).where(_tasks.c.id == marker, *scope)).first()
         if mark is None:
             raise Invalid(f"Task with the given id {marker} was not found")
-        mark_value = getattr(mark, sort_key)
-        beyond = (lambda col, val: col < val) if sort_dir == "desc" else (
-            lambda col, val: col > val)
-        if mark_value is None:
-            # NULLs sort first ascending / last descending on both databases here.
-            after = (and_(key.is_(None), beyond(_tasks.c.id, marker)) if sort_dir == "desc"
-                     else or_(key.is_not(None), and_(key.is_(None),
-                                                     beyond(_tasks.c.id, marker))))
-        else:
-            after = or_(beyond(key, mark_value),
-                        and_(key == mark_value, beyond(_tasks.c.id, marker)))
-            if sort_dir == "desc":
-                after = or_(after, key.is_(None))
-        stmt = stmt.where(after)
-    stmt = stmt.order_by(_ordered(key, sort_dir), order(_tasks.c.id))
+        stmt = stmt.where(_after(keys, [getattr(mark, key.name) for key in keys], sort_dir))
+    stmt = stmt.order_by(_ordered(keys[0], sort_dir),
+                         *(key.desc() if sort_dir == "desc" else key.asc() for key in keys[1:]))
     if limit is not None:
         stmt = stmt.limit(limit)
     return [_to_task(row) for row in session.execute(stmt)]
+
+
+def _after(keys: list[Any], values: list[Any], sort_dir: str) -> ColumnElement[bool]:
+    """Rows after ``values`` in the order of ``keys`` (keyset paging). Only the first
+    key may be NULL (``expires_at``): NULLs come first ascending, last descending."""
+    first, first_value = keys[0], values[0]
+    if first_value is None:
+        beyond_first: ColumnElement[bool] = (false() if sort_dir == "desc"
+                                             else first.is_not(None))
+        same_first: ColumnElement[bool] = first.is_(None)
+    else:
+        beyond_first = (or_(first < first_value, first.is_(None)) if sort_dir == "desc"
+                        else first > first_value)
+        same_first = first == first_value
+    terms = [beyond_first]
+    for i in range(1, len(keys)):
+        equal = [same_first, *(keys[j] == values[j] for j in range(1, i))]
+        beyond = keys[i] < values[i] if sort_dir == "desc" else keys[i] > values[i]
+        terms.append(and_(*equal, beyond))
+    return or_(*terms)
 
 
 def _ordered(key: Any, sort_dir: str) -> Any:

@@ -109,6 +109,7 @@ def get_task(rt: Runtime, ctx: RequestContext, task_id: str) -> Task:
 class TaskQuery:
     type: str | None = None
     status: str | None = None
+    owner: str | None = None
     sort_key: str = "created_at"
     sort_dir: str = "desc"
     limit: int | None = None
@@ -131,7 +132,8 @@ def list_tasks(rt: Runtime, ctx: RequestContext, query: TaskQuery) -> list[Task]
     with rt.db.read() as session:
         return tasks_repo.list_tasks(
             session, now=utcnow(), owner=ctx.project_id, all_owners=ctx.is_admin,
-            type_=query.type, status=query.status, sort_key=query.sort_key,
+            type_=query.type, status=query.status, owner_filter=query.owner,
+            sort_key=query.sort_key,
             sort_dir=query.sort_dir, limit=query_limit, marker=query.marker)
 
 

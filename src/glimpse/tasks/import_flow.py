@@ -79,22 +79,24 @@ def rules(rt: Runtime) -> FilterRules:
 
 def validate_task_body(rt: Runtime, ctx: RequestContext, body: Any) -> tuple[str, dict[str, Any]]:
     """Check a ``POST /v2/tasks`` body; returns ``(type, input)``. Raises Invalid."""
+    from glimpse.api import schemas
+
     if not isinstance(body, dict):
         raise Invalid("Task body must be a JSON object.")
-    task_type = body.get("type")
-    if task_type is None:
-        raise Invalid("Task 'type' is required")
+    # Glance's order: the two required keys, then the schema, then the input
+    for key in ("type", "input"):
+        if body.get(key) is None:
+            raise Invalid(f"Task '{key}' is required")
+    task_type, task_input = body["type"], body["input"]
     if task_type not in task_service.TASK_TYPES:
         raise Invalid(f"Invalid type value: {task_type!r} is not one of "
                       f"{list(task_service.TASK_TYPES)}")
+    if not isinstance(task_input, dict):
+        raise Invalid("Task 'input' must be a JSON object.")
+    schemas.validate_task(body)             # types, enums, and no unknown keys
     if task_type != task_service.LEGACY_IMPORT:
         raise Invalid(f"Tasks of type {task_type!r} cannot be created through the tasks "
                       "API; use the image import call.")
-    task_input = body.get("input")
-    if task_input is None:
-        raise Invalid("Task 'input' is required")
-    if not isinstance(task_input, dict):
-        raise Invalid("Task 'input' must be a JSON object.")
     missing = [key for key in LEGACY_INPUT_KEYS if key not in task_input]
     if missing:
         raise Invalid(f"Input for import task is missing: {', '.join(missing)}")
