@@ -93,7 +93,9 @@ default_opts: list[cfg.Opt] = [
     cfg.StrOpt("node_staging_uri", default="file://$state_path/staging",
                help="Where glance-direct imports stage data (file:// only)."),
     cfg.ListOpt("enabled_import_methods", default=["glance-direct", "web-download"],
-                help="Interoperable import methods offered."),
+                help="Interoperable import methods offered. Glimpse runs glance-direct "
+                     "and web-download; copy-image and glance-download (which need a "
+                     "second store or cloud) are never offered, even when listed."),
     cfg.StrOpt("property_protection_file", help="Property protection rules file."),
     cfg.StrOpt("property_protection_rule_format", default="roles",
                choices=["roles", "policies"], help="Format of the protection file."),

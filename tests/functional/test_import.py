@@ -71,15 +71,34 @@ SUCCESS_EVENTS = [
 
 
 def test_info_import_lists_enabled_methods(glimpse_server: Any) -> None:
-    server = glimpse_server({"DEFAULT": {"enabled_import_methods": "web-download"}})
+    """Only the enabled methods Glimpse can run are offered: copy-image (a second
+    store) is left out even when the configuration lists it, and refused."""
+    server = glimpse_server({"DEFAULT": {"enabled_import_methods": "copy-image,web-download"}})
     with server.client(**headers()) as client:
         assert client.get("/v2/info/import").json() == {"import-methods": {
             "description": "Import methods available.", "type": "array",
             "value": ["web-download"]}}
         image_id = new_image(client)
+        for name in ("glance-direct", "copy-image"):
+            resp = client.post(f"/v2/images/{image_id}/import", json={"method": {"name": name}})
+            assert resp.status_code == 400
+            assert resp.json()["message"] == f"Import method {name} is not enabled."
+
+
+@pytest.mark.parametrize("flag", ["all_stores_must_succeed", "all_stores"])
+def test_import_store_flags_must_be_booleans(glimpse_server: Any, flag: str) -> None:
+    """As Glance: checked with the request, before the image's state."""
+    server = glimpse_server()
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        for value in ("yes", 1, None):
+            resp = client.post(f"/v2/images/{image_id}/import",
+                               json={"method": {"name": "glance-direct"}, flag: value})
+            assert resp.status_code == 400, value
+            assert resp.json()["message"] == f"'{flag}' must be boolean value only"
         resp = client.post(f"/v2/images/{image_id}/import",
-                           json={"method": {"name": "glance-direct"}})
-        assert resp.status_code == 400
+                           json={"method": {"name": "glance-direct"}, flag: False})
+        assert resp.status_code == 409             # not staged: the flag itself was fine
 
 
 def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None:

@@ -40,10 +40,14 @@ from glimpse.tasks.url_filter import check_url
 LOG = logging.getLogger(__name__)
 KNOWN_METHODS = (import_flow.GLANCE_DIRECT, import_flow.WEB_DOWNLOAD, "copy-image",
                  "glance-download")
+# What Glimpse can run: copy-image needs a second store, glance-download a second cloud.
+SUPPORTED_METHODS = (import_flow.GLANCE_DIRECT, import_flow.WEB_DOWNLOAD)
 
 
 def import_methods(rt: Runtime) -> list[str]:
-    return list(rt.conf.enabled_import_methods)
+    """The methods offered (``/v2/info/import``): those enabled that Glimpse can run,
+    so that a client never picks one that every request would then refuse."""
+    return [m for m in rt.conf.enabled_import_methods if m in SUPPORTED_METHODS]
 
 
 # -- stage ---------------------------------------------------------------------------------
@@ -122,9 +126,11 @@ def _method_of(rt: Runtime, body: Any) -> dict[str, Any]:
     name = method.get("name")
     if name not in KNOWN_METHODS:
         raise Invalid(f"Unknown import method name '{name}'.")
-    if name not in rt.conf.enabled_import_methods or name not in (
-            import_flow.GLANCE_DIRECT, import_flow.WEB_DOWNLOAD):
+    if name not in import_methods(rt):
         raise Invalid(f"Import method {name} is not enabled.")
+    for flag in ("all_stores_must_succeed", "all_stores"):
+        if flag in body and not isinstance(body[flag], bool):
+            raise Invalid(f"'{flag}' must be boolean value only")
     if name == import_flow.WEB_DOWNLOAD:
         check_url(method.get("uri"), import_flow.rules(rt), what="URI for web-download")
     stores = body.get("stores")
