@@ -55,31 +55,45 @@ def _too_large(limit: int) -> TooLarge:
 _BOM = b"\xef\xbb\xbf"
 
 
+# Deeper than any body of the API needs (a JSON patch value is ~4 levels); deeper
+# bodies would only reach recursive code (validation, error texts) to overflow it.
+MAX_JSON_DEPTH = 32
+
+
 def parse_json(raw: bytes) -> Any:
     """``raw`` as JSON, strictly: Invalid (400) unless it is well-formed UTF-8 JSON
-    (a leading byte order mark is allowed). Strings with lone surrogates (as
-    bytes or as ``\\ud800`` escapes) or NUL, and NaN/Infinity, are refused: they
-    are not text every database and consumer can store, and Python's ``json``
-    lets them through to fail later as a 500."""
+    (a leading byte order mark is allowed) nested at most ``MAX_JSON_DEPTH`` levels.
+    Strings with lone surrogates (as bytes or as ``\\ud800`` escapes) or NUL, and
+    NaN/Infinity, are refused: they are not text every database and consumer can
+    store, and Python's ``json`` lets them through to fail later as a 500."""
     try:
         value = orjson.loads(raw[3:] if raw.startswith(_BOM) else raw)
     except orjson.JSONDecodeError:
         raise Invalid("Malformed JSON in request body.") from None
-    if b"\\u0000" in raw and _has_nul(value):
-        raise Invalid("The request body contains a NUL character.")
+    _check_structure(value, look_for_nul=b"\\u0000" in raw)
     return value
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether any string in ``value`` (keys too) holds NUL, which no database
-    stores in text (PostgreSQL refuses it)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _check_structure(value: Any, *, look_for_nul: bool) -> None:
+    """Invalid when ``value`` nests deeper than ``MAX_JSON_DEPTH`` or (when asked)
+    holds NUL in a string, keys included: NUL is text no database stores
+    (PostgreSQL refuses it). Iterative, so that no depth overflows the stack."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if look_for_nul and "\x00" in item:
+                raise Invalid("The request body contains a NUL character.")
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise Invalid(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+        children = list(item.values()) if isinstance(item, dict) else item
+        if look_for_nul and isinstance(item, dict):
+            children = [*item, *children]
+        pending.extend((child, depth + 1) for child in children
+                       if look_for_nul or isinstance(child, dict | list))
 
 
 def content_length(request: Request) -> int | None:
