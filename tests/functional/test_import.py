@@ -85,6 +85,20 @@ def test_info_import_lists_enabled_methods(glimpse_server: Any) -> None:
             assert resp.json()["message"] == f"Import method {name} is not enabled."
 
 
+def test_import_stores_must_name_this_services_store(glimpse_server: Any) -> None:
+    server = glimpse_server()
+    with server.client(**headers()) as client:
+        image_id = new_image(client)
+        for stores in (["nope"], "file", [{}], [["file"]], [1]):
+            resp = client.post(f"/v2/images/{image_id}/import",
+                               json={"method": {"name": "glance-direct"}, "stores": stores})
+            assert resp.status_code == 400, stores
+            assert resp.json()["message"].startswith("Unknown stores "), stores
+        resp = client.post(f"/v2/images/{image_id}/import",
+                           json={"method": {"name": "glance-direct"}, "stores": ["file"]})
+        assert resp.status_code == 409             # not staged: the store was fine
+
+
 @pytest.mark.parametrize("flag", ["all_stores_must_succeed", "all_stores"])
 def test_import_store_flags_must_be_booleans(glimpse_server: Any, flag: str) -> None:
     """As Glance: checked with the request, before the image's state."""

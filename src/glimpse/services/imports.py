@@ -136,7 +136,8 @@ def _method_of(rt: Runtime, body: Any) -> dict[str, Any]:
     stores = body.get("stores")
     if stores is not None:
         known = {str(getattr(rt.store, "id", "") or "file")}
-        if not isinstance(stores, list) or not set(stores) <= known:
+        if (not isinstance(stores, list) or not all(isinstance(s, str) for s in stores)
+                or not set(stores) <= known):
             raise Invalid(f"Unknown stores {stores!r}: this service has {sorted(known)}.")
     return method
 
