@@ -196,6 +196,8 @@ def test_concurrent_creates_with_one_id(server: ServerProcess) -> None:
     ({"k" * 256: "v"}, 400, "Custom property should not be greater than 255 characters."),
     ({"visibility": "public"}, 403, "You are not authorized to complete publicize_image action."),
     ({"owner": P2}, 403, f"You are not permitted to create images owned by '{P2}'"),
+    ({"owner": None}, 403, "You are not permitted to create images owned by 'None'."),
+    ({"owner": ""}, 403, "You are not permitted to create images owned by ''."),
     ({"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}, 413,
      "The limit has been exceeded on the number of allowed image properties. Attempted: 5, "
      "Maximum: 4"),
