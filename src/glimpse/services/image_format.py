@@ -36,6 +36,8 @@ from oslo_utils.imageutils import format_inspector
 from glimpse.domain.image import Image
 from glimpse.exceptions import InvalidImageData
 
+MAX_VIRTUAL_SIZE = 2**63 - 1        # the largest value of the virtual_size column
+
 LOG = logging.getLogger(__name__)
 
 _Chunk = TypeVar("_Chunk")
@@ -109,6 +111,11 @@ class ContentCheck:
             elif not (content == "raw" and disk_format not in format_inspector.ALL_FORMATS):
                 raise format_inspector.ImageFormatError(
                     f"Image disk_format {disk_format} does not match stream data {content}")
+            if size is not None and not 0 <= size <= MAX_VIRTUAL_SIZE:
+                # a header's 64-bit field; no disk is that large, nor fits the column
+                raise format_inspector.ImageFormatError(
+                    f"Image virtual size {size} declared by its {content} header is out "
+                    "of range")
             inspector.safety_check()
         except format_inspector.ImageFormatError as error:
             if self.rules.require_match:

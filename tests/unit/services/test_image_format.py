@@ -45,6 +45,20 @@ def test_qcow2_data_gets_the_virtual_size_its_header_declares() -> None:
     assert run(qcow2(20 * GIB), "qcow2", chunk=100).virtual_size == 20 * GIB
 
 
+@pytest.mark.parametrize("size", [2**63, 2**64 - 1])
+def test_a_virtual_size_beyond_any_disk_is_refused_or_unknown(
+        size: int, caplog: pytest.LogCaptureFixture) -> None:
+    """A 64-bit header field no database column holds: refused like a mismatch,
+    or (when no match is required) stored without a virtual size."""
+    with pytest.raises(InvalidImageData, match=f"virtual size {size} declared by its qcow2 "
+                                                "header is out of range"):
+        run(qcow2(size), "qcow2")
+    with caplog.at_level(logging.WARNING):
+        assert run(qcow2(size), "qcow2", rules=FormatRules(require_match=False)
+                   ).virtual_size is None
+    assert run(qcow2(2**63 - 512), "qcow2").virtual_size == 2**63 - 512
+
+
 def test_a_qcow2_stored_as_raw_is_taken_as_raw_bytes() -> None:
     data = qcow2(20 * GIB)
     assert run(data, "raw").virtual_size == len(data)
