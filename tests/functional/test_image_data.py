@@ -497,6 +497,22 @@ def test_image_send_for_full_range_and_aborted_downloads(server: ServerProcess) 
     assert len(sends(server, image_id, 3)) == 3   # and no late duplicate
 
 
+def test_a_download_abandoned_before_its_answer_is_a_disconnect(server: ServerProcess) -> None:
+    """A client that asks and hangs up at once: whether or not the answer had
+    started, that is a disconnect (WARN with what was sent), never a server ERROR."""
+    image_id = create_image(server)
+    assert upload(server, image_id, b"x" * 1_000_000).status_code == 204
+    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+    events = sends(server, image_id, 10)
+    outcomes = {(e["priority"], e["payload"]["bytes_sent"] == 1_000_000) for e in events}
+    assert outcomes <= {("WARN", False), ("INFO", True)}     # never ERROR
+    assert "Traceback" not in server.log.read_text()
+
+
 @pytest.mark.parametrize(("trusted", "destination"), [
     (None, "127.0.0.1"), ("127.0.0.1", "203.0.113.9"), ("192.0.2.10", "127.0.0.1")])
 def test_destination_ip_believes_x_forwarded_for_only_from_trusted_proxies(

@@ -181,6 +181,10 @@ class FileSender:
         ended early, RuntimeError when the response cannot take a file.
         """
         cycle = self.cycle
+        if _closing(cycle):
+            # gone, maybe before the response could start (uvicorn then drops
+            # http.response.start): a disconnect, not a misuse
+            return 0
         if (not cycle.response_started or cycle.response_complete or cycle.chunked_encoding
                 or count > cycle.expected_content_length):
             raise RuntimeError("sendfile needs a started response with room for its bytes")
@@ -189,8 +193,6 @@ class FileSender:
         sock = cycle.transport.get_extra_info("socket")
         if sock is None:
             raise RuntimeError("sendfile needs a socket transport")
-        if _closing(cycle):
-            return 0
         # A descriptor of our own for the transport's socket: the transport closes
         # its descriptor when the connection is lost, and the number could then be
         # reused by another connection while a sendfile call is in flight. It also
