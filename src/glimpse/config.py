@@ -50,6 +50,10 @@ default_opts: list[cfg.Opt] = [
     cfg.BoolOpt("access_log", default=False,
                 help="Log one line per HTTP request (client address, method, path, "
                      "status) at INFO, logger `uvicorn.access`, to log_file."),
+    cfg.IntOpt("client_socket_timeout", default=900, min=0,
+               help="Seconds a client may send no request body data (an upload, a "
+                    "stage) or take no response data (a download) before its connection "
+                    "is closed; the upload then fails as a disconnect. 0: wait forever."),
     cfg.DictOpt("enabled_backends",
                 help="Glance's multi-store form, backend id: type (e.g. fast:file). "
                      "Glimpse serves one filesystem store, as a single store: the "

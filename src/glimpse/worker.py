@@ -37,6 +37,9 @@ def create_worker_app() -> Starlette:
     argv = json.loads(os.environ.get(CONFIG_ENV, "[]"))
     conf = config.load(argv)
     setup_logging(conf)
+    from glimpse.api.http_protocol import BodyIntoProtocol
+
+    BodyIntoProtocol.idle_timeout = float(conf.client_socket_timeout) or None
     app = create_app(conf, build(conf, check_schema=False))
     freeze_startup_objects()
     return app

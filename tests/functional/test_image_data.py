@@ -430,6 +430,38 @@ def test_client_disconnect_mid_upload_leaves_image_queued(server: ServerProcess)
     assert upload(server, image_id, b"again").status_code == 204
 
 
+def test_a_stalled_upload_is_closed_after_client_socket_timeout(glimpse_server: Server) -> None:
+    """A client that stops sending no longer keeps its image saving (and every
+    other upload of it refused) for as long as it holds the socket; one that is
+    slow but keeps sending is not cut off."""
+    server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"client_socket_timeout": 1}})
+    stalled, slow = create_image(server), create_image(server)
+
+    def head(image_id: str, length: int) -> bytes:
+        return (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head(stalled, 5_000_000) + b"s" * 1_000_000)
+        wait_for(lambda: show(server, stalled)["status"] == "saving")
+        sock.settimeout(30)
+        answer = sock.recv(65536)             # the server hangs up (no answer to send)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 "), answer
+    wait_for(lambda: show(server, stalled)["status"] == "queued")
+    assert_failed_upload(server, stalled, "disconnected")
+    assert "No request body data for 1 s" in server.log.read_text()
+
+    piece = 50_000
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head(slow, 8 * piece))
+        for _ in range(8):                    # 2.8 s in all, never 1 s without data
+            sock.sendall(b"w" * piece)
+            time.sleep(0.35)
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 204")
+    assert show(server, slow)["size"] == 8 * piece
+
+
 def test_upload_to_image_deleted_meanwhile_is_410_and_keeps_nothing(
         server: ServerProcess) -> None:
     image_id = create_image(server)
@@ -511,6 +543,23 @@ def test_a_download_abandoned_before_its_answer_is_a_disconnect(server: ServerPr
     outcomes = {(e["priority"], e["payload"]["bytes_sent"] == 1_000_000) for e in events}
     assert outcomes <= {("WARN", False), ("INFO", True)}     # never ERROR
     assert "Traceback" not in server.log.read_text()
+
+
+def test_a_download_nobody_reads_is_closed_after_client_socket_timeout(
+        glimpse_server: Server) -> None:
+    server = glimpse_server({**LOG_DRIVER, "DEFAULT": {"client_socket_timeout": 1}})
+    size = 32 * 1024 * 1024                   # far more than the socket buffers hold
+    image_id = create_image(server)
+    assert upload(server, image_id, random_raw(1024 * 1024) * 32).status_code == 204
+    request = (f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in OWNER.items()) + "\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(request)
+        [event] = sends(server, image_id, 1)  # recorded once the server gave up
+    assert event["priority"] == "WARN"
+    assert 0 < event["payload"]["bytes_sent"] < size
+    assert "Client took no response data for 1 s" in server.log.read_text()
 
 
 @pytest.mark.parametrize(("trusted", "destination"), [

@@ -46,8 +46,10 @@ Contract of ``readinto``: returns how many bytes it wrote; fewer than
 ``len(buffer)`` only when the body has ended (0 once all was read). Raises
 :class:`starlette.requests.ClientDisconnect` when the client went away (or the
 response was already sent) before the end of the body, as ``request.stream()``
-does. Sends ``100 Continue`` first when the client asked for it, as ``receive()``.
-Only one ``readinto`` per request at a time.
+does, and when no body byte arrived for ``BodyIntoProtocol.idle_timeout``
+seconds (the connection is then closed: a stalled client no longer keeps an
+upload, and its image, waiting). Sends ``100 Continue`` first when the client
+asked for it, as ``receive()``. Only one ``readinto`` per request at a time.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 from typing import Any
 
@@ -62,6 +65,8 @@ import httptools
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+LOG = logging.getLogger(__name__)
 
 EXTENSION = "glimpse.body_readinto"
 SENDFILE = "glimpse.sendfile"
@@ -140,10 +145,28 @@ class BodyReader:
                 cycle.transport.set_protocol(self.direct)
             self.protocol.flow.resume_reading()
             try:
-                await cycle.message_event.wait()
+                await self._wait_for_more()
             finally:
                 filled = self.filled
                 self.target = None
+
+    async def _wait_for_more(self) -> None:
+        """Wait for the next wake-up of the cycle; after ``idle_timeout`` seconds in
+        which no body byte arrived the connection is closed (ClientDisconnect)."""
+        cycle = self.cycle
+        timeout = self.protocol.idle_timeout
+        while True:
+            seen = self.delivered
+            try:
+                await asyncio.wait_for(cycle.message_event.wait(), timeout)
+                return
+            except TimeoutError:
+                if self.delivered != seen:
+                    continue                  # slow, not stalled
+                LOG.warning("No request body data for %.0f s: connection from %s closed",
+                            timeout, cycle.scope.get("client"))
+                cycle.transport.close()
+                raise ClientDisconnect() from None
 
     def _direct_possible(self) -> bool:
         if self.protocol.cycle is not self.cycle or _closing(self.cycle):
@@ -164,8 +187,21 @@ class FileSendError(Exception):
 class FileSender:
     """The ``sendfile`` of one GET request (one :class:`RequestResponseCycle`)."""
 
-    def __init__(self, cycle: RequestResponseCycle) -> None:
+    def __init__(self, cycle: RequestResponseCycle, idle_timeout: float | None = None) -> None:
         self.cycle = cycle
+        self.idle_timeout = idle_timeout
+
+    async def _writable(self, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+        """Wait until ``fd`` takes more; False (the connection closed) when the client
+        took nothing for ``idle_timeout`` seconds."""
+        try:
+            await asyncio.wait_for(_writable(loop, fd), self.idle_timeout)
+            return True
+        except TimeoutError:
+            LOG.warning("Client took no response data for %.0f s: connection from %s closed",
+                        self.idle_timeout, self.cycle.scope.get("client"))
+            self.cycle.transport.close()
+            return False
 
     async def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of the open file ``fd`` from ``offset`` as body bytes
@@ -177,7 +213,8 @@ class FileSender:
         runs in a worker thread (reading a cold file blocks that thread, never the
         event loop); waiting for the client to take more waits on the event loop.
         Returns the bytes sent: fewer than ``count`` only when the client went
-        away. Raises :class:`FileSendError` when the file could not be read or
+        away, or took nothing for ``idle_timeout`` seconds (the connection is then
+        closed). Raises :class:`FileSendError` when the file could not be read or
         ended early, RuntimeError when the response cannot take a file.
         """
         cycle = self.cycle
@@ -200,13 +237,15 @@ class FileSender:
         out = os.dup(sock.fileno())
         try:
             while cycle.transport.get_write_buffer_size() and not _closing(cycle):
-                await _writable(loop, out)        # the headers go out first
+                if not await self._writable(loop, out):   # the headers go out first
+                    break
             while sent < count and not _closing(cycle):
                 try:
                     n = await _to_completion(os.sendfile, out, fd, offset + sent,
                                              min(count - sent, _SENDFILE_CALL))
                 except BlockingIOError:
-                    await _writable(loop, out)
+                    if not await self._writable(loop, out):
+                        break
                     continue
                 except OSError as exc:
                     if exc.errno in _CLIENT_GONE:
@@ -353,6 +392,10 @@ class BodyIntoProtocol(HttpToolsProtocol):
     ``glimpse.sendfile`` on GET requests."""
 
     _reader: BodyReader | None = None
+    #: Seconds a request body read or a response write may make no progress before
+    #: the connection is closed (``[DEFAULT] client_socket_timeout``; None: never).
+    #: Set once per worker process, before it serves (``worker.create_worker_app``).
+    idle_timeout: float | None = None
 
     def new_parser(self) -> httptools.HttpRequestParser:
         """A parser as uvicorn's ``__init__`` makes it."""
@@ -373,7 +416,7 @@ class BodyIntoProtocol(HttpToolsProtocol):
             extensions = scope.setdefault("extensions", {})
             extensions[EXTENSION] = self._reader.readinto
             if scope["method"] == "GET":
-                extensions[SENDFILE] = FileSender(cycle).sendfile
+                extensions[SENDFILE] = FileSender(cycle, self.idle_timeout).sendfile
 
     def on_body(self, body: bytes) -> None:
         reader = self._reader
