@@ -1,10 +1,12 @@
 """The metadata definitions API over a real server: every route, with Glance's
 bodies, status codes and texts (checked against a Glance 33 peer), visibility
 between projects, admin-only writes, protected namespaces, duplicates, cascades
-and paging. One server for the module; each test uses its own namespaces."""
+and paging. One server per database for the module; each test uses its own
+namespaces."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,17 +20,54 @@ ADMIN, MEMBER, READER = "admin,member,reader", "member,reader", "reader"
 NS = "/v2/metadefs/namespaces"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    state = tmp_path_factory.mktemp("metadefs-api")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per database for the module (PostgreSQL: a fresh database,
+    migrated as ``glimpse-manage db sync`` does)."""
+    state = tmp_path_factory.mktemp(f"metadefs-api-{request.param}")
     port = free_port()
-    options = server_options(state, port, None)
+    extra: dict[str, dict[str, Any]] = {}
+    pg_name = None
+    if request.param == "postgresql":
+        pg_name, url = _create_pg_database(request.getfixturevalue("pg_url"))
+        extra["database"] = {"connection": url}
+    options = server_options(state, port, extra)
     srv = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
                         config_file=write_config(state / "glimpse-api.conf", options),
                         log=state / "glimpse.log", options=options)
     srv.start()
     yield srv
     srv.stop()
+    if pg_name is not None:
+        _drop_pg_database(request.getfixturevalue("pg_url"), pg_name)
+
+
+def _pg_admin(pg_url: str) -> str:
+    return (pg_url.rsplit("/", 1)[0] + "/postgres").replace("postgresql+psycopg", "postgresql")
+
+
+def _create_pg_database(pg_url: str) -> tuple[str, str]:
+    import psycopg
+
+    from glimpse.db import migrate
+    from glimpse.db.engine import make_engine
+
+    name = f"glimpse_md_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_url.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return name, url
+
+
+def _drop_pg_database(pg_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def client(server: ServerProcess, project: str = P1, roles: str = ADMIN) -> httpx.Client:
@@ -370,6 +409,13 @@ def test_namespace_list_pages_with_first_and_next_links(admin: httpx.Client) -> 
             break
         body = admin.get(body["next"]).json()
     assert seen == [f"page-{i}" for i in range(5)]
+    for key in ("namespace", "display_name", "description", "visibility", "protected",
+                "owner", "created_at", "updated_at", "id"):    # every sort key pages
+        for sort_dir in ("asc", "desc"):
+            query = {"resource_types": "Paged", "sort_key": key, "sort_dir": sort_dir}
+            whole = [n["namespace"] for n in admin.get(NS, params=query).json()["namespaces"]]
+            rest = admin.get(NS, params={**query, "marker": whole[1]}).json()["namespaces"]
+            assert sorted(whole) == seen and [n["namespace"] for n in rest] == whole[2:]
     for query, text in (({"sort_dir": "up"}, "Invalid sort direction: up"),
                         ({"visibility": "shared"}, "Invalid visibility value: shared"),
                         ({"limit": "-1"}, "limit param must be positive"),
@@ -391,3 +437,22 @@ def test_the_metadef_schemas_are_served(admin: httpx.Client) -> None:
         r = admin.get(f"/v2/schemas/metadefs/{kind}")
         assert r.status_code == 200 and r.json()["name"] == name
     assert admin.get("/v2/schemas/metadefs/nope").status_code == 404
+
+
+def test_nested_parts_of_a_create_are_checked_not_failed(admin: httpx.Client) -> None:
+    """The namespace schema leaves nested names optional and unbounded; the
+    columns hold 80 characters: 400, never a 500 or a half-made namespace."""
+    long = "x" * 81
+    for body in ({"objects": [{"description": "no name"}]},
+                 {"objects": [{"name": long}]},
+                 {"tags": [{"name": long}]},
+                 {"resource_type_associations": [{"name": "R", "prefix": long}]},
+                 {"properties": {long: {"type": "string", "title": "T"}}}):
+        r = admin.post(NS, json={"namespace": "nested", **body})
+        assert r.status_code == 400, (body, r.text)
+    assert admin.get(f"{NS}/nested").status_code == 404
+    assert admin.post(NS, json={"namespace": "nested-ok"}).status_code == 201
+    r = admin.post(f"{NS}/nested-ok/tags", json={"tags": [{"name": long}]})
+    assert r.status_code == 400
+    r = admin.post(f"{NS}", json=["not", "an", "object"])
+    assert r.status_code == 400 and "schema 'namespace'" in _message(r)

@@ -42,6 +42,8 @@ _READ_ONLY = {"namespace": ("self", "schema", "created_at", "updated_at"),
               "tag": ("created_at", "updated_at"),
               "tags-body": ("created_at", "updated_at")}
 
+_LABELS = {"resource_type": "resource_type_association", "tags-body": "tags"}
+
 
 async def read_body(request: Request, kind: str) -> dict[str, Any]:
     """The JSON body, checked as Glance checks a metadef ``kind`` body: an object,
@@ -49,8 +51,8 @@ async def read_body(request: Request, kind: str) -> dict[str, Any]:
     (Invalid, 400)."""
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise Invalid(f"Provided object does not match schema '{kind}': {body!r} is not of "
-                      "type 'object'")
+        raise Invalid(f"Provided object does not match schema '{_LABELS.get(kind, kind)}': "
+                      f"{body!r} is not of type 'object'")
     for key in _READ_ONLY[kind]:
         if key in body:
             raise ReservedAttribute(f"Attribute '{key}' is read-only.")

@@ -21,7 +21,19 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Boolean, DateTime, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -53,10 +65,11 @@ TAG_SORT_KEYS: Final = frozenset({"name", "created_at", "updated_at", "id"})
 
 
 def _sortable(column: Any) -> Any:
-    """A null-free expression of ``column`` (so keyset comparisons hold on both databases)."""
+    """A null-free, ordered expression of ``column`` (so keyset comparisons hold on
+    both databases)."""
     if column.nullable:
-        if isinstance(column.type, Boolean):
-            return func.coalesce(column, false())
+        if isinstance(column.type, Boolean):     # as 0/1: keyset comparisons need an order
+            return func.coalesce(cast(column, Integer), 0)
         if isinstance(column.type, DateTime):
             return func.coalesce(column, datetime(1970, 1, 1))
         return func.coalesce(column, "")

@@ -24,6 +24,7 @@ from glimpse.domain.metadef import MetadefObject, MetadefProperty, MetadefTag
 from glimpse.exceptions import Duplicate, Forbidden, Invalid, NotFound
 from glimpse.runtime import Runtime
 from glimpse.services.metadefs import (
+    NAME_LENGTH,
     assert_namespace_id,
     association_prefix,
     duplicate_object,
@@ -257,6 +258,10 @@ def create_tags(runtime: Runtime, ctx: RequestContext, namespace: str, names: li
     tags (an empty list changes nothing, as Glance); a name given twice, or
     already there when appending, is Duplicate and nothing changes."""
     now = utcnow()
+    for name in names:      # the list schema leaves them unbounded; the column is not
+        if len(name) > NAME_LENGTH:
+            raise Invalid(f"The name of a tag '{name[:NAME_LENGTH]}...' is longer than "
+                          f"{NAME_LENGTH} characters.")
     tags = [MetadefTag(name=name, created_at=now, updated_at=now) for name in names]
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "add_metadef_tags", for_update=True)

@@ -134,6 +134,26 @@ def _namespace_fields(ctx: RequestContext, body: dict[str, Any]) -> dict[str, An
             "protected": bool(body.get("protected") or False), "owner": owner}
 
 
+NAME_LENGTH: Final = 80
+
+
+def _name(kind: str, item: dict[str, Any], key: str = "name", *,
+          required: bool = True) -> Any:
+    """``item[key]`` of a nested part of a create body (the namespace schema
+    leaves these unbounded and optional; the columns are 80 characters and the
+    names mandatory). Invalid otherwise."""
+    value = item.get(key)
+    if value is None:
+        if required:
+            raise Invalid(f"Invalid input for field/attribute {key} of {kind}. Value: 'None'. "
+                          "Mandatory field missing.")
+        return None
+    if len(value) > NAME_LENGTH:
+        raise Invalid(f"The {key} of {kind} '{value[:NAME_LENGTH]}...' is longer than "
+                      f"{NAME_LENGTH} characters.")
+    return value
+
+
 def create_namespace(runtime: Runtime, ctx: RequestContext,
                      body: dict[str, Any]) -> NamespaceDetail:
     """Create a namespace (a schema-valid body) with its optional
@@ -150,11 +170,18 @@ def create_namespace(runtime: Runtime, ctx: RequestContext,
     now = utcnow()
     ns = Namespace(**_namespace_fields(ctx, body), created_at=now, updated_at=now)
     properties = metadef.normalize_properties(body.get("properties"))
+    for prop_name in properties:
+        _name("a property", {"name": prop_name})
     objects = [object_from_body(o, now) for o in body.get("objects") or []]
-    tags = [MetadefTag(name=t["name"], created_at=now, updated_at=now)
+    for obj in objects:
+        _name("an object", {"name": obj.name})
+    tags = [MetadefTag(name=_name("a tag", t), created_at=now, updated_at=now)
             for t in body.get("tags") or []]
     associations = [ResourceTypeAssociation(
-        name=a["name"], prefix=a.get("prefix"), properties_target=a.get("properties_target"),
+        name=_name("a resource type association", a),
+        prefix=_name("a resource type association", a, "prefix", required=False),
+        properties_target=_name("a resource type association", a, "properties_target",
+                                required=False),
         created_at=now, updated_at=now) for a in body.get("resource_type_associations") or []]
     with runtime.db.write() as session:
         if repo.get_namespace(session, ns.namespace) is not None:
@@ -183,6 +210,9 @@ def create_namespace(runtime: Runtime, ctx: RequestContext,
 def object_from_body(body: dict[str, Any], now: Any) -> MetadefObject:
     """An object from a schema-valid body; ``required``/``properties`` stay None
     when not given (the create answer echoes only what was given)."""
+    if body.get("name") is None:
+        raise Invalid("Invalid input for field/attribute name of an object. Value: 'None'. "
+                      "Mandatory field missing.")
     required = body.get("required")
     if required is not None and not all(isinstance(r, str) for r in required):
         raise Invalid("Invalid input for field/attribute required. Expected strings")
