@@ -31,7 +31,7 @@ from glimpse.domain.metadef import (
     ResourceTypeAssociation,
 )
 from glimpse.exceptions import Invalid, ReservedAttribute
-from glimpse.services import metadefs
+from glimpse.services import metadef_resource_types, metadefs
 from glimpse.services.metadefs import NamespaceDetail
 
 BASE = "/v2/metadefs/namespaces"
@@ -206,13 +206,13 @@ def _delete_content(kind: str) -> Any:
 
 async def resource_types(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
-    found = await run_in_threadpool(metadefs.list_resource_types, rt, ctx)
+    found = await run_in_threadpool(metadef_resource_types.list_resource_types, rt, ctx)
     return JSONResponse({"resource_types": [resource_type_view(t) for t in found]})
 
 
 async def associations(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
-    found = await run_in_threadpool(metadefs.list_associations, rt, ctx,
+    found = await run_in_threadpool(metadef_resource_types.list_associations, rt, ctx,
                                     request.path_params["namespace"])
     return JSONResponse({"resource_type_associations": [association_view(a) for a in found]})
 
@@ -220,14 +220,14 @@ async def associations(request: Request) -> Response:
 async def associate(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
     body = await read_body(request, "resource_type")
-    made = await run_in_threadpool(metadefs.create_association, rt, ctx,
+    made = await run_in_threadpool(metadef_resource_types.create_association, rt, ctx,
                                    request.path_params["namespace"], body)
     return JSONResponse(association_view(made), status_code=201)
 
 
 async def dissociate(request: Request) -> Response:
     rt, ctx = runtime_of(request), context_of(request)
-    await run_in_threadpool(metadefs.delete_association, rt, ctx,
+    await run_in_threadpool(metadef_resource_types.delete_association, rt, ctx,
                             request.path_params["namespace"],
                             request.path_params["resource_type"])
     return Response(status_code=204)

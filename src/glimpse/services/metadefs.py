@@ -35,7 +35,6 @@ from glimpse.domain.metadef import (
     MetadefObject,
     MetadefTag,
     Namespace,
-    ResourceType,
     ResourceTypeAssociation,
 )
 from glimpse.exceptions import Duplicate, Forbidden, Invalid, NotFound
@@ -191,7 +190,7 @@ def create_namespace(runtime: Runtime, ctx: RequestContext,
         except IntegrityError:
             raise _duplicate_namespace(ns.namespace) from None
         for association in associations:
-            _associate(session, ns, association, now)
+            associate(session, ns, association, now)
         for obj in objects:
             if repo.get_object(session, ns_id, obj.name) is not None:
                 raise duplicate_object(obj.name, ns.namespace)
@@ -339,24 +338,9 @@ def delete_namespace_content(runtime: Runtime, ctx: RequestContext, name: str,
         repo.delete_all(session, kind, assert_namespace_id(ns))
 
 
-# --- resource types -----------------------------------------------------------------------
+# --- resource type associations (the routes' services: services.metadef_resource_types) --
 
-def list_resource_types(runtime: Runtime, ctx: RequestContext) -> list[ResourceType]:
-    """Every resource type known (created by the associations made so far)."""
-    enforce(ctx, "list_metadef_resource_types")
-    with runtime.db.read() as session:
-        return repo.list_resource_types(session)
-
-
-def list_associations(runtime: Runtime, ctx: RequestContext,
-                      name: str) -> list[ResourceTypeAssociation]:
-    with runtime.db.read() as session:
-        ns = lookup(session, ctx, name, "list_metadef_resource_types")
-        ns_id = assert_namespace_id(ns)
-        return repo.list_associations(session, [ns_id])[ns_id]
-
-
-def _associate(session: Connection, ns: Namespace, association: ResourceTypeAssociation,
+def associate(session: Connection, ns: Namespace, association: ResourceTypeAssociation,
                now: Any) -> None:
     """Associate ``association.name`` (created if new) with ``ns``; Duplicate when
     it already is."""
@@ -376,38 +360,6 @@ def _associate(session: Connection, ns: Namespace, association: ResourceTypeAsso
 def _duplicate_association(type_name: str, namespace: str) -> Duplicate:
     return Duplicate(f"The metadata definition resource-type association of resource-type="
                      f"{type_name} to namespace={namespace} already exists.")
-
-
-def create_association(runtime: Runtime, ctx: RequestContext, name: str,
-                       body: dict[str, Any]) -> ResourceTypeAssociation:
-    """Associate a resource type (a schema-valid body: ``name``, optional
-    ``prefix`` and ``properties_target``) with a namespace."""
-    now = utcnow()
-    association = ResourceTypeAssociation(
-        name=body["name"], prefix=body.get("prefix"),
-        properties_target=body.get("properties_target"), created_at=now, updated_at=now)
-    with runtime.db.write() as session:
-        ns = lookup(session, ctx, name, "add_metadef_resource_type_association",
-                    for_update=True)
-        _associate(session, ns, association, now)
-    return association
-
-
-def delete_association(runtime: Runtime, ctx: RequestContext, name: str,
-                       type_name: str) -> None:
-    """Remove a resource type association (not from a protected namespace)."""
-    with runtime.db.write() as session:
-        ns = lookup(session, ctx, name, "remove_metadef_resource_type_association",
-                    for_update=True)
-        type_id = repo.resource_type_id(session, type_name)
-        ns_id = assert_namespace_id(ns)
-        if type_id is None or type_name not in {
-                a.name for a in repo.list_associations(session, [ns_id])[ns_id]}:
-            raise NotFound(f"Failed to find resource type {type_name} to delete")
-        if ns.protected:
-            raise Forbidden(f"Metadata definition resource-type-association {type_name} is "
-                            "protected and cannot be deleted.")
-        repo.delete_association(session, ns_id, type_id)
 
 
 def association_prefix(session: Connection, ns: Namespace, type_name: str) -> str | None:
