@@ -1,4 +1,4 @@
-"""Metadata definition namespaces and resource types, with Glance's rules.
+"""Metadata definition namespaces, and the lookups and policy checks every metadef service uses.
 
 Each operation is one function and one transaction: it looks the namespace up,
 checks Glance's metadef policy rules (:func:`enforce`), changes what it must
