@@ -15,7 +15,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from glimpse.api import errors, image_data, images, imports, info, members, schemas, tasks, versions
+from glimpse.api import (
+    errors,
+    image_data,
+    images,
+    imports,
+    info,
+    members,
+    metadef_contents,
+    metadefs,
+    schemas,
+    tasks,
+    versions,
+)
 from glimpse.api.auth import AuthMiddleware
 from glimpse.api.public_url import PublicUrl
 from glimpse.api.request_id import RequestIdMiddleware
@@ -40,7 +52,8 @@ def create_app(conf: cfg.ConfigOpts, runtime: Runtime | None = None) -> Starlett
             rt.stop_background()
 
     routes = [*versions.routes, *schemas.routes, *info.routes, *images.routes,
-              *image_data.routes, *members.routes, *tasks.routes, *imports.routes]
+              *image_data.routes, *members.routes, *tasks.routes, *imports.routes,
+              *metadefs.routes, *metadef_contents.routes]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         GlimpseError: errors.handle_glimpse_error,
         HTTPException: errors.handle_http_error,

@@ -1,4 +1,5 @@
-"""``GET /v2/schemas/{image,images,member,members,task,tasks}`` and request validation.
+"""``GET /v2/schemas/{image,images,member,members,task,tasks}``, ``GET
+/v2/schemas/metadefs/{namespace,namespaces,...}`` and request validation.
 
 The JSON Schema documents in ``api/schemas/*.json`` are the ones a real Glance
 serves (taken verbatim from Glance 33): python-glanceclient downloads them and
@@ -33,13 +34,28 @@ from starlette.routing import BaseRoute, Route
 from glimpse.exceptions import Invalid, NotFound
 
 SCHEMA_NAMES = ("image", "images", "member", "members", "task", "tasks")
+# Metadata definitions' schemas (``/v2/schemas/metadefs/<kind>``), Glance 33's
+# documents as its API serves them; the singular ones validate request bodies.
+METADEF_KINDS = ("namespace", "namespaces", "resource_type", "resource_types", "object",
+                 "objects", "property", "properties", "tag", "tags")
+METADEF_SCHEMA_NAMES = tuple(f"metadefs/{kind}" for kind in METADEF_KINDS)
+# What ``POST /v2/metadefs/namespaces/{ns}/tags`` accepts (Glance's
+# ``get_schema_for_list``; not served).
+METADEF_TAGS_BODY: dict[str, Any] = {
+    "name": "tags",
+    "properties": {"tags": {"type": "array", "items": {
+        "type": "object", "properties": {"name": {"type": "string"}},
+        "required": ["name"], "additionalProperties": False}}},
+    "additionalProperties": False,
+}
 
 
 @cache
 def _document(name: str) -> dict[str, Any]:
-    if name not in SCHEMA_NAMES:
+    if name not in SCHEMA_NAMES and name not in METADEF_SCHEMA_NAMES:
         raise NotFound(f"Unknown schema '{name}'")
-    text = resources.files("glimpse.api").joinpath("schemas", f"{name}.json").read_text("utf-8")
+    text = resources.files("glimpse.api").joinpath(
+        "schemas", *f"{name}.json".split("/")).read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 
@@ -75,7 +91,7 @@ def base_image_properties() -> frozenset[str]:
 
 @cache
 def _validator(name: str, partial: bool) -> Validator:
-    doc = schema(name)
+    doc = copy.deepcopy(METADEF_TAGS_BODY) if name == "metadefs/tags-body" else schema(name)
     if partial:
         doc.pop("required", None)
     cls = jsonschema.validators.validator_for(doc)
@@ -91,17 +107,28 @@ def _where(error: jsonschema.ValidationError) -> str:
     return f" (on instance{path})"
 
 
-def validate(name: str, body: Any, *, partial: bool = False) -> None:
+def validate(name: str, body: Any, *, partial: bool = False, label: str | None = None,
+             ) -> None:
     """Validate ``body`` against schema ``name``; raise Invalid naming the problem.
 
     ``partial=True`` ignores ``required`` (for PATCH-style partial documents, as
-    Glance validates ``{attribute: value}`` for each change).
+    Glance validates ``{attribute: value}`` for each change). ``label`` is the
+    schema's name in the message (default ``name``).
     """
     validator = _validator(name, partial)
     error = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if error is not None:
-        raise Invalid(f"Provided object does not match schema '{name}': "
+        raise Invalid(f"Provided object does not match schema '{label or name}': "
                       f"{error.message}{_where(error)}")
+
+
+def validate_metadef(kind: str, body: Any) -> None:
+    """Validate a metadef request body against Glance's schema for ``kind``
+    (``namespace``, ``object``, ``property``, ``resource_type``, ``tag``, or
+    ``tags-body`` for a list of tags). Raises Invalid with Glance's schema name."""
+    name = f"metadefs/{kind}"
+    label = "tags" if kind == "tags-body" else _document(name)["name"]
+    validate(name, body, label=label)
 
 
 def validate_image(body: dict[str, Any], *, partial: bool = False) -> None:
@@ -135,6 +162,14 @@ async def get_schema(request: Request) -> Response:
     return Response(_serialized(name), media_type="application/json")
 
 
+async def get_metadef_schema(request: Request) -> Response:
+    name = f"metadefs/{request.path_params['kind']}"
+    if name not in METADEF_SCHEMA_NAMES:
+        raise NotFound("The resource could not be found.")
+    return Response(_serialized(name), media_type="application/json")
+
+
 routes: list[BaseRoute] = [
     Route("/v2/schemas/{name}", get_schema, methods=["GET"]),
+    Route("/v2/schemas/metadefs/{kind}", get_metadef_schema, methods=["GET"]),
 ]

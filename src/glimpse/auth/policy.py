@@ -54,6 +54,11 @@ ADMIN_OR_SHARED_MEMBER = f"{ADMIN} or (role:member and {IMAGE_MEMBER_CHECK})"
 ADMIN_OR_PROJECT_READER_OR_SHARED_MEMBER = (
     f"{ADMIN} or role:reader and (project_id:%(project_id)s or {IMAGE_MEMBER_CHECK})")
 SERVICE = "rule:service_api"
+# glance/policies/base.py and metadef.py: reads for a reader of the owning project
+# (or of any project for a public namespace), writes through ``metadef_admin``.
+ADMIN_OR_PROJECT_READER_GET_NAMESPACE = (
+    f"{ADMIN} or (role:reader and (project_id:%(project_id)s or {PUBLIC_VISIBILITY_CHECK}))")
+METADEF_ADMIN = "rule:metadef_admin"
 SERVICE_OR_PROJECT_MEMBER = f"{SERVICE} or ({PROJECT_MEMBER} and project_id:%(owner)s)"
 
 _PROJECT = ["project"]
@@ -102,6 +107,41 @@ RULES: list[oslo_policy.RuleDefault] = [
     _rule("modify_task", DEFAULT, "Update a task."),
     _rule("tasks_api_access", ADMIN, "Use the /v2/tasks API."),
     _rule("stores_info_detail", ADMIN, "Show store details."),
+    # metadata definitions (glance/policies/metadef.py)
+    oslo_policy.RuleDefault(name="metadef_default", check_str="",
+                            description="Former default of metadef rules."),
+    oslo_policy.RuleDefault(name="metadef_admin", check_str=ADMIN,
+                            description="Who may change metadata definitions."),
+    _rule("get_metadef_namespace", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "Show a namespace."),
+    _rule("get_metadef_namespaces", ADMIN_OR_PROJECT_READER, "List namespaces."),
+    _rule("modify_metadef_namespace", METADEF_ADMIN, "Update a namespace."),
+    _rule("add_metadef_namespace", METADEF_ADMIN, "Create a namespace."),
+    _rule("delete_metadef_namespace", METADEF_ADMIN, "Delete a namespace."),
+    _rule("get_metadef_object", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "Show an object."),
+    _rule("get_metadef_objects", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "List objects."),
+    _rule("modify_metadef_object", METADEF_ADMIN, "Update an object."),
+    _rule("add_metadef_object", METADEF_ADMIN, "Create an object."),
+    _rule("delete_metadef_object", METADEF_ADMIN, "Delete an object."),
+    _rule("list_metadef_resource_types", ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+          "List resource types."),
+    _rule("get_metadef_resource_type", ADMIN_OR_PROJECT_READER_GET_NAMESPACE,
+          "Show a resource type association."),
+    _rule("add_metadef_resource_type_association", METADEF_ADMIN,
+          "Associate a resource type with a namespace."),
+    _rule("remove_metadef_resource_type_association", METADEF_ADMIN,
+          "Remove a resource type association."),
+    _rule("get_metadef_property", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "Show a property."),
+    _rule("get_metadef_properties", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "List properties."),
+    _rule("modify_metadef_property", METADEF_ADMIN, "Update a property."),
+    _rule("add_metadef_property", METADEF_ADMIN, "Create a property."),
+    _rule("remove_metadef_property", METADEF_ADMIN, "Delete a property."),
+    _rule("get_metadef_tag", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "Show a tag."),
+    _rule("get_metadef_tags", ADMIN_OR_PROJECT_READER_GET_NAMESPACE, "List tags."),
+    _rule("modify_metadef_tag", METADEF_ADMIN, "Update a tag."),
+    _rule("add_metadef_tag", METADEF_ADMIN, "Create a tag."),
+    _rule("add_metadef_tags", METADEF_ADMIN, "Create tags."),
+    _rule("delete_metadef_tag", METADEF_ADMIN, "Delete a tag."),
+    _rule("delete_metadef_tags", METADEF_ADMIN, "Delete all tags of a namespace."),
 ]
 
 RULE_NAMES = frozenset(r.name for r in RULES)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     event,
     text,
 )
@@ -173,4 +174,91 @@ relay_leases = Table(
     Column("driver", String(32), primary_key=True),
     Column("owner", String(255)),
     Column("expires_at", DateTime),
+)
+
+
+# --- Metadata definitions (Glance's metadefs API; migration 0005) ------------------------
+# The tables, columns, unique constraints and index names are Glance's
+# (glance/db/sqlalchemy/models_metadef.py). One difference: the rows that belong
+# to a namespace (objects, properties, tags, resource type associations) go with
+# it (``ON DELETE CASCADE``), where Glance deletes them one table at a time.
+# ``json_schema`` is JSON text; ``metadef_objects.required`` is a comma-joined
+# list, as Glance stores it.
+
+metadef_namespaces = Table(
+    "metadef_namespaces", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace", String(80), nullable=False),
+    Column("display_name", String(80)),
+    Column("description", Text),
+    Column("visibility", String(32)),
+    Column("protected", Boolean),
+    Column("owner", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    UniqueConstraint("namespace", name="uq_metadef_namespaces_namespace"),
+    Index("ix_metadef_namespaces_owner", "owner"),
+)
+
+metadef_resource_types = Table(
+    "metadef_resource_types", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(80), nullable=False),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    UniqueConstraint("name", name="uq_metadef_resource_types_name"),
+)
+
+metadef_namespace_resource_types = Table(
+    "metadef_namespace_resource_types", metadata,
+    Column("resource_type_id", Integer, ForeignKey("metadef_resource_types.id"),
+           primary_key=True),
+    Column("namespace_id", Integer, ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("properties_target", String(80)),
+    Column("prefix", String(80)),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    Index("ix_metadef_ns_res_types_namespace_id", "namespace_id"),
+)
+
+metadef_objects = Table(
+    "metadef_objects", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace_id", Integer, ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("description", Text),
+    Column("required", Text),
+    Column("json_schema", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    UniqueConstraint("namespace_id", "name", name="uq_metadef_objects_namespace_id_name"),
+    Index("ix_metadef_objects_name", "name"),
+)
+
+metadef_properties = Table(
+    "metadef_properties", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace_id", Integer, ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("json_schema", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    UniqueConstraint("namespace_id", "name", name="uq_metadef_properties_namespace_id_name"),
+    Index("ix_metadef_properties_name", "name"),
+)
+
+metadef_tags = Table(
+    "metadef_tags", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace_id", Integer, ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    UniqueConstraint("namespace_id", "name", name="uq_metadef_tags_namespace_id_name"),
+    Index("ix_metadef_tags_name", "name"),
 )

@@ -155,3 +155,30 @@ def test_rules_with_impure_checks_are_never_remembered(tmp_path: Path) -> None:
 def test_default_rules_read_only_the_image_target_keys(enforcer: policy.Policy) -> None:
     keys = enforcer._decision_keys()
     assert keys is not None and set(keys) <= {"project_id", "owner", "member_id", "visibility"}
+
+
+def test_metadef_defaults_are_glances(enforcer: policy.Policy) -> None:
+    """glance/policies/metadef.py: reads for readers of the owner project (any
+    project for a public namespace), writes through metadef_admin (admins)."""
+    private = {"project_id": "p1", "visibility": "private"}
+    public = {"project_id": "p1", "visibility": "public"}
+    assert enforcer.check(ctx("p1", READER), "get_metadef_namespace", private)
+    assert not enforcer.check(ctx("p2", MEMBER), "get_metadef_namespace", private)
+    assert enforcer.check(ctx("p2", READER), "get_metadef_tags", public)
+    assert not enforcer.check(ctx("p2", frozenset()), "get_metadef_object", public)
+    for rule in ("add_metadef_namespace", "modify_metadef_object", "add_metadef_tags",
+                 "remove_metadef_property", "add_metadef_resource_type_association"):
+        assert not enforcer.check(ctx("p1", MEMBER), rule, private), rule
+        assert enforcer.check(ctx("p2", ADMIN), rule, private), rule
+
+
+def test_an_operator_opens_metadef_writes_by_overriding_metadef_admin(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"metadef_admin": "role:member"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    enforcer = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    own = {"project_id": "p1", "visibility": "private"}
+    assert enforcer.check(ctx("p1", MEMBER), "add_metadef_namespace", own)
+    assert enforcer.check(ctx("p1", MEMBER), "delete_metadef_tags", own)
+    assert not enforcer.check(ctx("p1", READER), "add_metadef_namespace", own)

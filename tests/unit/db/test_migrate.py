@@ -101,3 +101,46 @@ def test_0004_lets_property_values_be_null_and_keeps_the_others(db_url: str) -> 
         assert kept is not None and kept.properties == {"k": "w"}
         assert images_repo.get(s, image.id) == image
     db.dispose()
+
+
+METADEF_TABLES = {"metadef_namespaces", "metadef_resource_types",
+                  "metadef_namespace_resource_types", "metadef_objects", "metadef_properties",
+                  "metadef_tags"}
+
+
+def test_0005_adds_the_metadef_tables_and_its_downgrade_drops_them(db_url: str) -> None:
+    from datetime import datetime
+
+    from glimpse.db import metadefs_repo
+    from glimpse.domain.metadef import MetadefTag, Namespace
+
+    db = Database(db_url)
+    migrate.upgrade(db.engine, "0004")
+    image = make(1, tags={"t"}, properties={"k": "v"})
+    with db.write() as s:
+        images_repo.add(s, image)
+    with db.engine.connect() as conn:
+        assert not METADEF_TABLES & set(inspect(conn).get_table_names())
+
+    migrate.upgrade(db.engine)
+    with db.engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) >= METADEF_TABLES
+        uniques = {u["name"] for u in inspect(conn).get_unique_constraints("metadef_tags")}
+        assert "uq_metadef_tags_namespace_id_name" in uniques
+    now = datetime(2026, 1, 1)
+    with db.write() as s:
+        ns_id = metadefs_repo.add_namespace(s, Namespace(namespace="n", owner="p",
+                                                         created_at=now))
+        metadefs_repo.add_tags(s, ns_id, [MetadefTag(name="x", created_at=now)])
+    with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+
+    config = migrate._config(db.engine)
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0004")
+    with db.engine.connect() as conn:
+        assert not METADEF_TABLES & set(inspect(conn).get_table_names())
+    with db.read() as s:
+        assert images_repo.get(s, image.id) == image
+    db.dispose()
