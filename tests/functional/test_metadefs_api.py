@@ -358,8 +358,12 @@ def test_visibility_between_projects_and_admin_only_writes(server: ServerProcess
     with client(server, P2, MEMBER) as other, client(server, P1, MEMBER) as member:
         listed = [n["namespace"] for n in other.get(NS).json()["namespaces"]]
         assert "vis-public" in listed and "vis-private" not in listed
-        r = other.get(f"{NS}/vis-private")
-        assert (r.status_code, _message(r)) == (404, "The resource could not be found.")
+        r = other.get(f"{NS}/vis-private")          # as if it did not exist
+        assert (r.status_code, _message(r)) == (
+            404, "Metadata definition namespace=vis-private was not found.")
+        r = other.get(f"{NS}/vis-nowhere")
+        assert (r.status_code, _message(r)) == (
+            404, "Metadata definition namespace=vis-nowhere was not found.")
         for path in ("/objects", "/objects/o", "/properties", "/tags", "/resource_types"):
             r = other.get(f"{NS}/vis-private{path}")
             assert (r.status_code, _message(r)) == (404, "Namespace vis-private not found")
@@ -456,3 +460,23 @@ def test_nested_parts_of_a_create_are_checked_not_failed(admin: httpx.Client) ->
     assert r.status_code == 400
     r = admin.post(f"{NS}", json=["not", "an", "object"])
     assert r.status_code == 400 and "schema 'namespace'" in _message(r)
+
+
+def test_only_admins_give_a_namespace_to_another_project(glimpse_server: Any,
+                                                         tmp_path: Any) -> None:
+    """Even where a policy lets members create and change namespaces, a member's
+    namespace belongs to its own project, as a member's image does."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('"add_metadef_namespace": "role:member"\n'
+                      '"modify_metadef_namespace": "role:member"\n')
+    server = glimpse_server({"oslo_policy": {"policy_file": str(policy)}})
+    with client(server, P1, MEMBER) as member, client(server, P1, ADMIN) as admin:
+        r = member.post(NS, json={"namespace": "given", "owner": P2})
+        assert (r.status_code, _message(r)) == (
+            403, f"You are not permitted to create namespace owned by '{P2}'.")
+        assert member.get(f"{NS}/given").status_code == 404          # nothing was made
+        assert member.post(NS, json={"namespace": "mine"}).json()["owner"] == P1
+        r = member.put(f"{NS}/mine", json={"namespace": "mine", "owner": P2})
+        assert r.status_code == 403
+        assert member.get(f"{NS}/mine").json()["owner"] == P1
+        assert admin.post(NS, json={"namespace": "theirs", "owner": P2}).json()["owner"] == P2

@@ -123,10 +123,15 @@ def assert_namespace_id(ns: Namespace) -> int:
 # --- namespaces ---------------------------------------------------------------------------
 
 def _namespace_fields(ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+    """A namespace's own fields from a create or update body. Only an admin may
+    name another project as the owner (whatever a relaxed policy lets through),
+    as for images: Forbidden otherwise."""
     owner = body.get("owner") or ctx.project_id
     if owner is None:
         raise Invalid("Couldn't create metadata namespace: an owner is required when the "
                       "request has no project.")
+    if owner != ctx.project_id and not ctx.is_admin:
+        raise Forbidden(f"You are not permitted to create namespace owned by '{owner}'.")
     return {"namespace": body["namespace"], "display_name": body.get("display_name"),
             "description": body.get("description"),
             "visibility": body.get("visibility") or metadef.PRIVATE,
@@ -273,10 +278,8 @@ def get_namespace(runtime: Runtime, ctx: RequestContext, name: str,
     prefix of that resource type's association, as Glance shows them."""
     with runtime.db.read() as session:
         ns = repo.get_namespace(session, name)
-        if ns is None:
+        if ns is None or not visible(ctx, ns):    # one answer: existence is not told
             raise NotFound(f"Metadata definition namespace={name} was not found.")
-        if not visible(ctx, ns):
-            raise NotFound("The resource could not be found.")
         enforce(ctx, GET_NAMESPACE, "list_metadef_resource_types", "get_metadef_objects",
                 "get_metadef_properties", "get_metadef_tags", ns=ns)
         ns_id = assert_namespace_id(ns)
