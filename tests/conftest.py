@@ -12,6 +12,7 @@ fail (never skip): a missing service is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,19 +180,54 @@ def rabbit_url() -> str:
     return _required_env("GLIMPSE_TEST_RABBIT_URL")
 
 
-@pytest.fixture
-def pg_database(pg_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+@contextmanager
+def fresh_pg_database(pg_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (its URL), dropped afterwards."""
     import uuid
 
     import psycopg
 
     name = f"glimpse_test_{uuid.uuid4().hex[:12]}"
-    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin.replace("postgresql+psycopg", "postgresql"),
-                         autocommit=True) as conn:
+    admin = (pg_url.rsplit("/", 1)[0] + "/postgres").replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin.replace("postgresql+psycopg", "postgresql"),
-                         autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield pg_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    with fresh_pg_database(pg_url) as url:
+        yield url
+
+
+def server_per_database(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory, name: str,
+                        options: Options | None = None) -> Iterator[ServerProcess]:
+    """The body of a module-scoped fixture parametrized ``["sqlite", "postgresql"]``:
+    one started server for the module on that database (PostgreSQL: a fresh
+    database, migrated as ``glimpse-manage db sync`` does)."""
+    from glimpse.db import migrate
+    from glimpse.db.engine import make_engine
+
+    with contextlib.ExitStack() as stack:
+        extra: Options = {section: dict(values) for section, values in (options or {}).items()}
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_pg_database(request.getfixturevalue("pg_url")))
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            engine.dispose()
+            extra["database"] = {"connection": url}
+        state = tmp_path_factory.mktemp(f"{name}-{request.param}")
+        port = free_port()
+        merged = server_options(state, port, extra)
+        server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
+                               config_file=write_config(state / "glimpse-api.conf", merged),
+                               log=state / "glimpse.log", options=merged)
+        server.start()
+        stack.callback(server.stop)
+        yield server

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, free_port, server_options, write_config
+from tests.conftest import ServerProcess, server_per_database
 
 P1, P2, P3 = "1" * 32, "2" * 32, "3" * 32
 MEMBER, ADMIN, READER = "member,reader", "admin,member,reader", "reader"
@@ -30,55 +30,12 @@ JSON_LIMIT = 65536
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server per database for the module, with the `log` notification driver
-    (events become outbox rows). PostgreSQL gets a fresh database, migrated the
-    way ``glimpse-manage db sync`` does it."""
-    state = tmp_path_factory.mktemp(f"images-api-{request.param}")
-    port = free_port()
-    extra: dict[str, dict[str, Any]] = {
+    (events become outbox rows)."""
+    yield from server_per_database(request, tmp_path_factory, "images-api", {
         "oslo_messaging_notifications": {"driver": ["log"]},
         "DEFAULT": {"image_tag_quota": 5, "image_property_quota": 4, "image_member_quota": 2,
                     "max_json_body_size": JSON_LIMIT},
-    }
-    pg_name = None
-    if request.param == "postgresql":
-        pg_name, url = _create_pg_database(request.getfixturevalue("pg_url"))
-        extra["database"] = {"connection": url}
-    options = server_options(state, port, extra)
-    srv = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
-                        config_file=write_config(state / "glimpse-api.conf", options),
-                        log=state / "glimpse.log", options=options)
-    srv.start()
-    yield srv
-    srv.stop()
-    if pg_name is not None:
-        _drop_pg_database(request.getfixturevalue("pg_url"), pg_name)
-
-
-def _pg_admin(pg_url: str) -> str:
-    return (pg_url.rsplit("/", 1)[0] + "/postgres").replace("postgresql+psycopg", "postgresql")
-
-
-def _create_pg_database(pg_url: str) -> tuple[str, str]:
-    import psycopg
-
-    from glimpse.db import migrate
-    from glimpse.db.engine import make_engine
-
-    name = f"glimpse_api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url.rsplit("/", 1)[0] + "/" + name
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return name, url
-
-
-def _drop_pg_database(pg_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_pg_admin(pg_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    })
 
 
 def as_(server: ServerProcess, project: str = P1, roles: str = MEMBER) -> httpx.Client:
