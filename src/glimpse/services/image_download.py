@@ -40,7 +40,7 @@ from glimpse.services import access, outage
 
 LOG = logging.getLogger(__name__)
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)   # units: case-insensitive
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -24,6 +24,8 @@ from glimpse.services.image_download import byte_range
     ("bytes=-2000", (0, 999)),
     ("bytes=0-0", (0, 0)),
     ("bytes=999-999", (999, 999)),
+    ("BYTES=0-1", (0, 1)),              # range units compare case-insensitively (RFC 9110)
+    ("Bytes=-1", (999, 999)),
 ])
 def test_satisfiable_ranges(header: str | None, expected: tuple[int, int] | None) -> None:
     assert byte_range(header, 1000) == expected
