@@ -253,8 +253,9 @@ def test_tags_crud_replace_append_and_paging(admin: httpx.Client) -> None:
     assert r.status_code == 201 and list(r.json()) == ["name", "created_at", "updated_at"]
     r = admin.post(f"{NS}/tags/tags/t3")
     assert (r.status_code, _message(r)) == (
-        409, "A metadata tag with name=t3 already exists in namespace=tags. (Please note that "
-        "metadata tag names are case insensitive).")
+        409, "A metadata tag with name=t3 already exists in namespace=tags.")
+    assert admin.post(f"{NS}/tags/tags/T3").status_code == 201     # case counts
+    assert admin.delete(f"{NS}/tags/tags/T3").status_code == 204
     assert admin.post(f"{NS}/tags/tags/{'x' * 81}").status_code == 400
     assert admin.put(f"{NS}/tags/tags/t3", json={"name": "t4"}).json()["name"] == "t4"
     assert admin.get(f"{NS}/tags/tags/t3").status_code == 404
@@ -436,3 +437,46 @@ def test_only_admins_give_a_namespace_to_another_project(glimpse_server: Any,
         assert r.status_code == 403
         assert member.get(f"{NS}/mine").json()["owner"] == P1
         assert admin.post(NS, json={"namespace": "theirs", "owner": P2}).json()["owner"] == P2
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b"])
+def test_names_no_url_can_reach_are_refused(admin: httpx.Client, name: str) -> None:
+    """They could be created but never read, changed or deleted again (and a
+    client that folds '..' away would act on the namespace itself)."""
+    admin.post(NS, json={"namespace": "reach"})
+    attempts = [
+        ("POST", NS, {"namespace": name}),
+        ("POST", NS, {"namespace": "reach-nested", "objects": [{"name": name}]}),
+        ("POST", NS, {"namespace": "reach-nested", "tags": [{"name": name}]}),
+        ("POST", NS, {"namespace": "reach-nested",
+                      "resource_type_associations": [{"name": name}]}),
+        ("PUT", f"{NS}/reach", {"namespace": name}),
+        ("POST", f"{NS}/reach/objects", {"name": name}),
+        ("POST", f"{NS}/reach/properties", {"name": name, "type": "string", "title": "T"}),
+        ("POST", f"{NS}/reach/tags", {"tags": [{"name": name}]}),
+        ("POST", f"{NS}/reach/resource_types", {"name": name}),
+    ]
+    for method, path, body in attempts:
+        r = admin.request(method, path, json=body)
+        assert r.status_code == 400, (method, path, body, r.text)
+        assert "cannot be used in a URL" in _message(r), (path, body)
+    assert admin.get(f"{NS}/reach-nested").status_code == 404       # nothing half-made
+    assert admin.get(f"{NS}/reach").json()["namespace"] == "reach"
+
+
+def test_any_name_gets_a_location_that_leads_back_to_it(admin: httpx.Client) -> None:
+    for name in ("café x", "Ā?#%", "p1?q"):
+        r = admin.post(NS, json={"namespace": name})
+        assert r.status_code == 201, r.text
+        location = r.headers["location"]
+        assert location.isascii() and " " not in location and "?" not in location
+        assert admin.get(location).json()["namespace"] == name
+        assert admin.delete(location).status_code == 204
+
+
+def test_an_objects_required_names_come_back_as_given(admin: httpx.Client) -> None:
+    admin.post(NS, json={"namespace": "req"})
+    required = ["a,b", "c"]
+    assert admin.post(f"{NS}/req/objects", json={"name": "o", "required": required}
+                      ).json()["required"] == required
+    assert admin.get(f"{NS}/req/objects/o").json()["required"] == required

@@ -12,7 +12,7 @@ are in :mod:`glimpse.api.metadef_contents`.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -167,7 +167,9 @@ async def create(request: Request) -> Response:
     body = await read_body(request, "namespace")
     detail = await run_in_threadpool(metadefs.create_namespace, rt, ctx, body)
     view = namespace_view(detail.namespace, detail, echo=True)
-    return JSONResponse(view, status_code=201, headers={"Location": view["self"]})
+    # percent-encoded: any name makes a valid header (it is sent after the commit)
+    location = f"{BASE}/{quote(detail.namespace.namespace, safe='')}"
+    return JSONResponse(view, status_code=201, headers={"Location": location})
 
 
 async def show(request: Request) -> Response:

@@ -49,6 +49,7 @@ from glimpse.domain.metadef import (
     required_from_text,
     required_to_text,
 )
+from glimpse.exceptions import NotFound
 
 _ns = models.metadef_namespaces
 _rt = models.metadef_resource_types
@@ -94,7 +95,9 @@ def _page(stmt: Any, table: Any, session: Connection, *, sort_key: str, sort_dir
     keys = [_sortable(table.c[name]) for name in names]
     descending = sort_dir == "desc"
     if marker_id is not None:
-        mark = session.execute(select(*keys).where(table.c.id == marker_id)).one()
+        mark = session.execute(select(*keys).where(table.c.id == marker_id)).first()
+        if mark is None:        # deleted since the caller found it (PostgreSQL)
+            raise NotFound("The marker was deleted while the list was read.")
         stmt = stmt.where(_after(keys, list(mark), descending))
     stmt = stmt.order_by(*[k.desc() if descending else k.asc() for k in keys])
     return stmt.limit(limit) if limit is not None else stmt
@@ -183,12 +186,26 @@ def resource_type_id(session: Connection, name: str) -> int | None:
     return session.execute(select(_rt.c.id).where(_rt.c.name == name)).scalar()
 
 
-def add_resource_type(session: Connection, name: str, now: datetime) -> int:
-    result = session.execute(insert(_rt).values(name=name, protected=False, created_at=now,
-                                                updated_at=now))
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+def ensure_resource_type(session: Connection, name: str, now: datetime) -> int:
+    """The id of resource type ``name``, inserted unless it exists. Resource types
+    are shared by every namespace: a concurrent transaction inserting the same
+    name makes this one wait for it, then use its row (``ON CONFLICT DO
+    NOTHING``), never fail on the unique name."""
+    values = {"name": name, "protected": False, "created_at": now, "updated_at": now}
+    # imported here: a SQLite process never loads the PostgreSQL dialect
+    stmt: Any
+    if session.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+        stmt = postgresql.insert(_rt).values(**values).on_conflict_do_nothing(
+            index_elements=["name"])
+    else:
+        from sqlalchemy.dialects import sqlite
+        stmt = sqlite.insert(_rt).values(**values).on_conflict_do_nothing(
+            index_elements=["name"])
+    session.execute(stmt)
+    type_id = resource_type_id(session, name)
+    assert type_id is not None      # inserted, or committed by the other transaction
+    return type_id
 
 
 def list_associations(session: Connection, namespace_ids: Iterable[int],
@@ -323,11 +340,22 @@ def list_tags(session: Connection, namespace_id: int, *, sort_key: str = "create
 
 
 def add_tags(session: Connection, namespace_id: int, tags: Sequence[MetadefTag]) -> None:
-    """Insert tags one by one, in order (their ids follow the order given)."""
-    for tag in tags:
-        session.execute(insert(_tags).values(namespace_id=namespace_id, name=tag.name,
-                                             created_at=tag.created_at,
-                                             updated_at=tag.updated_at))
+    """Insert tags in one statement, in order (their ids follow the order given)."""
+    if tags:
+        session.execute(insert(_tags), [
+            {"namespace_id": namespace_id, "name": tag.name, "created_at": tag.created_at,
+             "updated_at": tag.updated_at} for tag in tags])
+
+
+def existing_tag_names(session: Connection, namespace_id: int,
+                       names: Sequence[str]) -> set[str]:
+    """Which of ``names`` the namespace has as tags (in chunks: any number of names)."""
+    found: set[str] = set()
+    for start in range(0, len(names), 500):
+        chunk = list(names[start:start + 500])
+        found.update(session.execute(select(_tags.c.name).where(
+            _tags.c.namespace_id == namespace_id, _tags.c.name.in_(chunk))).scalars())
+    return found
 
 
 def rename_tag(session: Connection, namespace_id: int, old_name: str, tag: MetadefTag) -> None:

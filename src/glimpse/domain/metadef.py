@@ -18,6 +18,7 @@ Invalid (400). Nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,12 +207,26 @@ def normalize_properties(definitions: Any) -> dict[str, dict[str, Any]]:
 
 
 def required_to_text(required: list[str] | None) -> str | None:
-    """An object's ``required`` list as Glance stores it (comma-joined; none: NULL)."""
-    return ",".join(required) if required else None
+    """An object's ``required`` list as stored: a JSON array (none: NULL). Glance
+    joins it with commas, which splits a name holding one on the way back."""
+    return json.dumps(required) if required else None
 
 
 def required_from_text(text: str | None) -> list[str]:
-    return text.split(",") if text else []
+    if not text:
+        return []
+    value = json.loads(text)
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def check_addressable(kind: str, name: Any) -> None:
+    """Invalid unless ``name`` can appear as one segment of a URL path: not empty,
+    not ``.`` or ``..`` (clients fold those away) and without ``/`` (a request path
+    is decoded before routing, so ``%2F`` is a ``/`` too). Such a name could be
+    created but never read, changed or deleted again."""
+    if isinstance(name, str) and (name in ("", ".", "..") or "/" in name):
+        raise Invalid(f"Invalid name of {kind}: {name!r} cannot be used in a URL "
+                      "(it must not be empty, '.' or '..', nor contain '/').")
 
 
 # --- resource type prefixes ---------------------------------------------------------------

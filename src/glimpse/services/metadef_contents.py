@@ -150,6 +150,7 @@ def create_property(runtime: Runtime, ctx: RequestContext, namespace: str,
                     body: dict[str, Any]) -> MetadefProperty:
     """Add a property definition (a schema-valid body with its ``name``)."""
     now = utcnow()
+    metadef.check_addressable("a property", body["name"])
     prop = MetadefProperty(name=body["name"], schema=metadef.normalize_property(body),
                            created_at=now, updated_at=now)
     with runtime.db.write() as session:
@@ -170,6 +171,7 @@ def update_property(runtime: Runtime, ctx: RequestContext, namespace: str, name:
                     body: dict[str, Any]) -> MetadefProperty:
     """Replace the property ``name`` with the body's definition (may rename it)."""
     now = utcnow()
+    metadef.check_addressable("a property", body["name"])
     prop = MetadefProperty(name=body["name"], schema=metadef.normalize_property(body),
                            updated_at=now)
     with runtime.db.write() as session:
@@ -238,6 +240,7 @@ def get_tag(runtime: Runtime, ctx: RequestContext, namespace: str, name: str) ->
 
 
 def create_tag(runtime: Runtime, ctx: RequestContext, namespace: str, name: str) -> MetadefTag:
+    metadef.check_addressable("a tag", name)
     now = utcnow()
     tag = MetadefTag(name=name, created_at=now, updated_at=now)
     with runtime.db.write() as session:
@@ -262,6 +265,7 @@ def create_tags(runtime: Runtime, ctx: RequestContext, namespace: str, names: li
         if len(name) > NAME_LENGTH:
             raise Invalid(f"The name of a tag '{name[:NAME_LENGTH]}...' is longer than "
                           f"{NAME_LENGTH} characters.")
+        metadef.check_addressable("a tag", name)
     tags = [MetadefTag(name=name, created_at=now, updated_at=now) for name in names]
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "add_metadef_tags", for_update=True)
@@ -270,9 +274,10 @@ def create_tags(runtime: Runtime, ctx: RequestContext, namespace: str, names: li
         ns_id = assert_namespace_id(ns)
         if not append:
             repo.delete_all(session, "tags", ns_id)
+        there = repo.existing_tag_names(session, ns_id, names) if append else set()
         seen: set[str] = set()
         for tag in tags:
-            if tag.name in seen or (append and repo.tag_id(session, ns_id, tag.name)):
+            if tag.name in seen or tag.name in there:
                 raise duplicate_tag(tag.name, ns.namespace)
             seen.add(tag.name)
         try:
@@ -285,6 +290,7 @@ def create_tags(runtime: Runtime, ctx: RequestContext, namespace: str, names: li
 
 def update_tag(runtime: Runtime, ctx: RequestContext, namespace: str, name: str,
                new_name: str) -> MetadefTag:
+    metadef.check_addressable("a tag", new_name)
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "modify_metadef_tag", for_update=True)
         ns_id = assert_namespace_id(ns)

@@ -132,6 +132,7 @@ def _namespace_fields(ctx: RequestContext, body: dict[str, Any]) -> dict[str, An
                       "request has no project.")
     if owner != ctx.project_id and not ctx.is_admin:
         raise Forbidden(f"You are not permitted to create namespace owned by '{owner}'.")
+    metadef.check_addressable("a namespace", body["namespace"])
     return {"namespace": body["namespace"], "display_name": body.get("display_name"),
             "description": body.get("description"),
             "visibility": body.get("visibility") or metadef.PRIVATE,
@@ -155,6 +156,8 @@ def _name(kind: str, item: dict[str, Any], key: str = "name", *,
     if len(value) > NAME_LENGTH:
         raise Invalid(f"The {key} of {kind} '{value[:NAME_LENGTH]}...' is longer than "
                       f"{NAME_LENGTH} characters.")
+    if key == "name":
+        metadef.check_addressable(kind, value)
     return value
 
 
@@ -217,6 +220,7 @@ def object_from_body(body: dict[str, Any], now: Any) -> MetadefObject:
     if body.get("name") is None:
         raise Invalid("Invalid input for field/attribute name of an object. Value: 'None'. "
                       "Mandatory field missing.")
+    metadef.check_addressable("an object", body["name"])
     required = body.get("required")
     if required is not None and not all(isinstance(r, str) for r in required):
         raise Invalid("Invalid input for field/attribute required. Expected strings")
@@ -237,9 +241,10 @@ def duplicate_object(name: str, namespace: str) -> Duplicate:
 
 
 def duplicate_tag(name: str, namespace: str) -> Duplicate:
+    # Glance adds "(Please note that metadata tag names are case insensitive)",
+    # true of its MySQL collation only; here, as on PostgreSQL, case counts
     return Duplicate(f"A metadata tag with name={name} already exists in namespace="
-                     f"{namespace}. (Please note that metadata tag names are case "
-                     "insensitive).")
+                     f"{namespace}.")
 
 
 def list_namespaces(runtime: Runtime, ctx: RequestContext, *, limit: int,
@@ -345,11 +350,12 @@ def delete_namespace_content(runtime: Runtime, ctx: RequestContext, name: str,
 
 def associate(session: Connection, ns: Namespace, association: ResourceTypeAssociation,
                now: Any) -> None:
-    """Associate ``association.name`` (created if new) with ``ns``; Duplicate when
-    it already is."""
+    """Associate ``association.name`` (created if new, by whichever of two
+    concurrent requests comes first) with ``ns``; Duplicate when it already is."""
+    metadef.check_addressable("a resource type", association.name)
     type_id = repo.resource_type_id(session, association.name)
     if type_id is None:
-        type_id = repo.add_resource_type(session, association.name, now)
+        type_id = repo.ensure_resource_type(session, association.name, now)
     elif association.name in {a.name for a in
                               repo.list_associations(session, [assert_namespace_id(ns)])[
                                   assert_namespace_id(ns)]}:

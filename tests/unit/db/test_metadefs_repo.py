@@ -3,6 +3,7 @@ constraints, the cascade from a namespace, and keyset paging."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from glimpse.domain.metadef import (
     Namespace,
     ResourceTypeAssociation,
 )
+from glimpse.exceptions import NotFound
 
 T0 = datetime(2026, 1, 1)
 
@@ -40,7 +42,7 @@ def test_a_namespace_and_what_it_holds_round_trip(db: Database) -> None:
         repo.add_property(s, ns_id, MetadefProperty(name="p", schema={"name": "p", "type": "x"},
                                                     created_at=T0, updated_at=T0))
         repo.add_tags(s, ns_id, [MetadefTag(name="t", created_at=T0, updated_at=T0)])
-        type_id = repo.add_resource_type(s, "OS::Glance::Image", T0)
+        type_id = repo.ensure_resource_type(s, "OS::Glance::Image", T0)
         repo.add_association(s, ns_id, type_id, ResourceTypeAssociation(
             name="OS::Glance::Image", prefix="hw_", created_at=T0, updated_at=T0))
     with db.read() as s:
@@ -63,12 +65,13 @@ def test_names_are_unique_as_in_glance(db: Database) -> None:
         repo.add_tags(s, ns_id, [MetadefTag(name="t", created_at=T0, updated_at=T0)])
         repo.add_tags(s, other, [MetadefTag(name="t", created_at=T0, updated_at=T0)])
         repo.add_object(s, ns_id, MetadefObject(name="o", created_at=T0, updated_at=T0))
-        repo.add_resource_type(s, "R", T0)
+        type_id = repo.ensure_resource_type(s, "R", T0)
+    with db.write() as s:               # shared by every namespace: found, not duplicated
+        assert repo.ensure_resource_type(s, "R", T0) == type_id
     attempts = [
         lambda s: repo.add_namespace(s, _ns("n1")),
         lambda s: repo.add_tags(s, ns_id, [MetadefTag(name="t", created_at=T0)]),
         lambda s: repo.add_object(s, ns_id, MetadefObject(name="o", created_at=T0)),
-        lambda s: repo.add_resource_type(s, "R", T0),
     ]
     for attempt in attempts:
         with pytest.raises(IntegrityError), db.write() as s:
@@ -79,7 +82,7 @@ def test_deleting_a_namespace_deletes_what_it_holds(db: Database) -> None:
     with db.write() as s:
         ns_id = repo.add_namespace(s, _ns("n1"))
         kept = repo.add_namespace(s, _ns("n2"))
-        type_id = repo.add_resource_type(s, "R", T0)
+        type_id = repo.ensure_resource_type(s, "R", T0)
         for target in (ns_id, kept):
             repo.add_object(s, target, MetadefObject(name="o", created_at=T0))
             repo.add_property(s, target, MetadefProperty(name="p", schema={}, created_at=T0))
@@ -134,7 +137,7 @@ def test_lists_filter_by_visibility_and_resource_type(db: Database) -> None:
     with db.write() as s:
         a = repo.add_namespace(s, _ns("a", visibility="public"))
         repo.add_namespace(s, _ns("b", minutes=1))
-        type_id = repo.add_resource_type(s, "R", T0)
+        type_id = repo.ensure_resource_type(s, "R", T0)
         repo.add_association(s, a, type_id, ResourceTypeAssociation(name="R", created_at=T0))
     with db.read() as s:
         def names(**kw: object) -> list[str]:
@@ -164,3 +167,54 @@ def test_tags_page_and_content_is_deleted_by_kind(db: Database) -> None:
     with db.read() as s:
         assert repo.list_tags(s, ns_id) == []
         assert [o.name for o in repo.list_objects(s, ns_id)] == ["o"]
+
+
+def test_a_resource_type_two_transactions_add_at_once_is_one_row(db: Database) -> None:
+    """The second waits for the first and uses its row (no unique-name failure):
+    two requests associating the same new resource type with two namespaces."""
+    first_inserted, second_done = threading.Event(), threading.Event()
+    ids: dict[str, int] = {}
+
+    def first() -> None:
+        with db.write() as s:
+            ids["first"] = repo.ensure_resource_type(s, "New::Type", T0)
+            first_inserted.set()
+            second_done.wait(1.0)       # the second is blocked meanwhile: it cannot finish
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_inserted.wait(10)
+    with db.write() as s:
+        ids["second"] = repo.ensure_resource_type(s, "New::Type", T0)
+    second_done.set()
+    thread.join(10)
+    assert ids["first"] == ids["second"]
+    with db.read() as s:
+        assert [t.name for t in repo.list_resource_types(s)] == ["New::Type"]
+
+
+def test_a_marker_deleted_before_its_page_is_read_is_not_found(db: Database) -> None:
+    with db.write() as s:
+        ns_id = repo.add_namespace(s, _ns("n"))
+        repo.add_tags(s, ns_id, [MetadefTag(name="t", created_at=T0, updated_at=T0)])
+        gone_tag = repo.tag_id(s, ns_id, "t")
+        gone_ns = repo.add_namespace(s, _ns("gone"))
+        repo.delete_named(s, "tags", ns_id, "t")
+        repo.delete_namespace(s, gone_ns)
+    with db.read() as s:
+        with pytest.raises(NotFound, match="marker was deleted"):
+            repo.list_tags(s, ns_id, marker_id=gone_tag)
+        with pytest.raises(NotFound, match="marker was deleted"):
+            repo.list_namespaces(s, project_id=None, all_projects=True, marker_id=gone_ns)
+
+
+def test_many_tags_go_in_at_once_and_are_found_in_chunks(db: Database) -> None:
+    names = [f"tag-{i:05d}" for i in range(1200)]
+    with db.write() as s:
+        ns_id = repo.add_namespace(s, _ns("n"))
+        repo.add_tags(s, ns_id, [MetadefTag(name=n, created_at=T0, updated_at=T0)
+                                 for n in names])
+    with db.read() as s:
+        assert [t.name for t in repo.list_tags(s, ns_id, sort_key="id", sort_dir="asc")
+                ] == names                                  # ids follow the order given
+        asked = ["nope", *names[::7], "tag-99999"]
+        assert repo.existing_tag_names(s, ns_id, asked) == set(names[::7])

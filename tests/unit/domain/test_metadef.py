@@ -55,12 +55,28 @@ def test_properties_of_a_namespace_are_normalized_each() -> None:
         metadef.normalize_properties(["a"])
 
 
-def test_required_is_stored_comma_joined() -> None:
-    assert metadef.required_to_text(["a", "b"]) == "a,b"
+@pytest.mark.parametrize("required", [["a", "b"], ["a,b", "c"], [""], ["x y", "é"]])
+def test_required_comes_back_as_it_was_given(required: list[str]) -> None:
+    """Stored as JSON: Glance's comma-joined text split ``["a,b", "c"]`` into three
+    names and ``[""]`` into none."""
+    assert metadef.required_from_text(metadef.required_to_text(required)) == required
+
+
+def test_no_required_is_stored_as_null() -> None:
     assert metadef.required_to_text([]) is None
     assert metadef.required_to_text(None) is None
-    assert metadef.required_from_text("a,b") == ["a", "b"]
     assert metadef.required_from_text(None) == []
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/", "a/"])
+def test_names_that_cannot_be_in_a_url_are_refused(name: str) -> None:
+    with pytest.raises(Invalid, match="cannot be used in a URL"):
+        metadef.check_addressable("a tag", name)
+
+
+@pytest.mark.parametrize("name", ["a", "a.b", "...", "a%2Fb", "é t", "a\\b"])
+def test_other_names_are_addressable(name: str) -> None:
+    metadef.check_addressable("a tag", name)
 
 
 def test_the_prefix_of_a_resource_type_applies_to_properties_and_objects() -> None:
