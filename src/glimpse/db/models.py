@@ -182,8 +182,8 @@ relay_leases = Table(
 # (glance/db/sqlalchemy/models_metadef.py). One difference: the rows that belong
 # to a namespace (objects, properties, tags, resource type associations) go with
 # it (``ON DELETE CASCADE``), where Glance deletes them one table at a time.
-# ``json_schema`` is JSON text; ``metadef_objects.required`` is a comma-joined
-# list, as Glance stores it.
+# ``json_schema`` is JSON text; so is ``metadef_objects.required`` (a JSON array,
+# where Glance joins the names with commas and cannot keep a name holding one).
 
 metadef_namespaces = Table(
     "metadef_namespaces", metadata,
