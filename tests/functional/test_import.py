@@ -78,6 +78,9 @@ def test_info_import_lists_enabled_methods(glimpse_server: Any) -> None:
         assert client.get("/v2/info/import").json() == {"import-methods": {
             "description": "Import methods available.", "type": "array",
             "value": ["web-download"]}}
+        created = client.post("/v2/images", json={"disk_format": "raw",
+                                                  "container_format": "bare"})
+        assert created.headers["OpenStack-image-import-methods"] == "web-download"
         image_id = new_image(client)
         for name in ("glance-direct", "copy-image"):
             resp = client.post(f"/v2/images/{image_id}/import", json={"method": {"name": name}})

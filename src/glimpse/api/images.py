@@ -27,6 +27,7 @@ from glimpse.api.request_io import read_json, runtime_of
 from glimpse.domain.image import Image
 from glimpse.runtime import Runtime
 from glimpse.services import image_patch, image_query, images
+from glimpse.services.imports import import_methods
 
 _T = TypeVar("_T")
 
@@ -98,7 +99,7 @@ async def create(request: Request) -> Response:
     validate_image(body)
     image = await run_in_threadpool(images.create_image, rt, ctx, body)
     headers = {"Location": f"{public_base_url(request)}/v2/images/{image.id}"}
-    methods = rt.conf.enabled_import_methods
+    methods = import_methods(rt)
     if methods:
         headers["OpenStack-image-import-methods"] = ",".join(methods)
     return _json(image_view(image), 201, headers)

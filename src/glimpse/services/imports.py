@@ -1,6 +1,8 @@
 """Interoperable image import: discovery, staging (``glance-direct``) and the import call.
 
-* :func:`import_methods` - ``GET /v2/info/import``: ``[DEFAULT] enabled_import_methods``.
+* :func:`import_methods` - ``GET /v2/info/import`` (and the create answer's
+  ``OpenStack-image-import-methods``): the ``[DEFAULT] enabled_import_methods``
+  Glimpse can run.
 * :func:`stage` - ``PUT /v2/images/{id}/stage``: tx1 ``queued`` -> ``uploading``
   (``image.update``); the body streams into the staging area (``image_size_cap``
   and ``user_storage_quota`` enforced while streaming; nothing partial kept);
