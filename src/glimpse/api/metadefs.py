@@ -56,7 +56,9 @@ async def read_body(request: Request, kind: str) -> dict[str, Any]:
     for key in _READ_ONLY[kind]:
         if key in body:
             raise ReservedAttribute(f"Attribute '{key}' is read-only.")
-    schemas.validate_metadef(kind, body)
+    # in a thread: a body of thousands of tags takes a second to validate, which
+    # on the event loop would hold every other request of this worker
+    await run_in_threadpool(schemas.validate_metadef, kind, body)
     return body
 
 
