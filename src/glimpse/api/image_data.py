@@ -77,7 +77,8 @@ async def download(request: Request) -> Response:
     ctx = context_of(request)
     prepared = await asyncio.to_thread(image_download.prepare_download, rt, ctx,
                                        request.path_params["image_id"],
-                                       request.headers.get("range"))
+                                       request.headers.get("range"),
+                                       request.headers.get("content-range"))
     if prepared is None:
         return Response(status_code=204)
     return ImageDataResponse(rt, ctx, prepared)

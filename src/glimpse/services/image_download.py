@@ -76,6 +76,24 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+
+
+def legacy_content_range(header: str, size: int) -> tuple[int, int]:
+    """A ``Content-Range`` *request* header (``bytes a-b/length``) that asks for
+    ``a..b``: Glance still honours it on downloads, for old clients, when there
+    is no ``Range``. Strict as Glance's (WebOb's) reading of it: a malformed header,
+    ``b < a`` or a range past the image's end is RangeNotSatisfiable (416)."""
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise RangeNotSatisfiable("Invalid Content-Range header.", size=size)
+    start, end = int(match.group(1)), int(match.group(2))
+    length = None if match.group(3) == "*" else int(match.group(3))
+    if end < start or end >= size or (length is not None and end >= length):
+        raise RangeNotSatisfiable("Invalid Content-Range header.", size=size)
+    return start, end
+
+
 @dataclass(frozen=True)
 class Download:
     """A download about to stream: what, from where, which bytes."""
@@ -89,11 +107,14 @@ class Download:
 
 
 def prepare_download(rt: Runtime, ctx: RequestContext, image_id: str,
-                     range_header: str | None = None) -> Download | None:
+                     range_header: str | None = None,
+                     content_range_header: str | None = None) -> Download | None:
     """Check the caller may download the image; None when it has no data (HTTP 204).
+    ``Range`` decides the bytes; without it, a legacy ``Content-Range`` request
+    header does (:func:`legacy_content_range`).
 
     Raises NotFound (not visible), Forbidden (deactivated and not admin),
-    Invalid/RangeNotSatisfiable (bad Range).
+    Invalid/RangeNotSatisfiable (bad Range or Content-Range).
     """
     with rt.db.read() as session:
         image = access.get_visible_image(session, ctx, image_id)
@@ -104,7 +125,10 @@ def prepare_download(rt: Runtime, ctx: RequestContext, image_id: str,
     if image.location is None or image.status not in (ACTIVE, DEACTIVATED):
         return None
     size = image.size or 0
-    wanted = byte_range(range_header, size)
+    if range_header is None and content_range_header is not None:
+        wanted: tuple[int, int] | None = legacy_content_range(content_range_header, size)
+    else:
+        wanted = byte_range(range_header, size)
     if wanted is None:
         return Download(image, image.location, size, 0, size, partial=False)
     start, end = wanted

@@ -41,6 +41,24 @@ def test_unsatisfiable_ranges_are_416_with_the_size(header: str) -> None:
     assert info.value.size == 1000
 
 
+@pytest.mark.parametrize(("header", "expected"), [
+    ("bytes 0-0/1000", (0, 0)), ("bytes 2-5/*", (2, 5)), ("bytes 0-999/1000", (0, 999)),
+    ("bytes 0-1/5", (0, 1)), ("Bytes 3-4/*", (3, 4)),
+])
+def test_legacy_content_range_requests(header: str, expected: tuple[int, int]) -> None:
+    assert image_download.legacy_content_range(header, 1000) == expected
+
+
+@pytest.mark.parametrize("header", [
+    "bytes 0-1000/*", "bytes 5-2/1000", "bytes 0-5/3", "bytes */1000", "garbage",
+    "bytes=0-1", "bytes 1-/*",
+])
+def test_legacy_content_ranges_that_are_416(header: str) -> None:
+    """Not clipped as a Range would be: strict, as Glance (WebOb) reads them."""
+    with pytest.raises(RangeNotSatisfiable):
+        image_download.legacy_content_range(header, 1000)
+
+
 def test_start_past_the_end_names_the_valid_range() -> None:
     with pytest.raises(RangeNotSatisfiable, match=r"inclusive range \[0, 999\]"):
         byte_range("bytes=1000-", 1000)
