@@ -3,6 +3,11 @@
 ``db sync|version``
     Applies the migrations / prints the schema revision (``none`` for an empty
     database).
+``db load_metadefs [--path DIR]``
+    Loads metadata definition files, Glance's ``etc/metadefs/*.json`` format
+    (default directory: Glance's, ``/etc/glance/metadefs``); namespaces that
+    exist are skipped (:mod:`glimpse.services.metadef_files`). Exit status 3
+    when a file could not be loaded.
 ``outbox status [--json] [--max-age SECONDS]``
     Per driver, the notifications not delivered yet, the age of the oldest and
     its last error (:mod:`glimpse.notifications.status`); exit status 3 when
@@ -38,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="configuration file (repeatable; later files win)")
     sub = parser.add_subparsers(dest="area", required=True)
     db = sub.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["sync", "version"],
-                    help="sync: apply migrations; version: print the schema revision")
+    db.add_argument("action", choices=["sync", "version", "load_metadefs"],
+                    help="sync: apply migrations; version: print the schema revision; "
+                         "load_metadefs: load metadata definition files")
+    db.add_argument("--path", default="/etc/glance/metadefs",
+                    help="load_metadefs: the directory of *.json files (Glance's format)")
     box = sub.add_parser("outbox", help="notifications waiting for delivery")
     box.add_argument("action", choices=["status"],
                      help="status: per driver, the undelivered events, the age of the "
@@ -70,14 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from glimpse.db.engine import missing_sqlite_file
 
-    reads_only = (args.area, getattr(args, "action", None)) in {
-        ("db", "version"), ("outbox", "status"), ("store", "check")}
+    needs_schema = (args.area, getattr(args, "action", None)) in {
+        ("db", "version"), ("outbox", "status"), ("store", "check"), ("db", "load_metadefs")}
     missing = missing_sqlite_file(conf.database.connection)
-    if reads_only and missing:
-        # reading must not leave an empty database behind (e.g. a mistyped path)
+    if needs_schema and missing:
+        # these must not leave an empty database behind (e.g. a mistyped path)
         print(f"glimpse-manage: the database file {missing} does not exist ([database] "
               "connection); 'glimpse-manage db sync' creates it", file=sys.stderr)
         return 1
+    if args.area == "db" and args.action == "load_metadefs":
+        try:
+            return _load_metadefs(conf, args.path)
+        except DBAPIError as exc:
+            print(f"glimpse-manage: {database_error(exc, conf)}", file=sys.stderr)
+            return 1
     if args.area == "db":
         from glimpse.db import migrate
         from glimpse.db.engine import make_engine
@@ -169,3 +183,33 @@ def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _load_metadefs(conf: Any, path: str) -> int:
+    from pathlib import Path
+
+    from glimpse.auth import policy
+    from glimpse.db.engine import Database
+    from glimpse.notifications.recorder import Notifier
+    from glimpse.runtime import Runtime
+    from glimpse.services.metadef_files import load_directory
+
+    directory = Path(path)
+    if not directory.is_dir():
+        print(f"glimpse-manage: {path} is not a directory (--path)", file=sys.stderr)
+        return 2
+    policy.install(conf)            # the operator's [oslo_policy] rules, as the API
+    db = Database(conf.database.connection)
+    try:
+        runtime = Runtime(conf=conf, db=db, store=None,
+                          notifier=Notifier((), publisher_id="glimpse-manage"))
+        report = load_directory(runtime, directory)
+    finally:
+        db.dispose()
+    for name in report.loaded:
+        print(f"loaded {name}")
+    for name in report.skipped:
+        print(f"skipped {name} (it exists)")
+    for file, why in report.failed:
+        print(f"failed {file}: {why}", file=sys.stderr)
+    return 3 if report.failed else 0

@@ -206,6 +206,51 @@ def test_outbox_status_shows_what_a_broken_broker_holds_back(
     assert lines[-1].startswith("delivered in the last hour: 3; last delivery: ")
 
 
+GLANCE_FORMAT_NAMESPACE = {       # as Glance's etc/metadefs/*.json files are written
+    "namespace": "OS::Test::Pinning", "display_name": "Pinning", "description": "d",
+    "visibility": "public", "protected": True,
+    "resource_type_associations": [{"name": "OS::Glance::Image", "prefix": "hw_"},
+                                   {"name": "OS::Nova::Flavor", "prefix": "hw:"}],
+    "properties": {"cpu_policy": {"title": "CPU Pinning policy", "type": "string",
+                                  "enum": ["shared", "dedicated"]}},
+    "objects": [{"name": "Threads", "required": ["cpu_threads"],
+                 "properties": {"cpu_threads": {"type": "integer", "title": "T"}}}],
+    "tags": [{"name": "pinning"}],
+}
+
+
+def test_load_metadefs_loads_glance_format_files_once(
+        glimpse_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """Each file through the API's checks, in one transaction; a bad file is
+    reported and leaves nothing, the others load; a second run skips them."""
+    files = tmp_path / "metadefs"
+    files.mkdir()
+    (files / "a-good.json").write_text(json.dumps(GLANCE_FORMAT_NAMESPACE))
+    (files / "b-bad-property.json").write_text(json.dumps(
+        {"namespace": "OS::Test::Bad", "properties": {"p": {"type": "string", "bogus": 1}}}))
+    (files / "c-not-json.json").write_text("{")
+    (files / "d-ignored.txt").write_text("not a definition")
+    server = glimpse_server()
+    loaded = _manage(server, "db", "load_metadefs", "--path", str(files))
+    assert loaded.returncode == 3
+    assert loaded.stdout == "loaded OS::Test::Pinning\n"
+    assert [line.split(":")[0] for line in loaded.stderr.splitlines()] == [
+        "failed b-bad-property.json", "failed c-not-json.json"]
+    with server.client(**MEMBER) as client:
+        shown = client.get("/v2/metadefs/namespaces/OS::Test::Pinning",
+                           params={"resource_type": "OS::Glance::Image"}).json()
+        assert (shown["owner"], shown["visibility"], shown["protected"]) == (
+            "admin", "public", True)
+        assert list(shown["properties"]) == ["hw_cpu_policy"]
+        assert shown["objects"][0]["required"] == ["hw_cpu_threads"]
+        assert shown["tags"] == [{"name": "pinning"}]
+        assert client.get("/v2/metadefs/namespaces/OS::Test::Bad").status_code == 404
+    again = _manage(server, "db", "load_metadefs", "--path", str(files))
+    assert again.stdout == "skipped OS::Test::Pinning (it exists)\n"
+    missing = _manage(server, "db", "load_metadefs", "--path", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
 def test_outbox_status_of_an_unreachable_database_is_status_1(tmp_path: Path) -> None:
     conf = tmp_path / "glimpse-api.conf"
     conf.write_text("[database]\nconnection = postgresql+psycopg://u:p@127.0.0.1:1/none\n")
