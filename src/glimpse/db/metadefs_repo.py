@@ -25,7 +25,6 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Integer,
-    and_,
     cast,
     delete,
     func,
@@ -35,9 +34,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
 from glimpse.db import models
+from glimpse.db.keyset import rows_after
 from glimpse.domain.metadef import (
     PUBLIC,
     MetadefObject,
@@ -77,16 +76,6 @@ def _sortable(column: Any) -> Any:
     return column
 
 
-def _after(keys: Sequence[Any], values: Sequence[Any], descending: bool) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order of ``keys`` (all in one direction)."""
-    clauses = []
-    for i, key in enumerate(keys):
-        prior = [keys[j] == values[j] for j in range(i)]
-        beyond = key < values[i] if descending else key > values[i]
-        clauses.append(and_(*prior, beyond))
-    return or_(*clauses)
-
-
 def _page(stmt: Any, table: Any, session: Connection, *, sort_key: str, sort_dir: str,
           limit: int | None, marker_id: int | None) -> Any:
     """``stmt`` ordered by ``sort_key, created_at, id`` in ``sort_dir``, starting
@@ -98,7 +87,7 @@ def _page(stmt: Any, table: Any, session: Connection, *, sort_key: str, sort_dir
         mark = session.execute(select(*keys).where(table.c.id == marker_id)).first()
         if mark is None:        # deleted since the caller found it (PostgreSQL)
             raise NotFound("The marker was deleted while the list was read.")
-        stmt = stmt.where(_after(keys, list(mark), descending))
+        stmt = stmt.where(rows_after(keys, list(mark), descending=descending))
     stmt = stmt.order_by(*[k.desc() if descending else k.asc() for k in keys])
     return stmt.limit(limit) if limit is not None else stmt
 

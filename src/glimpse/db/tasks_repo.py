@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, desc, false, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from glimpse.db.keyset import rows_after
 from glimpse.db.models import tasks as _tasks
 from glimpse.domain.task import PENDING, PROCESSING, Task
 from glimpse.exceptions import Invalid
@@ -116,23 +117,20 @@ def list_tasks(session: Connection, *, now: datetime, owner: str | None, all_own
 
 
 def _after(keys: list[Any], values: list[Any], sort_dir: str) -> ColumnElement[bool]:
-    """Rows after ``values`` in the order of ``keys`` (keyset paging). Only the first
-    key may be NULL (``expires_at``): NULLs come first ascending, last descending."""
+    """Rows after ``values`` in the order of ``keys`` (:mod:`glimpse.db.keyset`). Only
+    the first key may be NULL (``expires_at``): NULLs come first ascending, last
+    descending, so it is compared here and the rest by ``rows_after``."""
     first, first_value = keys[0], values[0]
+    descending = sort_dir == "desc"
     if first_value is None:
-        beyond_first: ColumnElement[bool] = (false() if sort_dir == "desc"
-                                             else first.is_not(None))
+        beyond_first: ColumnElement[bool] = false() if descending else first.is_not(None)
         same_first: ColumnElement[bool] = first.is_(None)
     else:
-        beyond_first = (or_(first < first_value, first.is_(None)) if sort_dir == "desc"
+        beyond_first = (or_(first < first_value, first.is_(None)) if descending
                         else first > first_value)
         same_first = first == first_value
-    terms = [beyond_first]
-    for i in range(1, len(keys)):
-        equal = [same_first, *(keys[j] == values[j] for j in range(1, i))]
-        beyond = keys[i] < values[i] if sort_dir == "desc" else keys[i] > values[i]
-        terms.append(and_(*equal, beyond))
-    return or_(*terms)
+    return or_(beyond_first,
+               and_(same_first, rows_after(keys[1:], values[1:], descending=descending)))
 
 
 def _ordered(key: Any, sort_dir: str) -> Any:

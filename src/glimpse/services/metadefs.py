@@ -353,15 +353,14 @@ def associate(session: Connection, ns: Namespace, association: ResourceTypeAssoc
     """Associate ``association.name`` (created if new, by whichever of two
     concurrent requests comes first) with ``ns``; Duplicate when it already is."""
     metadef.check_addressable("a resource type", association.name)
+    ns_id = assert_namespace_id(ns)
     type_id = repo.resource_type_id(session, association.name)
     if type_id is None:
         type_id = repo.ensure_resource_type(session, association.name, now)
-    elif association.name in {a.name for a in
-                              repo.list_associations(session, [assert_namespace_id(ns)])[
-                                  assert_namespace_id(ns)]}:
+    elif association.name in {a.name for a in repo.list_associations(session, [ns_id])[ns_id]}:
         raise _duplicate_association(association.name, ns.namespace)
     try:
-        repo.add_association(session, assert_namespace_id(ns), type_id, association)
+        repo.add_association(session, ns_id, type_id, association)
     except IntegrityError:
         raise _duplicate_association(association.name, ns.namespace) from None
 
