@@ -79,41 +79,6 @@ def _check_schema(db: Database, *, migrate_sqlite: bool) -> None:
                           "'glimpse-manage --config-file ... db sync'")
 
 
-class _PolicyRuleChecks(dict[str, Any]):
-    """oslo.policy's ``oslo.policy.rule_checks`` plugins (``http:``, ``https:``
-    rules), each imported the first time a policy rule uses it.
-
-    oslo.policy otherwise loads every plugin through stevedore when it parses
-    its first rule, and the ``http`` one imports ``requests`` (with urllib3,
-    charset_normalizer, idna, certifi): ~5 MiB resident in every API worker
-    for a kind of rule that the default policies never use. Same names, same
-    classes, same behaviour for a rule that does use them.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        from importlib.metadata import entry_points
-
-        self._entry_points = {ep.name: ep for ep in
-                              entry_points(group="oslo.policy.rule_checks")}
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entry_points
-
-    def __missing__(self, name: str) -> Any:
-        plugin = self._entry_points[name].load()
-        self[name] = plugin
-        return plugin
-
-
-def _lazy_policy_rule_checks() -> None:
-    """Install :class:`_PolicyRuleChecks` unless oslo.policy already loaded its plugins."""
-    from oslo_policy import _checks
-
-    if _checks.extension_checks is None:
-        _checks.extension_checks = _PolicyRuleChecks()
-
-
 def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True,
           check_schema: bool = True) -> Runtime:
     """Construct a Runtime. SQLite databases are created/migrated here; PostgreSQL
@@ -123,7 +88,6 @@ def build(conf: cfg.ConfigOpts, *, migrate_sqlite: bool = True,
     and Pygments, ~10 MiB of resident memory per process)."""
     from glimpse.store import from_config as store_from_config
 
-    _lazy_policy_rule_checks()
     db = Database(conf.database.connection, pool_size=conf.database.max_pool_size)
     if check_schema:
         _check_schema(db, migrate_sqlite=migrate_sqlite)

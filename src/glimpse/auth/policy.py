@@ -32,7 +32,10 @@ from oslo_config import cfg
 from oslo_policy import _checks
 from oslo_policy import policy as oslo_policy
 
+from glimpse.auth import policy_plugins
 from glimpse.auth.context import RequestContext
+
+policy_plugins.install()   # before the defaults below parse their check strings
 
 # --- Glance's check strings (glance/policies/base.py) ------------------------------------
 PROJECT_MEMBER = "role:member and project_id:%(project_id)s"
