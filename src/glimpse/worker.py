@@ -45,6 +45,22 @@ def create_worker_app() -> Starlette:
     return app
 
 
+def preload() -> None:
+    """Import what :func:`create_worker_app` and :func:`serve` will need, nothing
+    more (no configuration is read, no thread, socket or database is opened).
+
+    ``glimpse-api`` with ``workers = 1`` calls it while its forked child checks
+    the configuration and migrates the database, so that the imports (~1 s of
+    CPU here) overlap that check instead of following it. Safe to call twice."""
+    import importlib
+
+    limit_malloc_arenas()
+    import_uvicorn_lean()
+    for module in ("uvicorn.server", "glimpse.config", "glimpse.runtime", "glimpse.api.app"):
+        importlib.import_module(module)
+
+
+
 def freeze_startup_objects() -> None:
     """Move every object alive now (modules, configuration, the app) out of the
     cyclic collector's generations, for the rest of the process's life.
