@@ -53,7 +53,9 @@ default_opts: list[cfg.Opt] = [
     cfg.IntOpt("client_socket_timeout", default=900, min=0,
                help="Seconds a client may send no request body data (an upload, a "
                     "stage) or take no response data (a download) before its connection "
-                    "is closed; the upload then fails as a disconnect. 0: wait forever."),
+                    "is closed; the upload then fails as a disconnect. Also the time a "
+                    "request line and its headers may take to arrive (from the "
+                    "connection, or the request's first byte). 0: wait forever."),
     cfg.DictOpt("enabled_backends",
                 help="Glance's multi-store form, backend id: type (e.g. fast:file). "
                      "Glimpse serves one filesystem store, as a single store: the "

@@ -392,10 +392,55 @@ class BodyIntoProtocol(HttpToolsProtocol):
     ``glimpse.sendfile`` on GET requests."""
 
     _reader: BodyReader | None = None
-    #: Seconds a request body read or a response write may make no progress before
-    #: the connection is closed (``[DEFAULT] client_socket_timeout``; None: never).
+    #: Seconds a request body read or a response write may make no progress, and
+    #: a request head (request line and headers) may take to arrive, before the
+    #: connection is closed (``[DEFAULT] client_socket_timeout``; None: never).
     #: Set once per worker process, before it serves (``worker.create_worker_app``).
     idle_timeout: float | None = None
+    #: Loop time since which the connection waits for a request head that has not
+    #: all arrived (from the connection, or the request's first byte); None
+    #: while none is awaited (a request is served, or a kept-alive connection
+    #: is idle: uvicorn's ``timeout_keep_alive`` closes those).
+    _head_since: float | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.idle_timeout is not None:
+            # One timer per connection, re-armed at most once per timeout: a
+            # connection that never sends a whole request head (a slow or idle
+            # client holding a socket open) is closed, as Glance's eventlet
+            # server does with the same option.
+            self._head_since = self.loop.time()
+            self._head_timer = self.loop.call_later(self.idle_timeout, self._check_head)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        timeout = self.idle_timeout
+        if timeout is None or self.transport.is_closing():
+            return
+        since = self._head_since
+        delay = timeout
+        if since is not None:
+            waited = self.loop.time() - since
+            if waited >= timeout:
+                LOG.info("No complete request head for %.0f s: connection from %s closed",
+                         timeout, self.client)
+                self.transport.close()
+                return
+            delay = timeout - waited
+        self._head_timer = self.loop.call_later(delay, self._check_head)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is not None:
+            self._head_since = self.loop.time()
 
     def new_parser(self) -> httptools.HttpRequestParser:
         """A parser as uvicorn's ``__init__`` makes it."""
@@ -405,6 +450,7 @@ class BodyIntoProtocol(HttpToolsProtocol):
         return parser
 
     def on_headers_complete(self) -> None:
+        self._head_since = None
         previous = self.cycle
         super().on_headers_complete()
         cycle = self.cycle

@@ -95,16 +95,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    path = tmp_path_factory.mktemp("sendfile") / "data"
-    path.write_bytes(FILE)
-    FILE_PATH[:] = [str(path)]
+@contextlib.contextmanager
+def serving(protocol: type[BodyIntoProtocol]) -> Iterator[int]:
+    """uvicorn with ``protocol`` serving ``app`` on a free port, in a thread."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = int(s.getsockname()[1])
-    config = uvicorn.Config(app, host="127.0.0.1", port=free, http=BodyIntoProtocol,
-                            log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=free, http=protocol,
+                            log_level="warning", lifespan="off", timeout_keep_alive=60)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -115,6 +113,15 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     yield free
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    path = tmp_path_factory.mktemp("sendfile") / "data"
+    path.write_bytes(FILE)
+    FILE_PATH[:] = [str(path)]
+    with serving(BodyIntoProtocol) as free:
+        yield free
 
 
 def request(path: str, body: bytes, *, chunked: bool = False, expect: bool = False) -> bytes:
@@ -329,3 +336,54 @@ def test_sendfile_waiting_for_a_stalled_client_ends_when_it_goes_away(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
     result = wait_sent()
     assert isinstance(result, int) and 0 < result < len(FILE)
+
+
+class HeadTimeoutProtocol(BodyIntoProtocol):
+    idle_timeout = 0.5
+
+
+@pytest.fixture(scope="module")
+def head_timeout_port() -> Iterator[int]:
+    with serving(HeadTimeoutProtocol) as free:
+        yield free
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed ``sock`` (fails if it stays open longer)."""
+    start = time.monotonic()
+    sock.settimeout(seconds)
+    with contextlib.suppress(ConnectionResetError):
+        assert sock.recv(1) == b""
+    return time.monotonic() - start
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(
+        head_timeout_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", head_timeout_port)) as sock:
+        assert 0.3 < closed_within(sock, 5) < 4
+
+
+def test_a_request_head_trickling_in_is_closed_after_the_timeout(
+        head_timeout_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", head_timeout_port)) as sock:
+        sock.sendall(b"GET /extensions HTTP/1.1\r\nHost: t\r\n")
+        start = time.monotonic()
+        with pytest.raises(OSError):         # closed under the writer: EPIPE or reset
+            for i in range(40):              # a header every 0.1 s, never the end
+                sock.sendall(f"X-Slow-{i}: 1\r\n".encode())
+                time.sleep(0.1)
+        assert time.monotonic() - start < 3.5
+
+
+def test_kept_alive_connections_and_slow_heads_within_the_timeout_are_served(
+        head_timeout_port: int) -> None:
+    ask = b"GET /extensions HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", head_timeout_port)) as sock:
+        reader = sock.makefile("rb")
+        for pause in (1.2, 0.0):              # idle past the timeout between requests
+            sock.sendall(ask[:20])
+            time.sleep(0.3)                   # a head in two pieces, within the timeout
+            sock.sendall(ask[20:])
+            status, length = read_head(reader)
+            assert status == 200 and EXTENSION in json.loads(reader.read(length))
+            time.sleep(pause)
