@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from glimpse.api.auth import context_of
-from glimpse.api.http_protocol import SENDFILE, FileSendError
+from glimpse.api.file_sender import SENDFILE, FileSendError
 from glimpse.api.request_io import body_stream, content_length, require_octet_stream, runtime_of
 from glimpse.auth.context import RequestContext
 from glimpse.exceptions import ClientDisconnected, NotFound
@@ -132,7 +132,7 @@ class ImageDataResponse(Response):
 
     async def _send_file(self, send: Send, sendfile: Any, fd: int) -> None:
         """The bytes go from the store's file to the socket in the kernel
-        (``glimpse.sendfile``, api/http_protocol.py); the same events as below."""
+        (``glimpse.sendfile``, api/file_sender.py); the same events as below."""
         length = self.download.length
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})

@@ -25,7 +25,8 @@ import pytest
 import uvicorn
 from starlette.requests import ClientDisconnect
 
-from glimpse.api.http_protocol import EXTENSION, SENDFILE, BodyIntoProtocol, FileSendError
+from glimpse.api.file_sender import SENDFILE, FileSendError
+from glimpse.api.http_protocol import EXTENSION, BodyIntoProtocol
 
 BUFFER = 1 << 20
 events: list[int] = []   # sizes read before ClientDisconnect
