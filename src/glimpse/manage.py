@@ -8,6 +8,13 @@
     (default directory: Glance's, ``/etc/glance/metadefs``); namespaces that
     exist are skipped (:mod:`glimpse.services.metadef_files`). Exit status 3
     when a file could not be loaded.
+``db purge [--age_in_days 30] [--max_rows 100]``
+    Deletes the properties, tags and members of images deleted more than
+    ``--age_in_days`` days ago, at most ``--max_rows`` rows per table (-1: all),
+    as ``glance-manage db purge`` (:mod:`glimpse.db.purge`).
+``db purge_images_table [--age_in_days 180] [--max_rows 100]``
+    Deletes the rows of such images themselves. After that their ids may be
+    given to new images (OSSN-0075), hence the separate command.
 ``outbox status [--json] [--max-age SECONDS]``
     Per driver, the notifications not delivered yet, the age of the oldest and
     its last error (:mod:`glimpse.notifications.status`); exit status 3 when
@@ -43,11 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="configuration file (repeatable; later files win)")
     sub = parser.add_subparsers(dest="area", required=True)
     db = sub.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["sync", "version", "load_metadefs"],
+    db.add_argument("action", choices=["sync", "version", "load_metadefs", "purge",
+                                       "purge_images_table"],
                     help="sync: apply migrations; version: print the schema revision; "
-                         "load_metadefs: load metadata definition files")
+                         "load_metadefs: load metadata definition files; purge: delete "
+                         "the properties, tags and members of images deleted long ago; "
+                         "purge_images_table: delete those images' rows (their ids "
+                         "can then be reused)")
     db.add_argument("--path", default="/etc/glance/metadefs",
                     help="load_metadefs: the directory of *.json files (Glance's format)")
+    db.add_argument("--age_in_days", type=int,
+                    help="purge: rows of images deleted more than this many days ago "
+                         "(default 30; purge_images_table: 180)")
+    db.add_argument("--max_rows", type=int, default=100,
+                    help="purge: at most this many rows per table (-1: all; default 100)")
     box = sub.add_parser("outbox", help="notifications waiting for delivery")
     box.add_argument("action", choices=["status"],
                      help="status: per driver, the undelivered events, the age of the "
@@ -67,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tokens_cli.add_parser(sub)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.area == "db" and args.action.startswith("purge"):
+        problem = purge_arguments_problem(args)
+        if problem:
+            parser.error(problem)
     conf_args = [x for f in args.config_file for x in ("--config-file", f)]
     from glimpse import config
     from glimpse.exceptions import ConfigError
@@ -79,18 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from glimpse.db.engine import missing_sqlite_file
 
     needs_schema = (args.area, getattr(args, "action", None)) in {
-        ("db", "version"), ("outbox", "status"), ("store", "check"), ("db", "load_metadefs")}
+        ("db", "version"), ("outbox", "status"), ("store", "check"), ("db", "load_metadefs"),
+        ("db", "purge"), ("db", "purge_images_table")}
     missing = missing_sqlite_file(conf.database.connection)
     if needs_schema and missing:
         # these must not leave an empty database behind (e.g. a mistyped path)
         print(f"glimpse-manage: the database file {missing} does not exist ([database] "
               "connection); 'glimpse-manage db sync' creates it", file=sys.stderr)
         return 1
-    if args.area == "db" and args.action == "load_metadefs":
+    if args.area == "db" and args.action in ("load_metadefs", "purge", "purge_images_table"):
+        from glimpse.exceptions import DatabaseUnavailable
+
         try:
-            return _load_metadefs(conf, args.path)
-        except DBAPIError as exc:
-            print(f"glimpse-manage: {database_error(exc, conf)}", file=sys.stderr)
+            if args.action == "load_metadefs":
+                return _load_metadefs(conf, args.path)
+            return _purge(conf, args.action, args.age_in_days, args.max_rows)
+        except (DBAPIError, DatabaseUnavailable) as exc:
+            cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+            print(f"glimpse-manage: {database_error(cause or exc, conf)}", file=sys.stderr)
             return 1
     if args.area == "db":
         from glimpse.db import migrate
@@ -181,9 +207,6 @@ def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
     return "\n".join(lines), oldest
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _load_metadefs(conf: Any, path: str) -> int:
     from pathlib import Path
@@ -213,3 +236,49 @@ def _load_metadefs(conf: Any, path: str) -> int:
     for file, why in report.failed:
         print(f"failed {file}: {why}", file=sys.stderr)
     return 3 if report.failed else 0
+
+
+PURGE_DEFAULT_AGE = {"purge": 30, "purge_images_table": 180}
+
+
+def purge_arguments_problem(args: Any) -> str | None:
+    """What is wrong with ``--age_in_days``/``--max_rows`` (glance-manage's checks),
+    or None; fills in the default age."""
+    import time
+
+    if args.age_in_days is None:
+        args.age_in_days = PURGE_DEFAULT_AGE[args.action]
+    if args.age_in_days < 0:
+        return "--age_in_days must not be negative"
+    if args.age_in_days >= time.time() // 86400:
+        return "--age_in_days is more than the days since 1970"
+    if args.max_rows < -1:
+        return "--max_rows must be -1 (all) or more"
+    return None
+
+
+def _purge(conf: Any, action: str, age_in_days: int, max_rows: int) -> int:
+    """``glimpse-manage db purge`` / ``db purge_images_table``: prints one line per table."""
+    from datetime import timedelta
+
+    from glimpse.db import purge
+    from glimpse.db.engine import Database, utcnow
+
+    before = utcnow() - timedelta(days=age_in_days)
+    db = Database(conf.database.connection)
+    try:
+        if action == "purge":
+            counts = purge.purge_image_children(db, deleted_before=before, max_rows=max_rows)
+        else:
+            counts = {"images": purge.purge_images(db, deleted_before=before,
+                                                   max_rows=max_rows)}
+    finally:
+        db.dispose()
+    when = before.isoformat(" ", "seconds")
+    for table, rows in counts.items():
+        print(f"{table}: {rows} row(s) deleted (images deleted before {when} UTC)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

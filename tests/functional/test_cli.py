@@ -206,6 +206,44 @@ def test_outbox_status_shows_what_a_broken_broker_holds_back(
     assert lines[-1].startswith("delivered in the last hour: 3; last delivery: ")
 
 
+def test_db_purge_removes_what_deleted_images_left_then_their_rows(
+        glimpse_server: Callable[..., ServerProcess]) -> None:
+    """``db purge`` keeps a deleted image's id taken; ``db purge_images_table``
+    frees it (as glance-manage's commands); a live image is never touched."""
+    server = glimpse_server()
+    image_id = "3f1c1d8e-8a4e-4d61-9d2a-0b9d2c6f1a10"
+    with server.client(**MEMBER) as c:
+        body = {"id": image_id, "name": "old", "tags": ["t"], "k": "v"}
+        assert c.post("/v2/images", json=body).status_code == 201
+        live = c.post("/v2/images", json={"name": "live", "k": "v"}).json()["id"]
+        assert c.post(f"/v2/images/{image_id}/members",
+                      json={"member": "another-project"}).status_code == 200
+        assert c.delete(f"/v2/images/{image_id}").status_code == 204
+
+    assert _manage(server, "db", "purge", "--max_rows", "-2").returncode == 2
+    assert _manage(server, "db", "purge", "--age_in_days", "-1").returncode == 2
+    kept = _manage(server, "db", "purge")          # default: deleted 30 days ago
+    assert kept.returncode == 0, kept.stderr
+    assert [line.split(" row")[0] for line in kept.stdout.splitlines()] == [
+        "image_properties: 0", "image_tags: 0", "image_members: 0"]
+
+    purged = _manage(server, "db", "purge", "--age_in_days", "0", "--max_rows", "-1")
+    assert purged.returncode == 0, purged.stderr
+    assert [line.split(" row")[0] for line in purged.stdout.splitlines()] == [
+        "image_properties: 1", "image_tags: 1", "image_members: 1"]
+    with server.client(**MEMBER) as c:
+        assert c.get(f"/v2/images/{image_id}").status_code == 404
+        assert c.post("/v2/images", json={"id": image_id}).status_code == 409  # still taken
+        assert c.get(f"/v2/images/{live}").json()["k"] == "v"
+
+    rows = _manage(server, "db", "purge_images_table", "--age_in_days", "0")
+    assert rows.returncode == 0, rows.stderr
+    assert rows.stdout.startswith("images: 1 row(s) deleted (images deleted before ")
+    with server.client(**MEMBER) as c:
+        assert c.post("/v2/images", json={"id": image_id}).status_code == 201
+        assert c.get(f"/v2/images/{live}").status_code == 200
+
+
 GLANCE_FORMAT_NAMESPACE = {       # as Glance's etc/metadefs/*.json files are written
     "namespace": "OS::Test::Pinning", "display_name": "Pinning", "description": "d",
     "visibility": "public", "protected": True,

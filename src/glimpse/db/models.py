@@ -5,7 +5,8 @@ only, and ``sqlalchemy.orm`` (declarative classes, ``Session``) would add ~6 MiB
 to every process for nothing.
 
 Times are naive UTC datetimes. Deleted images are kept (status ``deleted``,
-``deleted_at`` set) so that an id is never reused, as in Glance.
+``deleted_at`` set) so that an id is not reused, as in Glance, until an
+operator purges them (:mod:`glimpse.db.purge`).
 """
 
 from __future__ import annotations
