@@ -189,7 +189,8 @@ def _prepare_in_child(args: list[str]) -> tuple[int, ServeSettings | None]:
     life (~20 MiB in the supervisor; Alembic ~10 MiB in a single-process
     server). With ``workers = 1`` this process serves itself: it imports the
     worker's modules (:func:`glimpse.worker.preload`) while the child checks and
-    migrates, on the other core (a start takes ~1.4 s instead of ~2.2 s here).
+    migrates, on the other core (to the first answer: median 2.2 s instead of
+    2.65 s here).
     Without ``fork`` it runs in this process.
     """
     if not hasattr(os, "fork"):
