@@ -11,7 +11,12 @@ Revises: 0003
 Create Date: 2026-11-28 04:30:00
 """
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 from alembic import op
+from alembic.operations import BatchOperations
 import sqlalchemy as sa
 
 
@@ -21,13 +26,26 @@ branch_labels = None
 depends_on = None
 
 
+@contextlib.contextmanager
+def _properties_batch() -> Iterator[BatchOperations]:
+    """``batch_alter_table('image_properties')`` without the SAWarnings of its
+    reflection: it reflects ``images`` too (the foreign key's table), whose two
+    name order indexes are on an expression SQLAlchemy cannot reflect, and each
+    fresh start printed two warnings. Those indexes are not copied or touched."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipped unsupported reflection of "
+                                "expression-based index", category=sa.exc.SAWarning)
+        with op.batch_alter_table('image_properties') as batch_op:
+            yield batch_op
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('image_properties') as batch_op:
+    with _properties_batch() as batch_op:
         batch_op.alter_column('value', existing_type=sa.Text(), nullable=True)
 
 
 def downgrade() -> None:
     # a null value cannot go back under NOT NULL: those properties are dropped
     op.execute("DELETE FROM image_properties WHERE value IS NULL")
-    with op.batch_alter_table('image_properties') as batch_op:
+    with _properties_batch() as batch_op:
         batch_op.alter_column('value', existing_type=sa.Text(), nullable=False)
