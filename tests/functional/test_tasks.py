@@ -280,6 +280,33 @@ def test_tasks_are_visible_only_to_their_project(glimpse_server: Any, source: So
         assert theirs.get(f"/v2/images/{image_id}").status_code == 404
 
 
+def test_tasks_api_access_alone_decides_on_an_empty_target(glimpse_server: Any,
+                                                          source: SourceServer,
+                                                          tmp_path: Any) -> None:
+    """As in Glance: ``tasks_api_access`` alone opens the tasks API, on an empty
+    target (a ``%(project_id)s`` template never matches). Glimpse then checks
+    that the caller may create the task's image, before storing anything."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('"tasks_api_access": "role:image_editor or '
+                      '(role:auditor and project_id:%(project_id)s)"\n')
+    source.files["img"] = b"x"
+    options = import_options(source.port)
+    options["oslo_policy"] = {"policy_file": str(policy)}
+    server = glimpse_server(options)
+    with server.client(**headers(roles="image_editor,member,reader")) as editor, \
+            server.client(**headers(roles="image_editor,reader")) as reader, \
+            server.client(**headers(roles="auditor,member,reader")) as auditor:
+        created = editor.post("/v2/tasks", json=legacy_body(source.url("/files/img")))
+        assert created.status_code == 201, created.text
+        assert editor.get(f"/v2/tasks/{created.json()['id']}").status_code == 200
+        assert auditor.get("/v2/tasks").status_code == 403
+        refused = reader.post("/v2/tasks", json=legacy_body(source.url("/files/img")))
+        assert refused.status_code == 400
+        assert "not authorized to complete add_image" in refused.json()["message"]
+        assert [t["id"] for t in reader.get("/v2/tasks").json()["tasks"]] == [
+            created.json()["id"]]
+
+
 def test_default_policy_keeps_tasks_api_admin_only(glimpse_server: Any,
                                                    source: SourceServer) -> None:
     server = glimpse_server(import_options(source.port))
