@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -118,7 +119,7 @@ class AuthMiddleware:
             _reload_on_sighup(self.tokens)
         from glimpse.auth import policy, property_protection
 
-        policy.install(conf)
+        self.policy = policy.install(conf)
         property_protection.install(conf)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,6 +165,9 @@ class AuthMiddleware:
             context = RequestContext(project_id=result.project_id, user_id=result.user_id,
                                      roles=result.roles, request_id=rid,
                                      remote_address=remote)
+        # admin as the policy's context_is_admin rule says (an operator may give
+        # it to another role), as Glance's context does
+        context = replace(context, admin=self.policy.is_admin(context))
         scope.setdefault("state", {})["context"] = context
         await self.app(scope, receive, send)
 

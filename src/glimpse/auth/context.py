@@ -15,10 +15,16 @@ class RequestContext:
     request_id: str = ""
     # Client address for image.send (peer, or X-Forwarded-For from a trusted proxy).
     remote_address: str | None = None
+    # Whether the policy's ``context_is_admin`` rule holds for this caller, as the
+    # API's auth layer found (glimpse.auth.policy.Policy.is_admin); None for
+    # contexts made without a policy (then: the ``admin`` role).
+    admin: bool | None = None
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        """An administrator: sees and may change every project's images (Glance's
+        ``context.is_admin``)."""
+        return self.admin if self.admin is not None else "admin" in self.roles
 
     @property
     def can_write(self) -> bool:

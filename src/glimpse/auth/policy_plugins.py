@@ -6,7 +6,7 @@ urllib3, charset_normalizer, idna, certifi): ~0.1 s of start-up and ~5 MiB
 resident in every API worker, for a kind of rule that the default policies
 never use. :func:`install` replaces that with a lazy table: same names, same
 classes, same behaviour for a rule that does use them. It must run before
-the first rule is parsed, which :mod:`glimpse.auth.policy` does on import
+the first rule is parsed, which :mod:`glimpse.auth.policy_defaults` does on import
 (its defaults are parsed when they are defined).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,3 +183,35 @@ def test_an_operator_opens_metadef_writes_by_overriding_metadef_admin(tmp_path: 
     assert enforcer.check(ctx("p1", MEMBER), "add_metadef_namespace", own)
     assert enforcer.check(ctx("p1", MEMBER), "delete_metadef_tags", own)
     assert not enforcer.check(ctx("p1", READER), "add_metadef_namespace", own)
+
+
+def test_is_admin_is_the_context_is_admin_rule(tmp_path: Path) -> None:
+    default = policy.Policy(config.load([]))
+    assert default.is_admin(ctx("p1", ADMIN)) and not default.is_admin(ctx("p1", MEMBER))
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"context_is_admin": "role:cloud_admin"\n')
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text(f"[oslo_policy]\npolicy_file = {rules}\n")
+    renamed = policy.Policy(config.load(["--config-file", str(conf_file)]))
+    cloud_admin = ctx("p9", frozenset({"cloud_admin", "member", "reader"}))
+    assert renamed.is_admin(cloud_admin) and not renamed.is_admin(ctx("p1", ADMIN))
+    # and every rule built on it follows: publicize, others' private images
+    others = policy.image_target("p1", "private")
+    assert renamed.check(replace(cloud_admin, admin=True), "publicize_image", others)
+    assert renamed.check(replace(cloud_admin, admin=True), "modify_image", others)
+    assert not renamed.check(ctx("p2", ADMIN), "modify_image", others)
+
+
+def test_legacy_defaults_apply_only_without_enforce_new_defaults(tmp_path: Path) -> None:
+    conf_file = tmp_path / "glimpse.conf"
+    conf_file.write_text("[oslo_policy]\nenforce_new_defaults = false\n")
+    with pytest.warns(UserWarning, match="was deprecated"):
+        legacy = policy.Policy(config.load(["--config-file", str(conf_file)]))
+        own = policy.image_target("p1", "private")
+        # Glance's deprecated rules are "rule:default" (anybody) for these...
+        for rule in ("modify_image", "delete_image", "download_image", "add_member"):
+            assert legacy.check(ctx("p1", READER), rule, own), rule
+    # ...but publicize_image has none: admins only, either way
+    assert not legacy.check(ctx("p1", READER), "publicize_image", own)
+    strict = policy.Policy(config.load([]))
+    assert not strict.check(ctx("p1", READER), "modify_image", own)
