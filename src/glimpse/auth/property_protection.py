@@ -200,13 +200,21 @@ _NONE = PropertyProtections(None)
 _current: PropertyProtections = _NONE
 
 
+def rules_file(conf: Any) -> str:
+    """``property_protection_file`` as Glance finds it: a relative name is looked
+    up next to the configuration files (oslo.config's ``find_file``, as for the
+    policy file), else taken as it is (and then reported missing)."""
+    name = conf.property_protection_file
+    return str(conf.find_file(name) or name)
+
+
 def for_conf(conf: Any) -> PropertyProtections:
     """Protections configured in ``conf`` (disabled when no file is set)."""
     if not conf.property_protection_file:
         return _NONE
     from glimpse.auth import policy
 
-    rules = load_rules(conf.property_protection_file, conf.property_protection_rule_format)
+    rules = load_rules(rules_file(conf), conf.property_protection_rule_format)
     return PropertyProtections(rules, policy.enforcer_for(conf))
 
 

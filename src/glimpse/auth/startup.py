@@ -59,9 +59,9 @@ def check_startup(conf: Any) -> None:
     if strategy == "keystone":
         _check_keystone(conf)
     if conf.property_protection_file:
-        from glimpse.auth.property_protection import load_rules
+        from glimpse.auth.property_protection import load_rules, rules_file
 
-        load_rules(conf.property_protection_file, conf.property_protection_rule_format)
+        load_rules(rules_file(conf), conf.property_protection_rule_format)
 
 
 def _check_keystone(conf: Any) -> None:

@@ -138,3 +138,20 @@ def test_invalid_files_are_refused(tmp_path: Path, text: str, fmt: str, message:
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_rules(str(path), fmt)
+
+
+def test_a_relative_file_is_found_next_to_the_configuration(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from glimpse.auth import startup
+    from glimpse.auth.property_protection import for_conf
+
+    (tmp_path / "protections.conf").write_text(ROLES_FILE)
+    conf_file = tmp_path / "glimpse-api.conf"
+    conf_file.write_text("[DEFAULT]\nproperty_protection_file = protections.conf\n")
+    monkeypatch.chdir("/")                 # not where the files are
+    conf = config.load(["--config-file", str(conf_file)])
+    startup.check_startup(conf)            # found, so no ConfigError
+    protections = for_conf(conf)
+    assert not protections.can(READER, "update", "x_owner_a")
+    assert protections.can(MEMBER, "update", "x_owner_a")
