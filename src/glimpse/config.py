@@ -22,6 +22,27 @@ from oslo_config import cfg
 
 from glimpse.exceptions import ConfigError
 
+
+class GlanceList(cfg.types.List):
+    """A list written as Glance's sample writes it, ``[a,b]`` (items may be quoted),
+    or as ``a,b``. Glance declares these options with ``bounds=True``, which
+    takes only the first form; oslo.config's plain lists take only the second
+    (the brackets would stay in the first and last items)."""
+
+    def __init__(self, item_type: cfg.types.ConfigType) -> None:
+        super().__init__(item_type, bounds=True)
+
+    def __call__(self, value: object) -> list[object]:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            value = f"[{value.strip()}]"
+        return super().__call__(value)
+
+
+def glance_list_opt(name: str, item_type: cfg.types.ConfigType, default: list[object],
+                    help: str) -> cfg.Opt:
+    """A list option that takes both forms of :class:`GlanceList`."""
+    return cfg.Opt(name, type=GlanceList(item_type), default=default, help=help)
+
 default_opts: list[cfg.Opt] = [
     cfg.StrOpt("state_path", default="./glimpse-data",
                help="Top-level directory for Glimpse's local state (SQLite database, "
@@ -98,10 +119,15 @@ default_opts: list[cfg.Opt] = [
                     "server (see [oslo_middleware] enable_proxy_headers_parsing)."),
     cfg.StrOpt("node_staging_uri", default="file://$state_path/staging",
                help="Where glance-direct imports stage data (file:// only)."),
-    cfg.ListOpt("enabled_import_methods", default=["glance-direct", "web-download"],
-                help="Interoperable import methods offered. Glimpse runs glance-direct "
-                     "and web-download; copy-image and glance-download (which need a "
-                     "second store or cloud) are never offered, even when listed."),
+    # item types, quotes and ``[...]`` bounds as Glance declares them (its sample
+    # config writes ``[glance-direct,web-download]``)
+    glance_list_opt("enabled_import_methods", default=["glance-direct", "web-download"],
+                    item_type=cfg.types.String(choices=["glance-direct", "web-download",
+                                                        "copy-image", "glance-download"],
+                                               quotes=True),
+                    help="Interoperable import methods offered. Glimpse runs glance-direct "
+                         "and web-download; copy-image and glance-download (which need a "
+                         "second store or cloud) are never offered, even when listed."),
     cfg.StrOpt("property_protection_file", help="Property protection rules file."),
     cfg.StrOpt("property_protection_rule_format", default="roles",
                choices=["roles", "policies"], help="Format of the protection file."),
@@ -262,18 +288,21 @@ task_opts: list[cfg.Opt] = [
 ]
 
 import_filtering_opts: list[cfg.Opt] = [
-    cfg.ListOpt("allowed_schemes", default=["http", "https"],
-                help="web-download: URI schemes allowed (empty: see disallowed_schemes)."),
-    cfg.ListOpt("disallowed_schemes", default=[],
-                help="web-download: URI schemes refused when allowed_schemes is empty."),
-    cfg.ListOpt("allowed_hosts", default=[],
-                help="web-download: hosts allowed (empty: see disallowed_hosts)."),
-    cfg.ListOpt("disallowed_hosts", default=[],
-                help="web-download: hosts refused when allowed_hosts is empty."),
-    cfg.ListOpt("allowed_ports", default=[80, 443], item_type=cfg.types.Integer(),
-                help="web-download: ports allowed (empty: see disallowed_ports)."),
-    cfg.ListOpt("disallowed_ports", default=[], item_type=cfg.types.Integer(),
-                help="web-download: ports refused when allowed_ports is empty."),
+    glance_list_opt("allowed_schemes", default=["http", "https"],
+                    item_type=cfg.types.String(quotes=True),
+                    help="web-download: URI schemes allowed (empty: see disallowed_schemes)."),
+    glance_list_opt("disallowed_schemes", default=[], item_type=cfg.types.String(quotes=True),
+                    help="web-download: URI schemes refused when allowed_schemes is empty."),
+    glance_list_opt("allowed_hosts", default=[], item_type=cfg.types.HostAddress(),
+                    help="web-download: hosts allowed (empty: see disallowed_hosts)."),
+    glance_list_opt("disallowed_hosts", default=[], item_type=cfg.types.HostAddress(),
+                    help="web-download: hosts refused when allowed_hosts is empty."),
+    glance_list_opt("allowed_ports", default=[80, 443],
+                    item_type=cfg.types.Integer(min=1, max=65535),
+                    help="web-download: ports allowed (empty: see disallowed_ports)."),
+    glance_list_opt("disallowed_ports", default=[],
+                    item_type=cfg.types.Integer(min=1, max=65535),
+                    help="web-download: ports refused when allowed_ports is empty."),
 ]
 
 image_format_opts: list[cfg.Opt] = [

@@ -68,6 +68,24 @@ def test_later_config_files_win(tmp_path: Path) -> None:
     assert (conf.bind_port, conf.workers) == (9002, 3)
 
 
+def test_list_options_take_glances_bracketed_and_quoted_forms(tmp_path: Path) -> None:
+    path = tmp_path / "glimpse-api.conf"
+    path.write_text("[DEFAULT]\nenabled_import_methods = [glance-direct,'web-download']\n"
+                    "[import_filtering_opts]\nallowed_hosts = [127.0.0.1, images.example]\n"
+                    "allowed_ports = [8000]\n")
+    conf = config.load(["--config-file", str(path)])
+    assert conf.enabled_import_methods == ["glance-direct", "web-download"]
+    assert conf.import_filtering_opts.allowed_hosts == ["127.0.0.1", "images.example"]
+    assert conf.import_filtering_opts.allowed_ports == [8000]
+    # and oslo.config's usual form, without brackets
+    path.write_text("[DEFAULT]\nenabled_import_methods = web-download\n"
+                    "[import_filtering_opts]\nallowed_hosts = 127.0.0.1\nallowed_ports =\n")
+    conf = config.load(["--config-file", str(path)])
+    assert conf.enabled_import_methods == ["web-download"]
+    assert conf.import_filtering_opts.allowed_hosts == ["127.0.0.1"]
+    assert conf.import_filtering_opts.allowed_ports == []
+
+
 def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
     path = tmp_path / "bad.conf"
     path.write_text("[outbox]\nbatch_size = lots\n")
@@ -96,6 +114,10 @@ def test_load_raises_config_error_naming_the_option(tmp_path: Path) -> None:
      "[oslo_middleware] enable_proxy_headers_parsing"),
     ("oslo_messaging_rabbit", "ssl_ca_file = /nonexistent/ca.pem",
      "[oslo_messaging_rabbit] ssl_ca_file"),
+    ("DEFAULT", "enabled_import_methods = glance-direct,bogus-method",
+     "[DEFAULT] enabled_import_methods"),
+    ("import_filtering_opts", "allowed_ports = 80,70000",
+     "[import_filtering_opts] allowed_ports"),
 ])
 def test_invalid_value_stops_start_up(tmp_path: Path, section: str, line: str,
                                       named: str) -> None:
