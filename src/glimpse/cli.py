@@ -208,6 +208,10 @@ def _prepare_in_child(args: list[str]) -> tuple[int, ServeSettings | None]:
 
         try:
             code, _ = _prepare_or_status(args, send)
+        except SystemExit as exc:   # --help: argparse has printed what was asked
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
         except BaseException:
             import traceback
 
@@ -228,10 +232,8 @@ def _prepare_in_child(args: list[str]) -> tuple[int, ServeSettings | None]:
         pipe.read()
     _, wait_status = os.waitpid(pid, 0)
     status = os.waitstatus_to_exitcode(wait_status)
-    if status != 0:
-        return status, None
-    if settings is None:
-        return 1, None
+    if status != 0 or settings is None:
+        return status, None     # 0 without settings: only help was asked for
     return 0, settings
 
 
@@ -242,7 +244,7 @@ def api_main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     status, settings = _prepare_in_child(args)
     if status != 0 or settings is None:
-        return status or 1
+        return status
     setup_logging(settings)
     os.environ[CONFIG_ENV] = json.dumps(args)
     LOG.info("Starting Glimpse API on %s:%s with %d worker(s)",

@@ -351,3 +351,13 @@ def test_worker_startup_failure_stops_the_supervisor(
     proc = supervised("fail-start")
     assert proc.wait(30) == 1
     assert 1 <= len(_events(tmp_path)) <= 2, "no restart loop"
+
+
+@pytest.mark.parametrize(("argument", "status", "shown"), [
+    ("--help", 0, "[--config-file PATH]"), ("--no-such-option", 2, "unrecognized arguments")])
+def test_help_and_bad_arguments_exit_cleanly(argument: str, status: int, shown: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "glimpse.cli", argument],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == status
+    assert shown in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
