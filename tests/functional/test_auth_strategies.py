@@ -162,6 +162,17 @@ def test_property_protections(glimpse_server: Callable[..., Any], tmp_path: Path
                                content=json.dumps([{"op": "add", "path": "/x_admin_flag",
                                                     "value": "mine"}]))
         assert overwrite.status_code == 403, overwrite.text
+        # what a member cannot read does not exist for it, as in Glance: the same
+        # answer as for a property nobody set (no hint that it is there)
+        for op in ("replace", "remove"):
+            answers = [http.patch(f"/v2/images/{image_id}", headers={**member, **PATCH},
+                                  content=json.dumps([{"op": op, "path": f"/{name}",
+                                                       **({"value": "v"} if op == "replace"
+                                                          else {})}]))
+                       for name in ("x_admin_flag", "x_admin_never_set")]
+            assert [a.status_code for a in answers] == [409, 409], answers[0].text
+            assert answers[0].text == answers[1].text.replace("x_admin_never_set",
+                                                              "x_admin_flag")
         # The hidden property survived the member's update.
         assert http.get(f"/v2/images/{image_id}", headers=admin).json()["x_admin_flag"] \
             == "secret"

@@ -239,10 +239,18 @@ def update_image(runtime: Runtime, ctx: RequestContext, image_id: str,
         if not changes:
             return image
         before = image.copy()
+        protections = property_protection.current()
+        # The changes apply to what the caller sees: a property it may not read
+        # is absent for it (replace/remove: 409 "does not exist", as Glance),
+        # and stays as it was unless the caller may create it.
+        view = protections.readable_image(ctx, image)
         for change in changes:
-            _authorize_change(ctx, image, change)
-            apply_change(image, change)
-        property_protection.current().check_changes(ctx, before.properties, image.properties)
+            _authorize_change(ctx, view, change)
+            apply_change(view, change)
+        if view is not image:
+            view.properties = protections.merge_hidden(ctx, before.properties, view.properties)
+            image = view
+        protections.check_changes(ctx, before.properties, image.properties)
         if set(image.properties) - set(before.properties):
             check_property_quota(runtime, image.properties)
         if any(change.name == "tags" for change in changes):
