@@ -9,6 +9,8 @@
   (``www_authenticate_uri`` or an ``auth_type``).
 - ``property_protection_file``, when set, must exist and parse (as Glance:
   the service does not start with broken protections).
+- The policy file, when there is one, must parse (Glance starts, then answers
+  every request with a 500 until it is fixed).
 
 :func:`check_startup` raises ConfigError with a message naming the option.
 """
@@ -62,6 +64,18 @@ def check_startup(conf: Any) -> None:
         from glimpse.auth.property_protection import load_rules, rules_file
 
         load_rules(rules_file(conf), conf.property_protection_rule_format)
+    _check_policy_file(conf)
+
+
+def _check_policy_file(conf: Any) -> None:
+    from glimpse.auth import policy
+
+    try:
+        policy.Policy(conf).enforcer.load_rules(force_reload=True)
+    except ValueError as exc:   # oslo.policy's YAML/JSON parse errors
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"[oslo_policy] policy_file {conf.oslo_policy.policy_file}: "
+                          f"cannot be parsed: {reason}") from exc
 
 
 def _check_keystone(conf: Any) -> None:

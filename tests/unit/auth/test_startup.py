@@ -73,3 +73,15 @@ def test_a_broken_property_protection_file_stops_start_up(tmp_path: Path) -> Non
 def test_a_missing_property_protection_file_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Cannot read"):
         check_startup(conf_with(tmp_path, f"property_protection_file = {tmp_path}/nope\n"))
+
+
+def test_a_policy_file_that_does_not_parse_stops_start_up(tmp_path: Path) -> None:
+    rules = tmp_path / "policy.yaml"
+    rules.write_text('"get_image": "role:reader"\n"add_image": [broken\n')
+    conf = conf_with(tmp_path, f"[oslo_policy]\npolicy_file = {rules}\n")
+    with pytest.raises(ConfigError, match=r"\[oslo_policy\] policy_file .*cannot be parsed"):
+        check_startup(conf)
+    rules.write_text('"get_image": "role:reader"\n')
+    check_startup(conf)               # a good file, or none at all, is fine
+    (tmp_path / "none").mkdir()
+    check_startup(conf_with(tmp_path / "none", ""))
