@@ -455,6 +455,11 @@ def test_members(server: ServerProcess) -> None:
         assert r.status_code == 403
         r = owner.post(f"/v2/images/{image_id}/members", json={"nomember": P3})
         assert (r.status_code, message(r)) == (400, "Member to be added not specified")
+        for bad, said in ((5, "Member must be a string (a project id)"),
+                          ("p" * 256, "Member is too long: a project id has at most 255 "
+                                      "characters")):
+            r = owner.post(f"/v2/images/{image_id}/members", json={"member": bad})
+            assert (r.status_code, message(r)) == (400, said)
         assert owner.post(f"/v2/images/{image_id}/members", json={"member": P3}
                           ).status_code == 200
         r = owner.post(f"/v2/images/{image_id}/members", json={"member": "p4"})

@@ -130,6 +130,7 @@ def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None
         assert task["type"] == "api_image_import"
         assert task["result"] == {"image_id": image_id}
         assert task["input"]["image_id"] == image_id
+        assert task["image_id"] == image_id       # shown as Glance shows it
         assert task["input"]["import_req"]["method"]["name"] == "web-download"
         image = client.get(f"/v2/images/{image_id}").json()
         assert image["status"] == "active"

@@ -36,8 +36,12 @@ def task_view(task: Task) -> dict[str, Any]:
         "owner": task.owner, "message": task.message or "", "result": task.result,
         "created_at": _time(task.created_at), "updated_at": _time(task.updated_at),
         "self": f"/v2/tasks/{task.id}", "schema": "/v2/schemas/task",
-        "request_id": task.request_id, "user_id": task.user_id,
     }
+    # as Glance's _format_task: each only when it has a value
+    for key, value in (("image_id", task.image_id), ("request_id", task.request_id),
+                       ("user_id", task.user_id)):
+        if value:
+            view[key] = value
     if task.expires_at is not None:
         view["expires_at"] = _time(task.expires_at)
     return view

@@ -34,8 +34,10 @@ def member_id_from_body(body: Any) -> str:
     member = body["member"]
     if not member:
         raise Invalid("Member can't be empty")
-    if not isinstance(member, str) or len(member) > 255:
-        raise Invalid('Expected a member in the form: {"member": "image_id"}')
+    if not isinstance(member, str):
+        raise Invalid("Member must be a string (a project id)")
+    if len(member) > 255:
+        raise Invalid("Member is too long: a project id has at most 255 characters")
     return member
 
 

@@ -35,6 +35,8 @@ from glimpse.runtime import Runtime
 LEGACY_IMPORT: Final = "import"
 API_IMAGE_IMPORT: Final = "api_image_import"
 TASK_TYPES: Final = ("import", "api_image_import", "location_import")
+# The one ``type`` Glance's task list accepts as a filter (others: 400).
+LIST_FILTER_TYPES: Final = ("import",)
 EXECUTOR_KEY: Final = "task_executor"
 CLAIM_SECONDS: Final = 30.0
 
@@ -120,7 +122,7 @@ def list_tasks(rt: Runtime, ctx: RequestContext, query: TaskQuery) -> list[Task]
     check_api_access(ctx)
     if query.status is not None and query.status not in TASK_STATUSES:
         raise Invalid(f"Invalid status value: {query.status}")
-    if query.type is not None and query.type not in TASK_TYPES:
+    if query.type is not None and query.type not in LIST_FILTER_TYPES:
         raise Invalid(f"Invalid type value: {query.type}")
     if query.sort_dir not in ("asc", "desc"):
         raise Invalid(f"Invalid sort direction: {query.sort_dir}")
