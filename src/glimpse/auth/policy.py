@@ -196,9 +196,18 @@ class Policy:
     def is_admin(self, ctx: RequestContext) -> bool:
         """Whether the ``context_is_admin`` rule holds for ``ctx`` (Glance's
         ``check_is_admin``: the caller's own credentials as the target, with
-        ``is_admin`` false while it is being decided)."""
+        ``is_admin`` false while it is being decided). Asked once per request:
+        remembered per (roles, user, project) like :meth:`check`'s decisions."""
+        cacheable = self._decision_keys() is not None
+        memo = ("context_is_admin", ctx.roles, ctx.user_id, ctx.project_id)
+        found = self._decisions.get(memo) if cacheable else None
+        if found is not None:
+            return found
         plain = replace(ctx, admin=False)
-        return self.check(plain, "context_is_admin", credentials(plain))
+        allowed = self.check(plain, "context_is_admin", credentials(plain))
+        if cacheable:
+            self._decisions[memo] = allowed
+        return allowed
 
     def check_expression(self, ctx: RequestContext, expression: str,
                          target: Mapping[str, Any] | None = None) -> bool:
