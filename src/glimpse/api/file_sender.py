@@ -31,7 +31,6 @@ def closing(cycle: RequestResponseCycle) -> bool:
     return cycle.disconnected or cycle.transport.is_closing()
 
 
-
 class FileSendError(Exception):
     """The file could not be read (or ended early) after ``sent`` bytes of it went out."""
 
