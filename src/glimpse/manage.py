@@ -207,7 +207,6 @@ def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
     return "\n".join(lines), oldest
 
 
-
 def _load_metadefs(conf: Any, path: str) -> int:
     from pathlib import Path
 

@@ -340,7 +340,7 @@ def test_sendfile_waiting_for_a_stalled_client_ends_when_it_goes_away(
 
 
 class HeadTimeoutProtocol(BodyIntoProtocol):
-    idle_timeout = 0.5
+    idle_timeout = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +361,7 @@ def closed_within(sock: socket.socket, seconds: float) -> float:
 def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(
         head_timeout_port: int) -> None:
     with socket.create_connection(("127.0.0.1", head_timeout_port)) as sock:
-        assert 0.3 < closed_within(sock, 5) < 4
+        assert 0.8 < closed_within(sock, 6) < 5
 
 
 def test_a_request_head_trickling_in_is_closed_after_the_timeout(
@@ -370,10 +370,10 @@ def test_a_request_head_trickling_in_is_closed_after_the_timeout(
         sock.sendall(b"GET /extensions HTTP/1.1\r\nHost: t\r\n")
         start = time.monotonic()
         with pytest.raises(OSError):         # closed under the writer: EPIPE or reset
-            for i in range(40):              # a header every 0.1 s, never the end
+            for i in range(80):              # a header every 0.1 s, never the end
                 sock.sendall(f"X-Slow-{i}: 1\r\n".encode())
                 time.sleep(0.1)
-        assert time.monotonic() - start < 3.5
+        assert time.monotonic() - start < 6
 
 
 def test_kept_alive_connections_and_slow_heads_within_the_timeout_are_served(
@@ -381,9 +381,9 @@ def test_kept_alive_connections_and_slow_heads_within_the_timeout_are_served(
     ask = b"GET /extensions HTTP/1.1\r\nHost: t\r\n\r\n"
     with socket.create_connection(("127.0.0.1", head_timeout_port)) as sock:
         reader = sock.makefile("rb")
-        for pause in (1.2, 0.0):              # idle past the timeout between requests
+        for pause in (2.2, 0.0):              # idle past the timeout between requests
             sock.sendall(ask[:20])
-            time.sleep(0.3)                   # a head in two pieces, within the timeout
+            time.sleep(0.2)                   # a head in two pieces, within the timeout
             sock.sendall(ask[20:])
             status, length = read_head(reader)
             assert status == 200 and EXTENSION in json.loads(reader.read(length))
