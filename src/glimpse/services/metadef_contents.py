@@ -12,6 +12,7 @@ are Duplicate (409). No notification is recorded (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +36,18 @@ from glimpse.services.metadefs import (
 )
 
 # --- objects ------------------------------------------------------------------------------
+
+
+def _write_unique(taken: bool, duplicate: Duplicate, write: Callable[[], object]) -> None:
+    """Raise ``duplicate`` when the row's name is already ``taken`` in its namespace,
+    else ``write()`` it; a writer that took the name meanwhile (the unique
+    constraint's IntegrityError) gets the same ``duplicate``."""
+    if taken:
+        raise duplicate
+    try:
+        write()
+    except IntegrityError:
+        raise duplicate from None
 
 
 def _no_object(name: str) -> NotFound:
@@ -66,12 +79,9 @@ def create_object(runtime: Runtime, ctx: RequestContext, namespace: str,
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "add_metadef_object", for_update=True)
         ns_id = assert_namespace_id(ns)
-        if repo.get_object(session, ns_id, obj.name) is not None:
-            raise duplicate_object(obj.name, ns.namespace)
-        try:
-            repo.add_object(session, ns_id, obj)
-        except IntegrityError:
-            raise duplicate_object(obj.name, ns.namespace) from None
+        _write_unique(repo.get_object(session, ns_id, obj.name) is not None,
+                      duplicate_object(obj.name, ns.namespace),
+                      lambda: repo.add_object(session, ns_id, obj))
     return obj
 
 
@@ -87,15 +97,11 @@ def update_object(runtime: Runtime, ctx: RequestContext, namespace: str, name: s
             raise _no_object(name)
         obj = object_from_body(body, utcnow())
         obj.created_at = old.created_at
-        duplicate = Duplicate(
-            "Invalid update. It would result in a duplicate metadata definition object "
-            f"with the same name={obj.name} in namespace={ns.namespace}.")
-        if obj.name != name and repo.get_object(session, ns_id, obj.name) is not None:
-            raise duplicate
-        try:
-            repo.update_object(session, ns_id, name, obj)
-        except IntegrityError:
-            raise duplicate from None
+        _write_unique(
+            obj.name != name and repo.get_object(session, ns_id, obj.name) is not None,
+            Duplicate("Invalid update. It would result in a duplicate metadata definition "
+                      f"object with the same name={obj.name} in namespace={ns.namespace}."),
+            lambda: repo.update_object(session, ns_id, name, obj))
         return obj
 
 
@@ -156,14 +162,10 @@ def create_property(runtime: Runtime, ctx: RequestContext, namespace: str,
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "add_metadef_property", for_update=True)
         ns_id = assert_namespace_id(ns)
-        duplicate = Duplicate(f"A metadata definition property with name={prop.name} "
-                              f"already exists in namespace={ns.namespace}.")
-        if repo.get_property(session, ns_id, prop.name) is not None:
-            raise duplicate
-        try:
-            repo.add_property(session, ns_id, prop)
-        except IntegrityError:
-            raise duplicate from None
+        _write_unique(repo.get_property(session, ns_id, prop.name) is not None,
+                      Duplicate(f"A metadata definition property with name={prop.name} "
+                                f"already exists in namespace={ns.namespace}."),
+                      lambda: repo.add_property(session, ns_id, prop))
     return prop
 
 
@@ -181,15 +183,12 @@ def update_property(runtime: Runtime, ctx: RequestContext, namespace: str, name:
         if old is None:
             raise _no_property(name)
         prop.created_at = old.created_at
-        duplicate = Duplicate(
-            "Invalid update. It would result in a duplicate metadata definition property "
-            f"with the same name={prop.name} in namespace={ns.namespace}.")
-        if prop.name != name and repo.get_property(session, ns_id, prop.name) is not None:
-            raise duplicate
-        try:
-            repo.update_property(session, ns_id, name, prop)
-        except IntegrityError:
-            raise duplicate from None
+        _write_unique(
+            prop.name != name and repo.get_property(session, ns_id, prop.name) is not None,
+            Duplicate("Invalid update. It would result in a duplicate metadata definition "
+                      f"property with the same name={prop.name} in "
+                      f"namespace={ns.namespace}."),
+            lambda: repo.update_property(session, ns_id, name, prop))
     return prop
 
 
@@ -246,12 +245,9 @@ def create_tag(runtime: Runtime, ctx: RequestContext, namespace: str, name: str)
     with runtime.db.write() as session:
         ns = lookup(session, ctx, namespace, "add_metadef_tag", for_update=True)
         ns_id = assert_namespace_id(ns)
-        if repo.tag_id(session, ns_id, name) is not None:
-            raise duplicate_tag(name, ns.namespace)
-        try:
-            repo.add_tags(session, ns_id, [tag])
-        except IntegrityError:
-            raise duplicate_tag(name, ns.namespace) from None
+        _write_unique(repo.tag_id(session, ns_id, name) is not None,
+                      duplicate_tag(name, ns.namespace),
+                      lambda: repo.add_tags(session, ns_id, [tag]))
     return tag
 
 
@@ -297,13 +293,10 @@ def update_tag(runtime: Runtime, ctx: RequestContext, namespace: str, name: str,
         tag = repo.get_tag(session, ns_id, name)
         if tag is None:
             raise _no_tag(name)
-        if new_name != name and repo.tag_id(session, ns_id, new_name) is not None:
-            raise duplicate_tag(new_name, ns.namespace)
+        taken = new_name != name and repo.tag_id(session, ns_id, new_name) is not None
         tag.name, tag.updated_at = new_name, utcnow()
-        try:
-            repo.rename_tag(session, ns_id, name, tag)
-        except IntegrityError:
-            raise duplicate_tag(new_name, ns.namespace) from None
+        _write_unique(taken, duplicate_tag(new_name, ns.namespace),
+                      lambda: repo.rename_tag(session, ns_id, name, tag))
         return tag
 
 
