@@ -62,10 +62,13 @@ def broker_restored() -> Iterator[None]:
 
 def notifying_server(glimpse_server: Any, rabbit_url: str, topic: str,
                      driver: str = "messagingv2", **default: Any) -> Any:
+    """A server notifying ``topic``. Its relay lease lasts 2 s (default 15 s): a
+    restart after a kill waits that long for the dead process's lease."""
     return glimpse_server({
         "DEFAULT": {"transport_url": rabbit_url, **default},
         "oslo_messaging_notifications": {"driver": [driver], "topics": topic},
-        "outbox": {"poll_interval": 0.05, "initial_backoff": 0.1, "max_backoff": 1.0},
+        "outbox": {"poll_interval": 0.05, "initial_backoff": 0.1, "max_backoff": 1.0,
+                   "lease_seconds": 2.0},
     })
 
 
