@@ -138,6 +138,26 @@ def server_options(state: Path, port: int, options: Options | None) -> Options:
     return merged
 
 
+def new_server(state: Path, options: Options | None = None) -> ServerProcess:
+    """A server (not started) on a free port, its state and configuration in ``state``."""
+    port = free_port()
+    merged = server_options(state, port, options)
+    return ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
+                         config_file=write_config(state / "glimpse-api.conf", merged),
+                         log=state / "glimpse.log", options=merged)
+
+
+@contextmanager
+def running_server(state: Path, options: Options | None = None) -> Iterator[ServerProcess]:
+    """A started server for a module-scoped fixture; stopped at the end."""
+    server = new_server(state, options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def glimpse_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: ``glimpse_server(options=None, start=True) -> ServerProcess``."""
@@ -146,11 +166,7 @@ def glimpse_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     def make(options: Options | None = None, start: bool = True) -> ServerProcess:
         state = tmp_path / f"server{len(started)}"
         state.mkdir()
-        port = free_port()
-        merged = server_options(state, port, options)
-        cfg = write_config(state / "glimpse-api.conf", merged)
-        server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
-                               config_file=cfg, log=state / "glimpse.log", options=merged)
+        server = new_server(state, options)
         started.append(server)
         if start:
             server.start()
@@ -222,12 +238,5 @@ def server_per_database(request: pytest.FixtureRequest,
             migrate.upgrade(engine)
             engine.dispose()
             extra["database"] = {"connection": url}
-        state = tmp_path_factory.mktemp(f"{name}-{request.param}")
-        port = free_port()
-        merged = server_options(state, port, extra)
-        server = ServerProcess(url=f"http://127.0.0.1:{port}", port=port, state=state,
-                               config_file=write_config(state / "glimpse-api.conf", merged),
-                               log=state / "glimpse.log", options=merged)
-        server.start()
-        stack.callback(server.stop)
-        yield server
+        yield stack.enter_context(running_server(
+            tmp_path_factory.mktemp(f"{name}-{request.param}"), extra))

@@ -3,6 +3,9 @@
 Notifications are checked in the server's outbox (``log`` driver), read straight
 from its SQLite file: every event is recorded there in the transaction of the
 change it describes.
+
+The tests that need no options of their own and do not restart the server share
+one (``server``): each sees only the store files and log lines it added.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, held_body
+from tests.conftest import ServerProcess, held_body, running_server
 from tests.image_bytes import qcow2, random_raw
 
 OWNER = {"X-Project-Id": "a" * 32, "X-User-Id": "alice", "X-Roles": "member,reader"}
@@ -54,9 +58,26 @@ def upload(server: ServerProcess, image_id: str, data: bytes,
         return c.put(f"/v2/images/{image_id}/file", content=data)
 
 
-def store_files(server: ServerProcess) -> list[str]:
+# Per shared server: the store files and the log size when the current test began.
+_BEFORE: dict[Path, tuple[frozenset[str], int]] = {}
+
+
+def _all_store_files(server: ServerProcess) -> set[str]:
     datadir = server.state / "images"
-    return sorted(p.name for p in datadir.iterdir()) if datadir.exists() else []
+    return {p.name for p in datadir.iterdir()} if datadir.exists() else set()
+
+
+def store_files(server: ServerProcess) -> list[str]:
+    """The files in the server's store that the current test added."""
+    before = _BEFORE.get(server.state, (frozenset(), 0))[0]
+    return sorted(_all_store_files(server) - before)
+
+
+def log_text(server: ServerProcess) -> str:
+    """What the server logged during the current test."""
+    with server.log.open("rb") as log:
+        log.seek(_BEFORE.get(server.state, (frozenset(), 0))[1])
+        return log.read().decode(errors="replace")
 
 
 def outbox(server: ServerProcess, event_type: str | None = None) -> list[dict[str, Any]]:
@@ -94,9 +115,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("image-data"), LOG_DRIVER) as server:
+        yield server
+
+
 @pytest.fixture
-def server(glimpse_server: Server) -> ServerProcess:
-    return glimpse_server(LOG_DRIVER)
+def server(shared_server: ServerProcess) -> Iterator[ServerProcess]:
+    """The module's server (``log`` driver), for a test that does not restart it."""
+    _BEFORE[shared_server.state] = (frozenset(_all_store_files(shared_server)),
+                                    shared_server.log.stat().st_size)
+    yield shared_server
+    del _BEFORE[shared_server.state]
 
 
 def test_upload_download_roundtrip_with_checksums(server: ServerProcess) -> None:
@@ -400,11 +431,12 @@ def test_concurrent_uploads_cannot_exceed_the_quota_together(glimpse_server: Ser
 
 
 def test_an_upload_stalled_after_its_data_was_complete_is_queued_again_at_start(
-        server: ServerProcess) -> None:
+        glimpse_server: Server) -> None:
     """The gap between an upload's file getting its final name and the commit that
     activates the image: a process that dies there leaves the image saving with
     its data complete. The next start puts it back to queued and removes the data
     (an hour after the file was complete; a younger one is left alone)."""
+    server = glimpse_server(LOG_DRIVER)
     stalled, recent = create_image(server), create_image(server)
     datadir = server.state / "images"
     with sqlite3.connect(server.state / "glimpse.sqlite") as conn:
@@ -551,7 +583,7 @@ def test_a_download_abandoned_before_its_answer_is_a_disconnect(server: ServerPr
     events = sends(server, image_id, 10)
     outcomes = {(e["priority"], e["payload"]["bytes_sent"] == 1_000_000) for e in events}
     assert outcomes <= {("WARN", False), ("INFO", True)}     # never ERROR
-    assert "Traceback" not in server.log.read_text()
+    assert "Traceback" not in log_text(server)
 
 
 def test_a_download_nobody_reads_is_closed_after_client_socket_timeout(
@@ -611,7 +643,8 @@ def test_store_read_failures_are_error_image_sends(server: ServerProcess) -> Non
 
 
 def test_upload_interrupted_by_a_crash_is_queued_again_after_restart(
-        server: ServerProcess) -> None:
+        glimpse_server: Server) -> None:
+    server = glimpse_server(LOG_DRIVER)
     image_id = create_image(server)
     head = (f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
             "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n"
