@@ -131,6 +131,13 @@ class SourceServer:
     def release(self) -> None:
         self._release.set()
 
+    def reset(self) -> None:
+        """For the next test: stalled answers are let go, files and requests forgotten."""
+        self.release()
+        self._release, self.stalled = threading.Event(), threading.Event()
+        self.files.clear()
+        self.requests.clear()
+
     def __enter__(self) -> SourceServer:
         self._thread.start()
         return self

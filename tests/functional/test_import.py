@@ -1,6 +1,10 @@
 """Interoperable import (web-download, glance-direct) against a real Glimpse server and a
 real HTTP source on 127.0.0.1: success, every failure mode, restart, and exactly-once
-execution with two processes on one PostgreSQL database."""
+execution with two processes on one PostgreSQL database.
+
+The tests that need no options of their own and do not restart the server share
+one, and one source (``shared``): each sees only the store files and events it
+added, and the source's requests since it began."""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, held_body
+from tests.conftest import ServerProcess, free_port, held_body, running_server
 from tests.image_bytes import qcow2
 from tests.import_helpers import (
     events_for,
@@ -36,6 +41,34 @@ def source() -> Iterator[SourceServer]:
         yield server
 
 
+# Per shared server: its store files and outbox length when the current test began.
+_BEFORE: dict[Path, tuple[frozenset[Path], int]] = {}
+
+
+@dataclass
+class Shared:
+    server: ServerProcess
+    source: SourceServer
+
+
+@pytest.fixture(scope="module")
+def shared_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    with SourceServer() as source, running_server(tmp_path_factory.mktemp("import"),
+                                                  import_options(source.port)) as server:
+        yield Shared(server, source)
+
+
+@pytest.fixture
+def shared(shared_pair: Shared) -> Iterator[Shared]:
+    """The module's server (``import_options`` of the module's source) and source,
+    for a test that does not restart the server; it must leave no task running."""
+    shared_pair.source.reset()
+    state = shared_pair.server.state
+    _BEFORE[state] = (frozenset(all_stored_files(state)), len(outbox(state)))
+    yield shared_pair
+    del _BEFORE[state]
+
+
 def new_image(client: httpx.Client, **extra: Any) -> str:
     resp = client.post("/v2/images", json={"name": "imp", "disk_format": "raw",
                                            "container_format": "bare", **extra})
@@ -53,8 +86,19 @@ def web_download(client: httpx.Client, image_id: str, uri: str) -> str:
     return str(tasks[0]["id"])
 
 
-def stored_files(state: Path) -> list[Path]:
+def all_stored_files(state: Path) -> list[Path]:
     return [p for p in (state / "images").rglob("*") if p.is_file()]
+
+
+def stored_files(state: Path) -> list[Path]:
+    """The store files the current test added."""
+    before = _BEFORE.get(state, (frozenset(), 0))[0]
+    return [p for p in all_stored_files(state) if p not in before]
+
+
+def new_events(state: Path) -> list[dict[str, Any]]:
+    """The envelopes recorded during the current test."""
+    return outbox(state)[_BEFORE.get(state, (frozenset(), 0))[1]:]
 
 
 SUCCESS_EVENTS = [
@@ -88,8 +132,8 @@ def test_info_import_lists_enabled_methods(glimpse_server: Any) -> None:
             assert resp.json()["message"] == f"Import method {name} is not enabled."
 
 
-def test_import_stores_must_name_this_services_store(glimpse_server: Any) -> None:
-    server = glimpse_server()
+def test_import_stores_must_name_this_services_store(shared: Shared) -> None:
+    server = shared.server
     with server.client(**headers()) as client:
         image_id = new_image(client)
         for stores in (["nope"], "file", [{}], [["file"]], [1]):
@@ -103,9 +147,9 @@ def test_import_stores_must_name_this_services_store(glimpse_server: Any) -> Non
 
 
 @pytest.mark.parametrize("flag", ["all_stores_must_succeed", "all_stores"])
-def test_import_store_flags_must_be_booleans(glimpse_server: Any, flag: str) -> None:
+def test_import_store_flags_must_be_booleans(shared: Shared, flag: str) -> None:
     """As Glance: checked with the request, before the image's state."""
-    server = glimpse_server()
+    server = shared.server
     with server.client(**headers()) as client:
         image_id = new_image(client)
         for value in ("yes", 1, None):
@@ -118,10 +162,11 @@ def test_import_store_flags_must_be_booleans(glimpse_server: Any, flag: str) -> 
         assert resp.status_code == 409             # not staged: the flag itself was fine
 
 
-def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None:
+def test_web_download_success(shared: Shared) -> None:
     n = 3 * 1024 * 1024 + 5
     data = b"".join(generated(n))
-    server = glimpse_server(import_options(source.port))
+    server = shared.server
+    source = shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url(f"/big/{n}"))
@@ -144,7 +189,7 @@ def test_web_download_success(glimpse_server: Any, source: SourceServer) -> None
         assert [t["id"] for t in image_tasks] == [task_id]
     events = events_for(server.state, task_id=task_id, image_id=image_id)
     assert events == [("image.create", "INFO", "queued"), *SUCCESS_EVENTS]
-    upload = next(e["payload"] for e in outbox(server.state)
+    upload = next(e["payload"] for e in new_events(server.state)
                   if e["event_type"] == "image.upload")
     assert upload["size"] == n and upload["checksum"] == hashlib.md5(data).hexdigest()
     assert task_payloads(server.state, task_id)[-1]["result"] == {"image_id": image_id}
@@ -182,8 +227,9 @@ def assert_failed_import(server: Any, client: httpx.Client, image_id: str, task_
     return task
 
 
-def test_web_download_404(glimpse_server: Any, source: SourceServer) -> None:
-    server = glimpse_server(import_options(source.port))
+def test_web_download_404(shared: Shared) -> None:
+    server = shared.server
+    source = shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/nothere"))
@@ -196,11 +242,10 @@ def test_web_download_404(glimpse_server: Any, source: SourceServer) -> None:
         assert image["status"] == "active" and image["os_glance_failed_import"] == ""
 
 
-def test_imported_data_is_inspected_as_uploads_are(glimpse_server: Any,
-                                                   source: SourceServer) -> None:
+def test_imported_data_is_inspected_as_uploads_are(shared: Shared) -> None:
     """A qcow2 with a backing file fails the import and keeps nothing; a good one
     gives the image its virtual size."""
-    server = glimpse_server(import_options(source.port))
+    server, source = shared.server, shared.source
     source.files["backed.qcow2"] = qcow2(1 << 30, backing_file=True)
     source.files["good.qcow2"] = qcow2(8 << 30)
     with server.client(**headers()) as client:
@@ -283,9 +328,8 @@ def test_web_download_past_its_deadline(glimpse_server: Any, source: SourceServe
                              message="deadline of 1 s ([task] download_deadline)")
 
 
-def test_disallowed_host_is_refused_before_any_task(glimpse_server: Any,
-                                                    source: SourceServer) -> None:
-    server = glimpse_server(import_options(source.port))
+def test_disallowed_host_is_refused_before_any_task(shared: Shared) -> None:
+    server, source = shared.server, shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         for uri in ("http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data/",
@@ -305,12 +349,11 @@ def test_disallowed_host_is_refused_before_any_task(glimpse_server: Any,
         assert client.get(f"/v2/images/{image_id}/tasks").json()["tasks"] == []
         assert client.get(f"/v2/images/{image_id}").json()["status"] == "queued"
     assert source.requests == []
-    assert not any(e["event_type"].startswith("task.") for e in outbox(server.state))
+    assert not any(e["event_type"].startswith("task.") for e in new_events(server.state))
 
 
-def test_redirect_to_disallowed_host_fails_the_task(glimpse_server: Any,
-                                                    source: SourceServer) -> None:
-    server = glimpse_server(import_options(source.port))
+def test_redirect_to_disallowed_host_fails_the_task(shared: Shared) -> None:
+    server, source = shared.server, shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         uri = source.url("/redirect?to=http://169.254.169.254/latest/meta-data/")
@@ -320,8 +363,8 @@ def test_redirect_to_disallowed_host_fails_the_task(glimpse_server: Any,
     assert source.requests == ["/redirect?to=http://169.254.169.254/latest/meta-data/"]
 
 
-def test_import_conflicts(glimpse_server: Any, source: SourceServer) -> None:
-    server = glimpse_server(import_options(source.port))
+def test_import_conflicts(shared: Shared) -> None:
+    server, source = shared.server, shared.source
     with server.client(**headers()) as client:
         bare = client.post("/v2/images", json={"name": "x"}).json()["id"]
         resp = client.post(f"/v2/images/{bare}/import",
@@ -335,12 +378,13 @@ def test_import_conflicts(glimpse_server: Any, source: SourceServer) -> None:
         assert resp.status_code == 409
         assert "needs to be staged" in resp.json()["message"]
         # A second import while one is running is refused.
-        web_download(client, image_id, source.url("/stall/100000"))
+        running = web_download(client, image_id, source.url("/stall/100000"))
         resp = client.post(f"/v2/images/{image_id}/import",
                            json={"method": {"name": "web-download",
                                             "uri": source.url("/files/a")}})
         assert resp.status_code == 409
         source.release()
+        assert wait_task(client, running)["status"] == "success"
         missing = "00000000-0000-0000-0000-000000000000"
         resp = client.post(f"/v2/images/{missing}/import",
                            json={"method": {"name": "web-download",
@@ -454,8 +498,11 @@ def test_restart_while_importing_fails_task_and_restores_image(
 def test_graceful_stop_during_a_stalled_download_fails_the_task_cleanly(
         glimpse_server: Any, source: SourceServer) -> None:
     """SIGTERM while a download is blocked on a stalled server: the process exits
-    (no kill needed), the task ends as failure saying why, the image is queued."""
-    server = glimpse_server(import_options(source.port, download_timeout=120))
+    (no kill needed), the task ends as failure saying why, the image is queued.
+    The running task gets ``[outbox] drain_timeout`` (here 1 s) to end by itself."""
+    options = import_options(source.port, download_timeout=120)
+    options["outbox"] = {"drain_timeout": 1}
+    server = glimpse_server(options)
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/stall/5000000"))
