@@ -3,54 +3,48 @@
 and python-glanceclient's ``glance md-*`` commands (the same commands, run
 against a Glance 33 peer, give the same tables). The server runs with noauth:
 requests without identity headers act as its default identity, an admin, as
-metadef writes need. (~11 CLI runs of ~1-2 s each: their start-up.)"""
+metadef writes need. (CLI runs cost ~1-2 s each of start-up: the ``openstack``
+commands run through one shell process.)"""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from tests.conftest import ServerProcess
 from tests.integration.glance_cli import glance, table
+from tests.integration.openstack_cli import openstack, openstack_shell
 
-OPENSTACK = str(Path(sys.executable).with_name("openstack"))
 
-
-def openstack(server: ServerProcess, *args: str) -> Any:
-    """``openstack ... -f json`` without Keystone (auth type none, the server's URL
-    as the endpoint); the parsed output, or None for commands that print nothing."""
+def env_for(server: ServerProcess) -> dict[str, str]:
+    """The ``openstack`` CLI without Keystone: auth type none, the server's URL as the
+    endpoint."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    proc = subprocess.run([OPENSTACK, "--os-auth-type", "none", "--os-endpoint", server.url,
-                           *args], capture_output=True, text=True, env=env, timeout=120,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, f"openstack {' '.join(args)} failed: {proc.stderr}"
-    return json.loads(proc.stdout) if proc.stdout.strip() else None
+    return {**env, "OS_AUTH_TYPE": "none", "OS_ENDPOINT": server.url}
 
 
 def test_openstack_cli_manages_namespaces(
         glimpse_server: Callable[..., ServerProcess]) -> None:
     server = glimpse_server()
-    created = openstack(server, "image", "metadef", "namespace", "create", "--display-name",
-                        "OSC one", "--description", "d", "--public", "--protected", "osc-ns",
+    env = env_for(server)
+    namespace = ["image", "metadef", "namespace"]
+    created = openstack(env, *namespace, "create", "--display-name", "OSC one",
+                        "--description", "d", "--public", "--protected", "osc-ns",
                         "-f", "json")
+    listed, shown_before = openstack_shell(
+        env,
+        [*namespace, "list", "-f", "json"],
+        [*namespace, "show", "osc-ns", "-f", "json"],
+        [*namespace, "set", "--display-name", "two", "--unprotected", "osc-ns"])
     assert (created["namespace"], created["display_name"], created["visibility"],
             created["protected"], created["owner"]) == ("osc-ns", "OSC one", "public", True,
                                                         "admin")
-    assert {"namespace": "osc-ns"} in openstack(server, "image", "metadef", "namespace",
-                                                 "list", "-f", "json")
-    assert openstack(server, "image", "metadef", "namespace", "show", "osc-ns", "-f",
-                     "json")["description"] == "d"
-    openstack(server, "image", "metadef", "namespace", "set", "--display-name", "two",
-              "--unprotected", "osc-ns")
+    assert {"namespace": "osc-ns"} in listed
+    assert shown_before["description"] == "d"
     with server.client() as http:
         shown = http.get("/v2/metadefs/namespaces/osc-ns").json()
         assert (shown["display_name"], shown["protected"]) == ("two", False)
-        openstack(server, "image", "metadef", "namespace", "delete", "osc-ns")
+        assert openstack_shell(env, [*namespace, "delete", "osc-ns"]) == []
         assert http.get("/v2/metadefs/namespaces/osc-ns").status_code == 404
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,10 @@ from tests.integration.keystone_fixture import (
     password_of,
     user_name,
 )
+from tests.integration.openstack_cli import OPENSTACK, openstack_shell
 
 pytestmark = pytest.mark.keystone
 
-OPENSTACK = str(Path(sys.executable).with_name("openstack"))
 A, B = PROJECTS
 
 
@@ -59,22 +57,9 @@ def openstack(ks: KeystoneInfo, project: str, *args: str,
     return proc
 
 
-def openstack_shell(ks: KeystoneInfo, project: str, *commands: list[str]) -> list[Any]:
-    """``commands`` run one after the other by one ``openstack`` process (its
-    interactive shell, reading them from stdin), as the member user of
-    ``project``. Every command must succeed: the shell reports a failure on
-    stderr and goes on (its exit status, 1 at the end of its input, says
-    nothing). Returns the JSON documents printed, in order."""
-    proc = subprocess.run([OPENSTACK], input="".join(shlex.join(c) + "\n" for c in commands),
-                          capture_output=True, text=True, env=openrc(ks, project), timeout=300)
-    assert not proc.stderr.strip(), (commands, proc.stderr)
-    decoder, text, documents = json.JSONDecoder(), proc.stdout, []
-    position = 0
-    while text[position:].strip():
-        position += len(text[position:]) - len(text[position:].lstrip())
-        document, position = decoder.raw_decode(text, position)
-        documents.append(document)
-    return documents
+def shell(ks: KeystoneInfo, project: str, *commands: list[str]) -> list[Any]:
+    """:func:`openstack_shell` as the member user of ``project``."""
+    return openstack_shell(openrc(ks, project), *commands)
 
 
 def shown(ks: KeystoneInfo, project: str, image: str) -> dict[str, Any]:
@@ -101,7 +86,7 @@ def test_an_image_lifecycle_through_the_openstack_cli(keystone: KeystoneInfo,  #
 
     saved = tmp_path / "saved.raw"
     project_b = keystone.project_ids[B]
-    listed, by_name, after, deactivated, activated, added, members = openstack_shell(
+    listed, by_name, after, deactivated, activated, added, members = shell(
         keystone, A,
         ["image", "list", "-f", "json"],
         ["image", "show", name, "-f", "json"],            # the CLI finds it with ?name=
@@ -127,8 +112,8 @@ def test_an_image_lifecycle_through_the_openstack_cli(keystone: KeystoneInfo,  #
     assert (added["member_id"], added["status"]) == (project_b, "pending")
     assert [(m["Member ID"], m["Status"]) for m in members] == [(project_b, "pending")]
 
-    (b_list,) = openstack_shell(keystone, B, ["image", "set", "--accept", image_id],
-                                ["image", "list", "-f", "json"])
+    (b_list,) = shell(keystone, B, ["image", "set", "--accept", image_id],
+                       ["image", "list", "-f", "json"])
     assert image_id in {row["ID"] for row in b_list}
     # and B cannot delete it
     refused = openstack(keystone, B, "image", "delete", image_id, check=False)
