@@ -165,8 +165,7 @@ def test_import_store_flags_must_be_booleans(shared: Shared, flag: str) -> None:
 def test_web_download_success(shared: Shared) -> None:
     n = 3 * 1024 * 1024 + 5
     data = b"".join(generated(n))
-    server = shared.server
-    source = shared.source
+    server, source = shared.server, shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url(f"/big/{n}"))
@@ -228,8 +227,7 @@ def assert_failed_import(server: Any, client: httpx.Client, image_id: str, task_
 
 
 def test_web_download_404(shared: Shared) -> None:
-    server = shared.server
-    source = shared.source
+    server, source = shared.server, shared.source
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/nothere"))

@@ -48,8 +48,11 @@ def openstack_shell(env: Mapping[str, str], *commands: Sequence[str]) -> list[An
     assert not proc.stderr.strip(), (commands, proc.stderr)
     decoder, text, documents = json.JSONDecoder(), proc.stdout, []
     position = 0
-    while text[position:].strip():
-        position += len(text[position:]) - len(text[position:].lstrip())
-        document, position = decoder.raw_decode(text, position)
+    while rest := text[position:].strip():
+        position = text.index(rest[0], position)
+        try:
+            document, position = decoder.raw_decode(text, position)
+        except ValueError:
+            raise AssertionError(f"not JSON in the output of {commands}: {rest[:2000]}") from None
         documents.append(document)
     return documents
