@@ -7,8 +7,9 @@ database and the events agree: an active or deactivated image has its data, of
 its size and checksum; a queued or deleted image has none; no image is left
 ``saving``; the store holds no file of an unknown image and no partial file; and
 the last ``image.upload`` INFO event of each image with data carries that data's
-checksum. Each client runs a fixed sequence (its own seed), so a failure names
-the operation and can be replayed.
+checksum. Each client runs a fixed sequence (its own seed): the operations are
+the same from run to run, their interleaving is not; a failure names the client,
+the step and the operation.
 """
 
 from __future__ import annotations
