@@ -43,6 +43,7 @@ def glance_list_opt(name: str, item_type: cfg.types.ConfigType, default: list[ob
     """A list option that takes both forms of :class:`GlanceList`."""
     return cfg.Opt(name, type=GlanceList(item_type), default=default, help=help)
 
+
 default_opts: list[cfg.Opt] = [
     cfg.StrOpt("state_path", default="./glimpse-data",
                help="Top-level directory for Glimpse's local state (SQLite database, "

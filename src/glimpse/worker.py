@@ -60,7 +60,6 @@ def preload() -> None:
         importlib.import_module(module)
 
 
-
 def freeze_startup_objects() -> None:
     """Move every object alive now (modules, configuration, the app) out of the
     cyclic collector's generations, for the rest of the process's life.

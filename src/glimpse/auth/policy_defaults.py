@@ -66,7 +66,6 @@ LEGACY_DEFAULTS: dict[str, str] = {
 }
 
 
-
 def _legacy(name: str) -> oslo_policy.DeprecatedRule | None:
     """The rule's pre-RBAC default, as Glance declares it (None: it has none)."""
     check = LEGACY_DEFAULTS.get(name)
