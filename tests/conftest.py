@@ -197,8 +197,9 @@ def rabbit_url() -> str:
 
 
 @contextmanager
-def fresh_pg_database(pg_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (its URL), dropped afterwards."""
+def fresh_pg_database(pg_url: str, template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL), dropped afterwards: empty, or a copy of
+    the database named ``template`` (which nobody may be connected to)."""
     import uuid
 
     import psycopg
@@ -206,7 +207,8 @@ def fresh_pg_database(pg_url: str) -> Iterator[str]:
     name = f"glimpse_test_{uuid.uuid4().hex[:12]}"
     admin = (pg_url.rsplit("/", 1)[0] + "/postgres").replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"'
+                     + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield pg_url.rsplit("/", 1)[0] + "/" + name
     finally:
