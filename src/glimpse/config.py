@@ -47,7 +47,8 @@ def glance_list_opt(name: str, item_type: cfg.types.ConfigType, default: list[ob
 default_opts: list[cfg.Opt] = [
     cfg.StrOpt("state_path", default="./glimpse-data",
                help="Top-level directory for Glimpse's local state (SQLite database, "
-                    "filesystem store, staging area) when those are not set explicitly."),
+                    "filesystem store, staging area) when those are not set explicitly, "
+                    "and of processes/, where each running process holds a lock."),
     cfg.HostAddressOpt("bind_host", default="127.0.0.1", help="Address to listen on."),
     cfg.PortOpt("bind_port", default=9292, help="Port to listen on."),
     cfg.IntOpt("workers", default=1, min=1, max=64,
@@ -211,7 +212,9 @@ outbox_opts: list[cfg.Opt] = [
                  help="First retry delay (seconds) after a failed delivery."),
     cfg.FloatOpt("max_backoff", default=30.0, min=0.1, help="Cap of the retry delay."),
     cfg.FloatOpt("lease_seconds", default=15.0, min=1.0,
-                 help="How long a relay's claim on a driver lasts without renewal."),
+                 help="How long a relay's claim on a driver lasts without renewal. A "
+                      "process of the same machine takes over at once from one that "
+                      "exited (its lock in $state_path/processes is free)."),
     cfg.FloatOpt("drain_timeout", default=5.0, min=0.0,
                  help="On shutdown, seconds to keep delivering pending events."),
     cfg.IntOpt("retention_hours", default=24, min=0,
@@ -285,7 +288,9 @@ task_opts: list[cfg.Opt] = [
     cfg.FloatOpt("claim_timeout", default=30.0, min=1.0,
                  help="Seconds a process's claim on a running task lasts without renewal "
                       "(renewed every third of it). A task whose process died is failed "
-                      "(or, if it had not started, run again) once its claim runs out."),
+                      "(or, if it had not started, run again) once its claim runs out, "
+                      "or at once by a process of the same machine (its lock in "
+                      "$state_path/processes is free)."),
 ]
 
 import_filtering_opts: list[cfg.Opt] = [

@@ -9,6 +9,7 @@ request work; it only constructs and starts/stops things.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from oslo_config import cfg
 
 from glimpse.db.engine import Database
+from glimpse.liveness import LivenessMarks
 from glimpse.notifications.envelope import default_publisher_id
 from glimpse.notifications.recorder import Notifier
 from glimpse.notifications.spool import EventSpool
@@ -41,15 +43,21 @@ class Runtime:
     spool: EventSpool | None = None     # with a driver: events kept while the db is away
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
     background: list[Background] = field(default_factory=list)
+    liveness: LivenessMarks | None = None   # this process's mark, while the loops run
     extras: dict[str, Any] = field(default_factory=dict)
 
     def start_background(self) -> None:
-        """Start the relay (if any driver is configured) and the task executor."""
+        """Hold this process's liveness mark (``<state_path>/processes``), then start
+        the relay (if any driver is configured) and the task executor."""
         from glimpse.notifications.relay import Relay
         from glimpse.tasks.executor import Executor
 
+        marks = LivenessMarks(os.path.join(self.conf.state_path, "processes"))
+        self.liveness = marks if marks.hold(self.node_id) else None
+        owner_gone = self.liveness.gone if self.liveness is not None else None
         if self.notifier.drivers:
-            relay = Relay(self.conf, self.db, self.notifier.drivers, node_id=self.node_id)
+            relay = Relay(self.conf, self.db, self.notifier.drivers, node_id=self.node_id,
+                          owner_gone=owner_gone)
             self.notifier.set_on_commit(relay.wake)
             self.background.append(relay)
         self.background.append(Executor(self))
@@ -65,6 +73,9 @@ class Runtime:
                 LOG.exception("Error while stopping %r", loop)
         self.background.clear()
         self.notifier.set_on_commit(None)
+        if self.liveness is not None:
+            self.liveness.release()
+            self.liveness = None
 
 
 def _check_schema(db: Database, *, migrate_sqlite: bool) -> None:

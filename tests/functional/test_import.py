@@ -478,7 +478,10 @@ def test_staging_over_size_cap_keeps_nothing(glimpse_server: Any) -> None:
 
 def test_restart_while_importing_fails_task_and_restores_image(
         glimpse_server: Any, source: SourceServer) -> None:
-    server = glimpse_server(import_options(source.port, claim_timeout=2, download_timeout=60))
+    """The claim would last 10 minutes: the restarted process recovers the task at
+    once, because the killed one's liveness mark is unlocked (glimpse.liveness)."""
+    server = glimpse_server(import_options(source.port, claim_timeout=600,
+                                           download_timeout=60))
     with server.client(**headers()) as client:
         image_id = new_image(client)
         task_id = web_download(client, image_id, source.url("/stall/5000000"))

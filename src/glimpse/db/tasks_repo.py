@@ -173,13 +173,13 @@ def release(session: Connection, task_id: str) -> None:
                     .values(claimed_by=None, claimed_until=None))
 
 
-def expired_claims(session: Connection, *, now: datetime) -> list[tuple[str, str]]:
-    """``(id, status)`` of pending/processing tasks whose claim ran out: their
-    process died (or hung) while holding them."""
-    stmt = select(_tasks.c.id, _tasks.c.status).where(
-        _tasks.c.claimed_by.is_not(None), _tasks.c.claimed_until < now,
-        _tasks.c.status.in_([PENDING, PROCESSING]))
-    return [(row[0], row[1]) for row in session.execute(stmt)]
+def claims(session: Connection) -> list[tuple[str, str, str, datetime | None]]:
+    """``(id, status, claimed_by, claimed_until)`` of the pending/processing tasks
+    that a process claimed."""
+    stmt = select(_tasks.c.id, _tasks.c.status, _tasks.c.claimed_by,
+                  _tasks.c.claimed_until).where(
+        _tasks.c.claimed_by.is_not(None), _tasks.c.status.in_([PENDING, PROCESSING]))
+    return [(row[0], row[1], row[2], row[3]) for row in session.execute(stmt)]
 
 
 def still_claimed_by(session: Connection, task_id: str, node: str) -> bool:

@@ -175,14 +175,16 @@ class DriverWorker:
     thread at a time."""
 
     def __init__(self, db: Database, driver_name: str, driver: Driver, *, node_id: str,
-                 settings: RelaySettings, clock: Callable[[], datetime] = utcnow) -> None:
+                 settings: RelaySettings, clock: Callable[[], datetime] = utcnow,
+                 owner_gone: Callable[[str], bool] | None = None) -> None:
         self.db = db
         self.driver_name = driver_name
         self.driver = driver
         self.node_id = node_id
         self.settings = settings
         self.clock = clock
-        self.lease = DriverLease(db, driver_name, node_id, settings.lease_seconds, clock)
+        self.lease = DriverLease(db, driver_name, node_id, settings.lease_seconds, clock,
+                                 owner_gone)
         self.wakeup = threading.Event()          # set by Relay.wake()
         self.delivered = 0                       # events this worker marked delivered
         self.last_publish = float("-inf")        # monotonic time of the last publish

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from glimpse.db.engine import DATABASE_ERRORS, Database
@@ -65,6 +65,8 @@ LOG = logging.getLogger(__name__)
 
 class Relay:
     """The background relay of one process (see the module docstring).
+    ``owner_gone(node_id)`` (:meth:`glimpse.liveness.LivenessMarks.gone`) lets it
+    take a lease over at once from a holder whose process exited.
 
     ``start()`` returns at once; ``wake()`` is cheap and thread-safe;
     ``stop(timeout)`` blocks for at most about ``timeout`` seconds plus one
@@ -73,14 +75,15 @@ class Relay:
 
     def __init__(self, conf: Any, db: Database, drivers: Sequence[str], *, node_id: str,
                  loaded: dict[str, Driver] | None = None,
-                 settings: RelaySettings | None = None) -> None:
+                 settings: RelaySettings | None = None,
+                 owner_gone: Callable[[str], bool] | None = None) -> None:
         self.db = db
         self.node_id = node_id
         self.settings = settings or RelaySettings.from_conf(conf)
         loaded = loaded or {}
         self.workers = [
             DriverWorker(db, name, loaded.get(name) or load_driver(name, conf),
-                         node_id=node_id, settings=self.settings)
+                         node_id=node_id, settings=self.settings, owner_gone=owner_gone)
             for name in dict.fromkeys(drivers) if name and name != "noop"]
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

@@ -8,11 +8,13 @@ One *scheduler* thread loops:
   ``task.run`` event commit together;
 * renews the claims of the tasks it runs (every third of the claim time), so a
   live process keeps its tasks while a dead one's claims run out;
-* recovers tasks whose claim ran out (their process died): a ``pending`` one is
-  released to be claimed again (nothing happened yet: safe to resume); a
-  ``processing`` one is failed with a clear message and its image put back to
-  ``queued`` with ``os_glance_failed_import`` (see ``import_flow.fail_task``);
-* purges tasks whose ``expires_at`` passed.
+* recovers tasks whose process died: their claim ran out, or their process was
+  on this machine and its liveness mark (:mod:`glimpse.liveness`) says it
+  exited. A ``pending`` one is released to be claimed again (nothing happened
+  yet: safe to resume); a ``processing`` one is failed with a clear message
+  and its image put back to ``queued`` with ``os_glance_failed_import`` (see
+  ``import_flow.fail_task``);
+* purges tasks whose ``expires_at`` passed, and the marks of exited processes.
 
 It sleeps ``POLL_INTERVAL`` between rounds unless :meth:`Executor.wake` is
 called (after a task is created in this process). ``stop(timeout)`` stops
@@ -20,7 +22,8 @@ claiming, waits up to ``timeout`` seconds for running tasks, then cancels the
 rest: they fail at once (a read blocked on a stalled server is aborted) with a
 message saying the service shut down, their image back to ``queued``. Tasks of a
 process that dies without ``stop`` are recovered by the next scheduler round of
-any process once their claim expires (``[task] claim_timeout``).
+a process of the same machine, or of any process once their claim expires
+(``[task] claim_timeout``).
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ LOG = logging.getLogger(__name__)
 POLL_INTERVAL = 1.0
 PURGE_INTERVAL = 300.0
 CANCEL_GRACE = 5.0
-INTERRUPTED = ("Task interrupted: the Glimpse process running it stopped before it finished "
-               "(claim expired). The image was returned to queued; start the import again.")
+INTERRUPTED = ("Task interrupted: the Glimpse process running it stopped before it "
+               "finished. The image was returned to queued; start the import again.")
+NODE_SUFFIX = ":executor"      # a claim's ``claimed_by`` is the process's node id + this
 
 
 class Executor:
@@ -52,7 +56,7 @@ class Executor:
 
     def __init__(self, runtime: Any) -> None:
         self.rt = runtime
-        self.node = f"{runtime.node_id}:executor"
+        self.node = f"{runtime.node_id}{NODE_SUFFIX}"
         self.max_workers = int(runtime.conf.task.max_workers)
         self.claim_seconds = task_service.claim_seconds(runtime)
         self._wake = threading.Event()
@@ -136,6 +140,8 @@ class Executor:
             from glimpse.tasks import import_flow
 
             import_flow.sweep_staging(self.rt)
+            if self.rt.liveness is not None:
+                self.rt.liveness.sweep()
             self._last_purge = now
         self._claim_some()
 
@@ -192,22 +198,37 @@ class Executor:
             tasks_repo.renew(session, ids, node=self.node, until=until)
 
     def recover(self) -> None:
-        """Release or fail tasks whose claim expired (their process is gone)."""
+        """Release or fail the tasks of processes that are gone: the claim ran
+        out, or the claiming process's liveness mark says it exited."""
         from glimpse.tasks import import_flow
 
+        now = utcnow()
         with self.rt.db.read() as session:
-            expired = tasks_repo.expired_claims(session, now=utcnow())
-        for task_id, status in expired:
+            claimed = tasks_repo.claims(session)
+        exited: dict[str, bool] = {}
+        for task_id, status, node, until in claimed:
             with self._lock:
                 if task_id in self._running:
                     continue
+            why = "claim expired"
+            if until is None or until >= now:
+                owner = node.removesuffix(NODE_SUFFIX)
+                if owner not in exited:
+                    exited[owner] = self._exited(owner)
+                if not exited[owner]:
+                    continue
+                why = f"process {owner} exited"
             if status == PENDING:
                 with self.rt.db.write() as session:
                     tasks_repo.release(session, task_id)
-                LOG.warning("Task %s: claim expired before it started; released", task_id)
+                LOG.warning("Task %s: %s before it started; released", task_id, why)
             else:
-                LOG.warning("Task %s: claim expired while processing; failing it", task_id)
+                LOG.warning("Task %s: %s while processing; failing it", task_id, why)
                 import_flow.fail_task(self.rt, task_id, INTERRUPTED)
+
+    def _exited(self, node_id: str) -> bool:
+        marks = self.rt.liveness
+        return marks is not None and marks.gone(node_id)
 
 
 def _seconds(value: float) -> Any:

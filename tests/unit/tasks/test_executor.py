@@ -18,8 +18,10 @@ from glimpse.db.engine import utcnow
 from glimpse.db.models import outbox, tasks
 from glimpse.domain.image import IMPORTING, Image
 from glimpse.domain.task import PENDING, PROCESSING, Task
+from glimpse.liveness import LivenessMarks
 from glimpse.runtime import Runtime, build
-from glimpse.tasks.executor import INTERRUPTED, Executor
+from glimpse.tasks.executor import INTERRUPTED, NODE_SUFFIX, Executor
+from tests.mark_holder import exited_node, hold_mark
 
 
 @pytest.fixture
@@ -114,6 +116,34 @@ def test_recovery_releases_a_pending_task_to_run_again(rt: Runtime) -> None:
     with rt.db.read() as session:
         assert tasks_repo.claimable(session, limit=10) == [task_id]
     assert events(rt) == []
+
+
+def test_tasks_of_an_exited_process_are_recovered_before_their_claim_runs_out(
+        rt: Runtime, tmp_path: Path) -> None:
+    marks_dir = tmp_path / "processes"
+    rt.liveness = LivenessMarks(marks_dir)
+    exited_node(marks_dir, "host:dead")
+    live = hold_mark(marks_dir, "host:live")
+    try:
+        claim = {"claim_age": -300}                      # 5 minutes of claim left
+        dead_pending = add_task(rt, claimed_by=f"host:dead{NODE_SUFFIX}", **claim)
+        dead_running = add_task(rt, status=PROCESSING, claimed_by=f"host:dead{NODE_SUFFIX}",
+                                **claim)
+        live_running = add_task(rt, status=PROCESSING, claimed_by=f"host:live{NODE_SUFFIX}",
+                                **claim)
+        elsewhere = add_task(rt, status=PROCESSING, claimed_by=f"far:away{NODE_SUFFIX}",
+                             **claim)
+        Executor(rt).recover()
+    finally:
+        live.kill()
+        live.wait(30)
+    with rt.db.read() as session:
+        assert tasks_repo.claimable(session, limit=10) == [dead_pending]
+        status = {t: tasks_repo.get(session, t, now=utcnow()).status   # type: ignore[union-attr]
+                  for t in (dead_running, live_running, elsewhere)}
+    assert status == {dead_running: "failure", live_running: PROCESSING,
+                      elsewhere: PROCESSING}
+    assert [k for k, _ in events(rt)] == ["task.failure"]
 
 
 def test_expired_tasks_are_invisible_and_purged(rt: Runtime) -> None:
