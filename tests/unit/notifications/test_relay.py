@@ -19,7 +19,6 @@ from sqlalchemy import Row, select
 from glimpse.db import migrate
 from glimpse.db.engine import Database
 from glimpse.db.models import outbox
-from glimpse.liveness import LivenessMarks
 from glimpse.notifications.delivery import mark_delivered
 from glimpse.notifications.drivers import DeliveryError, Driver, OutboxEvent, Ticket
 from glimpse.notifications.recorder import Notifier
@@ -31,7 +30,6 @@ from glimpse.notifications.relay import (
     backoff_delay,
     due_prefix,
 )
-from tests.mark_holder import hold_mark
 
 
 class FakeDriver(Driver):
@@ -100,9 +98,8 @@ def rows(db: Database, driver: str = "fake") -> list[Row[Any]]:
 
 
 def worker(db: Database, driver: Driver, clock: Clock, node: str = "node-a",
-           name: str = "fake", marks: LivenessMarks | None = None) -> DriverWorker:
-    return DriverWorker(db, name, driver, node_id=node, settings=SETTINGS, clock=clock,
-                        owner_gone=marks.gone if marks is not None else None)
+           name: str = "fake") -> DriverWorker:
+    return DriverWorker(db, name, driver, node_id=node, settings=SETTINGS, clock=clock)
 
 
 def test_backoff_is_capped_exponential() -> None:
@@ -233,36 +230,6 @@ def test_lease_gives_one_relay_per_driver_and_fails_over(db: Database) -> None:
     assert not a.hold_lease()
     b.release_lease()
     assert a.hold_lease()
-
-
-def test_lease_of_an_exited_process_is_taken_over_at_once(db: Database,
-                                                          tmp_path: Path) -> None:
-    """node-a's mark is unlocked (its process was killed): node-b takes every
-    driver's lease from it without waiting ``lease_seconds``; a live holder
-    and a holder with no mark here keep theirs."""
-    record(db, 3, drivers=("fake", "other"))
-    clock, marks = Clock(), LivenessMarks(tmp_path)
-    a, a_other = worker(db, FakeDriver(), clock), worker(db, FakeDriver(), clock, name="other")
-    assert a.hold_lease() and a_other.hold_lease()
-    live = hold_mark(tmp_path, "node-a")
-    try:
-        b = worker(db, FakeDriver(), clock, node="node-b", marks=marks)
-        assert not b.hold_lease()                         # node-a lives
-    finally:
-        live.kill()
-        live.wait(30)
-    assert b.hold_lease()                                 # the same instant, node-a exited
-    fb = FakeDriver()
-    b_other = worker(db, fb, clock, node="node-b", name="other", marks=marks)
-    assert b_other.hold_lease()                           # its second lease too
-    b_other.step()
-    assert len(fb.sent) == 3
-    a_other.lease.forget()
-    assert not a_other.hold_lease()
-    # A holder with no mark here (another machine) keeps it until it runs out.
-    b.release_lease()
-    assert worker(db, FakeDriver(), clock, node="node-c").hold_lease()
-    assert not worker(db, FakeDriver(), clock, node="node-d", marks=marks).hold_lease()
 
 
 def test_prune_removes_only_old_delivered_rows(db: Database) -> None:
