@@ -93,7 +93,7 @@ class LivenessMarks:
         path = self.directory / mark_name(node_id)
         if self._own is not None and path == self._own[0]:
             return False
-        return _unlocked(path)
+        return unlocked(path)
 
     def sweep(self) -> int:
         """Remove the marks that this call and the previous one both found
@@ -109,7 +109,7 @@ class LivenessMarks:
         for path in entries:
             name = path.name
             if name.endswith(SUFFIX):
-                if (self._own is not None and path == self._own[0]) or not _unlocked(path):
+                if (self._own is not None and path == self._own[0]) or not unlocked(path):
                     continue
                 dead.add(name)
                 if name not in self._seen_dead:
@@ -124,8 +124,9 @@ class LivenessMarks:
         return removed
 
 
-def _unlocked(path: Path) -> bool:
-    """True when ``path`` exists and an exclusive lock on it is free right now."""
+def unlocked(path: Path) -> bool:
+    """True when ``path`` exists and an exclusive ``flock`` on it is free right now
+    (whoever held it has closed it or exited). Never blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -145,4 +146,4 @@ def _abandoned_temp(path: Path) -> bool:
         old = time.time() - path.stat().st_mtime > _TEMP_MAX_AGE
     except OSError:
         return False
-    return old and _unlocked(path)
+    return old and unlocked(path)

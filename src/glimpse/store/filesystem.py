@@ -6,7 +6,10 @@ and the directory is fsynced. Any failure - of the source, of the disk, or a
 crash - leaves no file under the image's name; a crash may leave a ``.part``
 file, which the next start of the store on that host removes (only files whose
 writing process is gone, so that several worker processes, or hosts sharing
-the directory, never lose an upload in progress). The ids of the images whose
+the directory, never lose an upload in progress: the writer holds an ``flock``
+on its file until the file has its final name, which also tells a process in
+another PID namespace, e.g. another container with the same host name, that
+the writer lives). The ids of the images whose
 partial data was removed are kept in ``interrupted_uploads`` so that the
 service can put those images back to ``queued``.
 
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from glimpse import liveness
 from glimpse.exceptions import NotFound, StorageFull, StoragePermissionDenied, StoreError
 from glimpse.store.base import Capacity, Store
 
@@ -168,12 +172,13 @@ class FilesystemStore(Store):
             raise store_error(exc, f"cannot create {temp.name}") from exc
         try:
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)      # "being written" until renamed
                 self._write_all(fd, chunks, direct)
                 if self.fsync:
                     os.fsync(fd)
+                os.replace(temp, final)
             finally:
                 os.close(fd)
-            os.replace(temp, final)
             if self.fsync:
                 self._fsync_dir()
         except BaseException as exc:
@@ -314,6 +319,8 @@ class FilesystemStore(Store):
             # Our own pid cannot have written it yet (we are starting): a reused pid.
             if pid > 0 and pid != os.getpid() and _pid_alive(pid):
                 continue
+            if not liveness.unlocked(temp):
+                continue            # its writer lives (in another PID namespace)
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
                 removed.append(temp)

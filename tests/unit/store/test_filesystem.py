@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from glimpse import config
+from glimpse import config, liveness
 from glimpse import store as stores
 from glimpse.exceptions import (
     ConfigError,
@@ -178,6 +178,50 @@ def test_leftover_temp_files_of_dead_processes_are_removed_on_start(tmp_path: Pa
     store = FilesystemStore(datadir)
     assert files(datadir) == sorted([remote, live, "img-d"])
     assert sorted(store.interrupted_uploads) == ["garbage", "img-a", "img-b"]
+
+
+_LOCK_HOLDER = """
+import fcntl, sys, time
+fd = open(sys.argv[1], "ab")
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_locked_temp_file_is_kept_whatever_its_pid_says(tmp_path: Path) -> None:
+    """A writer in another PID namespace (a container with the same host name):
+    its pid means nothing here, but its lock on the file does."""
+    datadir = tmp_path / "images"
+    datadir.mkdir()
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    temp = datadir / f".img-f.{filesystem._HOST}.{pid_max + 1}.abcd1234.part"
+    temp.write_bytes(b"being written elsewhere")
+    writer = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(temp)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "locked\n"
+        assert FilesystemStore(datadir).interrupted_uploads == []
+        assert temp.exists()
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert FilesystemStore(datadir).interrupted_uploads == ["img-f"]
+    assert not temp.exists()
+
+
+def test_the_temp_file_is_locked_until_it_has_its_final_name(store: FilesystemStore) -> None:
+    seen: list[bool] = []
+
+    def source() -> Iterator[bytes]:
+        (temp,) = store.datadir.iterdir()
+        seen.append(liveness.unlocked(temp))
+        yield b"data"
+
+    store.write("img-g", source())
+    assert seen == [False]
+    assert files(store.datadir) == ["img-g"]
+    assert liveness.unlocked(store.datadir / "img-g")
 
 
 def test_temp_names_carry_image_host_and_pid(store: FilesystemStore,
