@@ -4,14 +4,14 @@ Writes are atomic: data goes to a temporary file in the same directory
 (``.<image_id>.<host>.<pid>.<random>.part``), is fsynced, renamed into place,
 and the directory is fsynced. Any failure - of the source, of the disk, or a
 crash - leaves no file under the image's name; a crash may leave a ``.part``
-file, which the next start of the store on that host removes (only files whose
-writing process is gone, so that several worker processes, or hosts sharing
-the directory, never lose an upload in progress: the writer holds an ``flock``
-on its file until the file has its final name, which also tells a process in
-another PID namespace, e.g. another container with the same host name, that
-the writer lives). The ids of the images whose
-partial data was removed are kept in ``interrupted_uploads`` so that the
-service can put those images back to ``queued``.
+file, which the next start of the store on that host removes. Only files whose
+writing process is gone are removed, so that several worker processes, or
+hosts sharing the directory, never lose an upload in progress: the writer's pid
+must be gone, and so must its ``flock`` on the file, held until the file has
+its final name (which is what tells a process in another PID namespace, e.g.
+another container with the same host name, that the writer lives). The ids of
+the images whose partial data was removed are kept in ``interrupted_uploads``
+so that the service can put those images back to ``queued``.
 
 Direct I/O: where the filesystem supports ``O_DIRECT``, chunks that are
 page-aligned in memory and a multiple of the page size long (the ingest
