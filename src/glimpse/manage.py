@@ -16,9 +16,10 @@
     Deletes the rows of such images themselves. After that their ids may be
     given to new images (OSSN-0075), hence the separate command.
 ``outbox status [--json] [--max-age SECONDS]``
-    Per driver, the notifications not delivered yet, the age of the oldest and
-    its last error (:mod:`glimpse.notifications.status`); exit status 3 when
-    the oldest is older than ``--max-age``.
+    Per driver, the notifications not delivered yet, the age of the oldest, its
+    last error and which process delivers the driver
+    (:mod:`glimpse.notifications.status`); exit status 3 when the oldest is
+    older than ``--max-age``.
 ``store check [--json] [--remove-orphans]``
     The filesystem store against the image records
     (:mod:`glimpse.services.store_check`); exit status 3 when they disagree.
@@ -191,7 +192,8 @@ def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
         return json.dumps({
             "drivers": [{"driver": d.driver, "pending": d.pending,
                          "oldest_pending_seconds": d.oldest_pending_seconds,
-                         "head_attempts": d.head_attempts, "head_error": d.head_error}
+                         "head_attempts": d.head_attempts, "head_error": d.head_error,
+                         "delivered_by": d.delivered_by}
                         for d in status.drivers],
             "delivered_last_hour": status.delivered_last_hour,
             "last_delivered_at": last.isoformat("T", "seconds") + "Z" if last else None}), oldest
@@ -202,6 +204,9 @@ def _outbox_status(conf: Any, *, as_json: bool) -> tuple[str, float]:
         lines.append(f"{d.driver:<14}{d.pending:>9}  {age:>10}  {d.head_attempts:>8}  {error}")
     if not status.drivers:
         lines.append("(no notification driver configured and nothing pending)")
+    for d in status.drivers:
+        lines.append(f"{d.driver}: delivered by {d.delivered_by}" if d.delivered_by else
+                     f"{d.driver}: no running process delivers it (no relay holds its lease)")
     lines.append(f"delivered in the last hour: {status.delivered_last_hour}; "
                  f"last delivery: {last.isoformat(' ', 'seconds') + ' UTC' if last else 'none'}")
     return "\n".join(lines), oldest

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from glimpse import liveness
 from tests.conftest import ServerProcess
 
 MEMBER = {"X-Project-Id": "3" * 32, "X-User-Id": "u3", "X-Roles": "member,reader"}
@@ -196,6 +197,10 @@ def test_outbox_status_shows_what_a_broken_broker_holds_back(
     assert drivers["messagingv2"]["oldest_pending_seconds"] >= 0
     assert drivers["messagingv2"]["head_error"]
     assert drivers["log"]["pending"] == 0 and drivers["log"]["head_error"] is None
+    # the server's single process holds both leases (it keeps retrying the broker)
+    holder = drivers["messagingv2"]["delivered_by"]
+    assert holder and drivers["log"]["delivered_by"] == holder
+    assert (server.state / "processes" / liveness.mark_name(holder)).exists()
     assert found["delivered_last_hour"] == 3
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", found["last_delivered_at"])
 
@@ -206,6 +211,11 @@ def test_outbox_status_shows_what_a_broken_broker_holds_back(
     row = next(line for line in lines if line.startswith("messagingv2"))
     assert row.split()[1] == "3"
     assert lines[-1].startswith("delivered in the last hour: 3; last delivery: ")
+    assert f"messagingv2: delivered by {holder}" in lines
+    server.stop()
+    table = _manage(server, "outbox", "status")
+    assert "messagingv2: no running process delivers it (no relay holds its lease)" in \
+        table.stdout.splitlines(), table.stdout
 
 
 def test_db_purge_removes_what_deleted_images_left_then_their_rows(

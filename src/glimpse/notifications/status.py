@@ -3,8 +3,9 @@ delivered (``glimpse-manage outbox status``).
 
 Read-only, one read transaction; blocks on the database. Every figure is read
 through one of the outbox's partial indexes (pending rows by driver, delivered
-rows by time) or by primary key, so it stays cheap with a large backlog during
-a broker outage or a day of retained rows.
+rows by time), by primary key or from ``relay_leases`` (a row per driver), so it
+stays cheap with a large backlog during a broker outage or a day of retained
+rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 
 from glimpse.db.engine import Database
-from glimpse.db.models import outbox
+from glimpse.db.models import outbox, relay_leases
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class DriverBacklog:
     ``oldest_pending_seconds``: age of its oldest undelivered event (None when
     nothing is pending). ``head_attempts`` and ``head_error``: the attempts and
     last error of that event, which the driver's later events wait behind.
+    ``delivered_by``: the node id of the process whose relay lease on the driver
+    is current (None: no running process delivers it, as when no glimpse-api
+    with this driver runs).
     """
 
     driver: str
@@ -33,6 +37,7 @@ class DriverBacklog:
     oldest_pending_seconds: float | None
     head_attempts: int
     head_error: str | None
+    delivered_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ def outbox_status(db: Database, drivers: Sequence[str], now: datetime) -> Outbox
     with db.read() as session:
         names = set(drivers) | set(session.scalars(
             select(outbox.c.driver).where(pending).distinct()))
+        holders: dict[str, str] = {row.driver: row.owner for row in session.execute(
+            select(relay_leases.c.driver, relay_leases.c.owner)
+            .where(relay_leases.c.owner.is_not(None), relay_leases.c.expires_at > now))}
         backlog: list[DriverBacklog] = []
         for name in sorted(names):
             count, first_id = session.execute(
@@ -68,7 +76,8 @@ def outbox_status(db: Database, drivers: Sequence[str], now: datetime) -> Outbox
                 oldest_pending_seconds=(max((now - head.created_at).total_seconds(), 0.0)
                                         if head is not None else None),
                 head_attempts=int(head.attempts) if head is not None else 0,
-                head_error=head.last_error if head is not None else None))
+                head_error=head.last_error if head is not None else None,
+                delivered_by=holders.get(name)))
         recent = session.scalar(select(func.count()).where(
             delivered, outbox.c.delivered_at > now - timedelta(hours=1)))
         last = session.scalar(select(func.max(outbox.c.delivered_at)).where(delivered))
