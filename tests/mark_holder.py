@@ -22,7 +22,10 @@ def hold_mark(directory: Path, node_id: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line == "ready\n", f"mark holder did not start: {line!r}"
+    if line != "ready\n":
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"mark holder did not start: {line!r}")
     return proc
 
 
