@@ -24,6 +24,7 @@ from glimpse.exceptions import (
 )
 from glimpse.store import filesystem
 from glimpse.store.filesystem import FilesystemStore
+from tests.mark_holder import hold_lock
 
 DATA = bytes(range(256)) * 40_000 + b"tail"  # ~10 MB, not a multiple of the chunk size
 
@@ -180,15 +181,6 @@ def test_leftover_temp_files_of_dead_processes_are_removed_on_start(tmp_path: Pa
     assert sorted(store.interrupted_uploads) == ["garbage", "img-a", "img-b"]
 
 
-_LOCK_HOLDER = """
-import fcntl, sys, time
-fd = open(sys.argv[1], "ab")
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
 def test_a_locked_temp_file_is_kept_whatever_its_pid_says(tmp_path: Path) -> None:
     """A writer in another PID namespace (a container with the same host name):
     its pid means nothing here, but its lock on the file does."""
@@ -197,10 +189,8 @@ def test_a_locked_temp_file_is_kept_whatever_its_pid_says(tmp_path: Path) -> Non
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     temp = datadir / f".img-f.{filesystem._HOST}.{pid_max + 1}.abcd1234.part"
     temp.write_bytes(b"being written elsewhere")
-    writer = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(temp)],
-                              stdout=subprocess.PIPE, text=True)
+    writer = hold_lock(temp)
     try:
-        assert writer.stdout is not None and writer.stdout.readline() == "locked\n"
         assert FilesystemStore(datadir).interrupted_uploads == []
         assert temp.exists()
     finally:
