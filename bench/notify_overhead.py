@@ -15,7 +15,14 @@ background load). With
 publishing work is counted in the server CPU; RabbitMQ's own CPU is not. After
 each messagingv2 server stops, the outbox must hold no undelivered row.
 
-    .venv/bin/python bench/notify_overhead.py [--rounds 3] [--duration 8] [--no-results-md]
+``--clients 1,2,4,8`` measures each load in turn (all rounds of one before the
+next) and adds a table with a row per load: with one or two connections the
+machine has idle CPU, so the difference is mostly the latency that recording
+adds to each create; with more, both cores are busy and the difference is the
+CPU that recording, the relay and RabbitMQ take from the server.
+
+    .venv/bin/python bench/notify_overhead.py [--rounds 3] [--duration 8] [--clients 4]
+                                              [--no-results-md]
 """
 
 from __future__ import annotations
@@ -79,7 +86,8 @@ def broker_cpu(node: psutil.Process | None) -> float:
         return 0.0
 
 
-def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> dict[str, Any]:
+def one_round(driver: str, args: argparse.Namespace, transport: str | None,
+              clients: int) -> dict[str, Any]:
     server = GlimpseServer(name=f"notify-{driver}", port=args.port,
                            workdir=Path(args.workdir) / driver, workers=args.workers,
                            driver=driver, transport_url=transport)
@@ -87,12 +95,12 @@ def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> d
     try:
         # warm-up: connections, statements, the relay's broker connection
         loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
-                        connections=args.clients, duration_s=1, body=BODY)
+                        connections=clients, duration_s=1, body=BODY)
         time.sleep(0.5)
         node = broker_process()
         cpu0, broker0 = tree_cpu(server.root_pid), broker_cpu(node)
         res = loadgen.run_wrk(server.url, method="POST", path="/v2/images", headers=HEADERS,
-                              connections=args.clients, duration_s=args.duration, body=BODY)
+                              connections=clients, duration_s=args.duration, body=BODY)
         cpu1, broker1 = tree_cpu(server.root_pid), broker_cpu(node)
         time.sleep(1.0)   # the relay catches up before the server stops
     finally:
@@ -104,11 +112,63 @@ def one_round(driver: str, args: argparse.Namespace, transport: str | None) -> d
             "errors": {k: v for k, v in res.errors.items() if v}, "outbox": counts}
 
 
+def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians per driver and the paired per-round ratios (each messagingv2 server
+    ran right after its noop server, under about the same background load: steadier
+    than the ratio of the medians)."""
+    med = {d: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms",
+                                                                 "cpu_ms", "broker_cpu_ms")}
+           for d, rs in runs.items()}
+    pairs = list(zip(runs["noop"], runs["messagingv2"], strict=True))
+    return {
+        "noop": med["noop"], "v2": med["messagingv2"],
+        "paired_rps": statistics.median(v["rps"] / n["rps"] for n, v in pairs),
+        "paired_cpu": statistics.median(v["cpu_ms"] / n["cpu_ms"] for n, v in pairs),
+        "undelivered": sum((r["outbox"] or {}).get("undelivered", 0)
+                           for r in runs["messagingv2"]),
+        "creates": sum(r["requests"] for r in runs["messagingv2"]),
+    }
+
+
+def one_load_table(s: dict[str, Any]) -> list[str]:
+    noop, v2 = s["noop"], s["v2"]
+    rows = [
+        ("create req/s (median)", noop["rps"], v2["rps"],
+         f"{100 * (1 - v2['rps'] / noop['rps']):+.1f}% slower "
+         f"(paired per round: {100 * (1 - s['paired_rps']):+.1f}%)"),
+        ("p50 ms", noop["p50_ms"], v2["p50_ms"], ""),
+        ("p99 ms", noop["p99_ms"], v2["p99_ms"], ""),
+        ("server CPU ms/request (all processes)", noop["cpu_ms"], v2["cpu_ms"],
+         f"{100 * (v2['cpu_ms'] / noop['cpu_ms'] - 1):+.1f}% CPU "
+         f"(paired per round: {100 * (s['paired_cpu'] - 1):+.1f}%)"),
+        ("RabbitMQ CPU ms/request (not in the server's)", noop["broker_cpu_ms"],
+         v2["broker_cpu_ms"], ""),
+    ]
+    return (["| measure | noop | messagingv2 | difference |", "|---|---:|---:|---|"]
+            + [f"| {name} | {a:,.2f} | {b:,.2f} | {d} |" for name, a, b, d in rows])
+
+
+def sweep_table(by_load: dict[int, dict[str, Any]]) -> list[str]:
+    lines = ["| clients | noop req/s | messagingv2 req/s | slower (paired per round) "
+             "| p50 ms noop / messagingv2 | server CPU ms/req noop / messagingv2 "
+             "| RabbitMQ CPU ms/req |", "|---:|---:|---:|---|---|---|---:|"]
+    for clients, s in by_load.items():
+        noop, v2 = s["noop"], s["v2"]
+        lines.append(
+            f"| {clients} | {noop['rps']:,.1f} | {v2['rps']:,.1f} "
+            f"| {100 * (1 - v2['rps'] / noop['rps']):+.1f}% "
+            f"({100 * (1 - s['paired_rps']):+.1f}%) "
+            f"| {noop['p50_ms']:.2f} / {v2['p50_ms']:.2f} "
+            f"| {noop['cpu_ms']:.2f} / {v2['cpu_ms']:.2f} | {v2['broker_cpu_ms']:.2f} |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=8.0)
-    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--clients", default="4",
+                   help="keep-alive connections; a comma-separated list measures each")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--port", type=int, default=9497)
     p.add_argument("--workdir", default="/tmp/glimpse-notify-bench")
@@ -116,54 +176,41 @@ def main() -> None:
     p.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"))
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args()
+    loads = [int(c) for c in str(args.clients).split(",") if c.strip()]
     transport = rabbit_url(args.rabbit_url)
-    runs: dict[str, list[dict[str, Any]]] = {"noop": [], "messagingv2": []}
     load0 = os.getloadavg()[0]
-    for i in range(args.rounds):
-        for driver in ("noop", "messagingv2"):
-            r = one_round(driver, args, transport if driver != "noop" else None)
-            runs[driver].append(r)
-            print(f"[round {i + 1}] {driver:12s} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} "
-                  f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['cpu_ms']:.2f} ms/req  "
-                  f"broker {r['broker_cpu_ms']:.2f}  "
-                  f"outbox {r['outbox']}" + (f"  ERRORS {r['errors']}" if r["errors"] else ""),
-                  flush=True)
+    by_load: dict[int, dict[str, Any]] = {}
+    for clients in loads:
+        runs: dict[str, list[dict[str, Any]]] = {"noop": [], "messagingv2": []}
+        for i in range(args.rounds):
+            for driver in ("noop", "messagingv2"):
+                r = one_round(driver, args, transport if driver != "noop" else None, clients)
+                runs[driver].append(r)
+                print(f"[{clients} clients, round {i + 1}] {driver:12s} {r['rps']:7.1f} req/s  "
+                      f"p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} ms  "
+                      f"server CPU {r['cpu_ms']:.2f} ms/req  "
+                      f"broker {r['broker_cpu_ms']:.2f}  outbox {r['outbox']}"
+                      + (f"  ERRORS {r['errors']}" if r["errors"] else ""), flush=True)
+        by_load[clients] = summary(runs)
     load1 = os.getloadavg()[0]
-    med = {d: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms",
-                                                                 "cpu_ms", "broker_cpu_ms")}
-           for d, rs in runs.items()}
-    noop, v2 = med["noop"], med["messagingv2"]
-    undelivered = sum((r["outbox"] or {}).get("undelivered", 0) for r in runs["messagingv2"])
-    # Paired per round (each messagingv2 server ran right after its noop server, under
-    # about the same background load): steadier than the ratio of the medians.
-    paired_cpu = statistics.median(v["cpu_ms"] / n["cpu_ms"]
-                                   for n, v in zip(runs["noop"], runs["messagingv2"],
-                                                   strict=True))
-    paired_rps = statistics.median(v["rps"] / n["rps"]
-                                   for n, v in zip(runs["noop"], runs["messagingv2"],
-                                                   strict=True))
-    rows = [
-        ("create req/s (median)", noop["rps"], v2["rps"],
-         f"{100 * (1 - v2['rps'] / noop['rps']):+.1f}% slower "
-         f"(paired per round: {100 * (1 - paired_rps):+.1f}%)"),
-        ("p50 ms", noop["p50_ms"], v2["p50_ms"], ""),
-        ("p99 ms", noop["p99_ms"], v2["p99_ms"], ""),
-        ("server CPU ms/request (all processes)", noop["cpu_ms"], v2["cpu_ms"],
-         f"{100 * (v2['cpu_ms'] / noop['cpu_ms'] - 1):+.1f}% CPU "
-         f"(paired per round: {100 * (paired_cpu - 1):+.1f}%)"),
-        ("RabbitMQ CPU ms/request (not in the server's)", noop["broker_cpu_ms"],
-         v2["broker_cpu_ms"], ""),
-    ]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    clients_text = ", ".join(str(c) for c in loads)
     lines = [f"## Notification overhead on image create ({stamp}, {args.rounds} rounds of "
-             f"{args.duration:.0f} s, {args.clients} clients, {args.workers} workers, SQLite, "
+             f"{args.duration:.0f} s, {clients_text} clients, {args.workers} workers, SQLite, "
              f"{psutil.cpu_count()} CPUs, load average {load0:.1f}-{load1:.1f}, "
              f"Python {platform.python_version()})", "",
-             "`.venv/bin/python bench/notify_overhead.py`", "",
-             "| measure | noop | messagingv2 | difference |", "|---|---:|---:|---|"]
-    lines += [f"| {name} | {a:,.2f} | {b:,.2f} | {d} |" for name, a, b, d in rows]
-    lines += ["", f"Undelivered messagingv2 events after the servers stopped: {undelivered} "
-              f"(of {sum(r['requests'] for r in runs['messagingv2'])} creates measured).", ""]
+             f"`.venv/bin/python bench/notify_overhead.py --rounds {args.rounds} "
+             f"--clients {','.join(str(c) for c in loads)}`", ""]
+    if len(loads) > 1:
+        lines += [*sweep_table(by_load), ""]
+    for clients, s in by_load.items():
+        if len(loads) > 1:
+            lines += [f"{clients} clients:", ""]
+        lines += [*one_load_table(s), ""]
+    undelivered = sum(s["undelivered"] for s in by_load.values())
+    creates = sum(s["creates"] for s in by_load.values())
+    lines += [f"Undelivered messagingv2 events after the servers stopped: {undelivered} "
+              f"(of {creates} creates measured).", ""]
     table = "\n".join(lines)
     print()
     print(table)
