@@ -41,6 +41,25 @@ def test_sqlite_connections_keep_a_small_page_cache(tmp_path: Path) -> None:
     db.dispose()
 
 
+def test_sqlite_a_transaction_gets_the_connection_used_last(tmp_path: Path) -> None:
+    """LIFO pool: the next transaction runs on the connection returned last, whose
+    page cache is warm, not on the one idle longest (FIFO rotated every write
+    through all of a worker's connections, each starting with an empty cache)."""
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    with db.write() as session:     # the first write refreshes statistics: a new pool
+        session.execute(text("CREATE TABLE t (x INTEGER)"))
+    with db.read() as first, db.read() as second, db.read() as third:
+        raw = [s.connection.driver_connection for s in (first, second, third)]
+    # returned in the order third, second, first: first is the last one back
+    for _ in range(3):
+        with db.write() as session:
+            assert session.connection.driver_connection is raw[0]
+            session.execute(text("INSERT INTO t VALUES (1)"))
+        with db.read() as session:
+            assert session.connection.driver_connection is raw[0]
+    db.dispose()
+
+
 def test_postgresql_reads_always_wait(pg_database: str) -> None:
     db = Database(pg_database)
     with db.read() as session:
