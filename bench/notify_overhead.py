@@ -150,8 +150,9 @@ def one_load_table(s: dict[str, Any]) -> list[str]:
 
 def sweep_table(by_load: dict[int, dict[str, Any]]) -> list[str]:
     lines = ["| clients | noop req/s | messagingv2 req/s | slower (paired per round) "
-             "| p50 ms noop / messagingv2 | server CPU ms/req noop / messagingv2 "
-             "| RabbitMQ CPU ms/req |", "|---:|---:|---:|---|---|---|---:|"]
+             "| p50 ms noop / messagingv2 | p99 ms noop / messagingv2 "
+             "| server CPU ms/req noop / messagingv2 | RabbitMQ CPU ms/req |",
+             "|---:|---:|---:|---|---|---|---|---:|"]
     for clients, s in by_load.items():
         noop, v2 = s["noop"], s["v2"]
         lines.append(
@@ -159,6 +160,7 @@ def sweep_table(by_load: dict[int, dict[str, Any]]) -> list[str]:
             f"| {100 * (1 - v2['rps'] / noop['rps']):+.1f}% "
             f"({100 * (1 - s['paired_rps']):+.1f}%) "
             f"| {noop['p50_ms']:.2f} / {v2['p50_ms']:.2f} "
+            f"| {noop['p99_ms']:.2f} / {v2['p99_ms']:.2f} "
             f"| {noop['cpu_ms']:.2f} / {v2['cpu_ms']:.2f} | {v2['broker_cpu_ms']:.2f} |")
     return lines
 
@@ -203,10 +205,8 @@ def main() -> None:
              f"--clients {','.join(str(c) for c in loads)}`", ""]
     if len(loads) > 1:
         lines += [*sweep_table(by_load), ""]
-    for clients, s in by_load.items():
-        if len(loads) > 1:
-            lines += [f"{clients} clients:", ""]
-        lines += [*one_load_table(s), ""]
+    else:
+        lines += [*one_load_table(by_load[loads[0]]), ""]
     undelivered = sum(s["undelivered"] for s in by_load.values())
     creates = sum(s["creates"] for s in by_load.values())
     lines += [f"Undelivered messagingv2 events after the servers stopped: {undelivered} "
