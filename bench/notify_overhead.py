@@ -16,7 +16,8 @@ publishing work is counted in the server CPU; RabbitMQ's own CPU is not. After
 each messagingv2 server stops, the outbox must hold no undelivered row.
 
 ``--clients 1,2,4,8`` measures each load in turn (all rounds of one before the
-next) and adds a table with a row per load: with one or two connections the
+next) and prints one table with a row per load in place of the single load's
+table of measures: with one or two connections the
 machine has idle CPU, so the difference is mostly the latency that recording
 adds to each create; with more, both cores are busy and the difference is the
 CPU that recording, the relay and RabbitMQ take from the server.

@@ -1,5 +1,6 @@
-"""Database: when a read may run on the event loop without waiting, the write gate,
-checkpoints, and what an unavailable database raises."""
+"""Database: when a read may run on the event loop without waiting, which pooled
+connection a transaction gets, the write gate, checkpoints, and what an unavailable
+database raises."""
 
 from __future__ import annotations
 
