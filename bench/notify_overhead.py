@@ -17,10 +17,10 @@ each messagingv2 server stops, the outbox must hold no undelivered row.
 
 ``--clients 1,2,4,8`` measures each load in turn (all rounds of one before the
 next) and prints one table with a row per load in place of the single load's
-table of measures: with one or two connections the
-machine has idle CPU, so the difference is mostly the latency that recording
-adds to each create; with more, both cores are busy and the difference is the
-CPU that recording, the relay and RabbitMQ take from the server.
+table of measures. With one or two connections the machine has idle CPU, so
+the difference is mostly the latency that recording adds to each create; with
+more, both cores are busy and the difference is the CPU that recording, the
+relay and RabbitMQ take from the server.
 
     .venv/bin/python bench/notify_overhead.py [--rounds 3] [--duration 8] [--clients 4]
                                               [--no-results-md]
