@@ -192,6 +192,10 @@ class DriverWorker:
         self._in_flight: tuple[list[PendingRow], Ticket] | None = None
         self._owed: list[int] = []               # confirmed, not yet marked delivered
         self._last_mark = float("-inf")          # monotonic time of the last mark write
+        # True after a step that ended waiting for a retry (a failed batch, or the
+        # first pending row's next_attempt_at is in the future): nothing can be
+        # sent before the wait it returned is over, so new events need not wake it.
+        self.waiting_for_retry = False
 
     # -- lease ---------------------------------------------------------------
 
@@ -247,6 +251,7 @@ class DriverWorker:
     def step(self) -> float:
         """One unit of work. Returns how long to wait before the next step
         (0 = more work is due now)."""
+        self.waiting_for_retry = False
         if not self.hold_lease():
             self.finish()
             self.flush_marks()
@@ -265,6 +270,7 @@ class DriverWorker:
             if ticket is not None:
                 with contextlib.suppress(Exception):
                     self.driver.confirm(ticket)
+            self.waiting_for_retry = True
             return wait
         if ticket is not None:
             self._in_flight = (due, ticket)
@@ -276,6 +282,7 @@ class DriverWorker:
                                                 self.settings.poll_interval)
             wait = self.finish()
             if wait is not None:
+                self.waiting_for_retry = True
                 return wait
             if backlog:
                 return 0.0
@@ -285,6 +292,7 @@ class DriverWorker:
         if len(due) < len(rows):                    # the next row waits for its retry
             retry_at = rows[len(due)].next_attempt_at
             assert retry_at is not None
+            self.waiting_for_retry = True
             until = (retry_at - now).total_seconds()
             return max(0.01, min(until, self.settings.poll_interval * 5, 1.0))
         return self._idle_wait()

@@ -15,7 +15,11 @@ has the per-step contract) and waits in between:
   per event. Added delivery delay: at most ``busy_interval``;
 - with a backlog (a full batch was read) it steps again at once, pipelined;
   after a short batch within ``RelaySettings.confirm_delay`` (0.1 s), and
-  that step reads the short batch's confirms.
+  that step reads the short batch's confirms;
+- while it waits for a retry (a batch failed, or the first pending row's
+  retry time is in the future) ``wake()`` does not cut the wait short: no
+  row could be sent before then, so a broker outage costs the requests no
+  reads of the outbox.
 
 Order: every service change of an image updates (row-locks) the image row
 before recording its event, so two transactions on one image are serialised
@@ -146,11 +150,16 @@ class Relay:
                 except DATABASE_ERRORS:
                     break
                 wait = min(wait, max(0.0, self._drain_deadline - time.monotonic()))
-            if wait > 0 and not worker.holds_lease:
-                # Another process delivers this driver: wake() (one per commit
-                # here) must not turn into one lease attempt, a write
-                # transaction, per commit; the lease is retried on time.
-                self._stopping.wait(wait)
+            if wait > 0 and (not worker.holds_lease or worker.waiting_for_retry):
+                # Another process delivers this driver, or nothing can be sent
+                # before a retry is due: wake() (one per commit here) must not turn
+                # into a lease attempt or a read of the pending rows per commit.
+                # During a broker outage under load that was a read of up to
+                # batch_size rows every ~20 ms, which took CPU from the requests.
+                if self._stopping.is_set():
+                    time.sleep(wait)        # draining: bounded by the deadline above
+                else:
+                    self._stopping.wait(wait)
                 worker.wakeup.clear()
             elif wait > 0:
                 woken = worker.wakeup.wait(wait)

@@ -481,3 +481,43 @@ def test_a_woken_relay_lingers_longer_only_while_batches_are_frequent(db: Databa
     assert 0.09 < relay.linger(w) <= 0.1              # busy: a batch per busy_interval
     w.last_publish = time.monotonic() - 0.05
     assert 0.02 <= relay.linger(w) <= 0.05
+
+
+def test_wakes_do_not_make_a_relay_that_waits_for_a_retry_read_the_outbox(
+        db: Database) -> None:
+    """During a broker outage every commit still calls wake(); a worker whose
+    first row waits for its retry must not read the pending rows per wake-up
+    (under load that was a read of up to batch_size rows every ~20 ms)."""
+    fake = FakeDriver()
+    fake.failures = [0] * 100
+    settings = RelaySettings(batch_size=50, poll_interval=0.05, initial_backoff=30.0,
+                             max_backoff=30.0, lease_seconds=15.0, retention_hours=1,
+                             coalesce=0.005)
+    record(db, 3)
+    relay = Relay(None, db, ["fake"], node_id="n1", loaded={"fake": fake}, settings=settings)
+    w = relay.workers[0]
+    reads = 0
+    pending = w.pending
+
+    def counting_pending(limit: int, exclude: Sequence[int] = ()) -> list[PendingRow]:
+        nonlocal reads
+        reads += 1
+        return pending(limit, exclude)
+
+    w.pending = counting_pending  # type: ignore[method-assign]
+    relay.start()
+    try:
+        deadline = time.monotonic() + 5
+        while fake.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert fake.calls == 1                  # failed once: the next try is 30 s away
+        time.sleep(0.05)
+        before = reads
+        for _ in range(100):                    # a commit every 5 ms for half a second
+            relay.wake()
+            time.sleep(0.005)
+        # the head row's retry is polled at most every poll_interval * 5 = 0.25 s
+        assert reads - before <= 3
+        assert fake.calls == 1
+    finally:
+        relay.stop(0.0)
