@@ -15,6 +15,12 @@ background load). With
 publishing work is counted in the server CPU; RabbitMQ's own CPU is not. After
 each messagingv2 server stops, the outbox must hold no undelivered row.
 
+``--outage`` adds a third server per round: ``messagingv2`` with its
+``transport_url`` on a local port where nothing listens, so every event waits
+in the outbox. Its row is compared with ``messagingv2`` with the broker up:
+issue 3 asks that a broker outage not slow requests down, and this measures
+it under load.
+
 ``--clients 1,2,4,8`` measures each load in turn (all rounds of one before the
 next) and prints one table with a row per load in place of the single load's
 table of measures. With one or two connections the machine has idle CPU, so
@@ -23,7 +29,7 @@ more, both cores are busy and the difference is the CPU that recording, the
 relay and RabbitMQ take from the server.
 
     .venv/bin/python bench/notify_overhead.py [--rounds 3] [--duration 8] [--clients 4]
-                                              [--no-results-md]
+                                              [--outage] [--no-results-md]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import socket
 import statistics
 import sys
 import time
@@ -87,11 +94,22 @@ def broker_cpu(node: psutil.Process | None) -> float:
         return 0.0
 
 
+OUTAGE = "messagingv2 (broker unreachable)"
+
+
+def unreachable_broker() -> str:
+    """A ``rabbit://`` URL on a local port where nothing listens (bound, then freed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"rabbit://guest:guest@127.0.0.1:{port}/"
+
+
 def one_round(driver: str, args: argparse.Namespace, transport: str | None,
-              clients: int) -> dict[str, Any]:
+              clients: int, *, broker_up: bool = True) -> dict[str, Any]:
     server = GlimpseServer(name=f"notify-{driver}", port=args.port,
                            workdir=Path(args.workdir) / driver, workers=args.workers,
-                           driver=driver, transport_url=transport)
+                           driver=driver, transport_url=transport, purge_queues=broker_up)
     server.start()
     try:
         # warm-up: connections, statements, the relay's broker connection
@@ -128,6 +146,20 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "undelivered": sum((r["outbox"] or {}).get("undelivered", 0)
                            for r in runs["messagingv2"]),
         "creates": sum(r["requests"] for r in runs["messagingv2"]),
+    } | outage_summary(runs)
+
+
+def outage_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """With ``--outage``: the unreachable-broker server's medians, and its per-round
+    req/s and CPU against the messagingv2 server of the same round."""
+    if not runs.get(OUTAGE):
+        return {}
+    pairs = list(zip(runs["messagingv2"], runs[OUTAGE], strict=True))
+    return {
+        "outage": {k: statistics.median(r[k] for r in runs[OUTAGE])
+                   for k in ("rps", "p50_ms", "p99_ms", "cpu_ms")},
+        "outage_paired_rps": statistics.median(o["rps"] / v["rps"] for v, o in pairs),
+        "outage_paired_cpu": statistics.median(o["cpu_ms"] / v["cpu_ms"] for v, o in pairs),
     }
 
 
@@ -147,6 +179,24 @@ def one_load_table(s: dict[str, Any]) -> list[str]:
     ]
     return (["| measure | noop | messagingv2 | difference |", "|---|---:|---:|---|"]
             + [f"| {name} | {a:,.2f} | {b:,.2f} | {d} |" for name, a, b, d in rows])
+
+
+def outage_table(by_load: dict[int, dict[str, Any]]) -> list[str]:
+    """``messagingv2`` with the broker up against unreachable, a row per load."""
+    lines = ["| clients | broker up req/s | unreachable req/s | unreachable vs up "
+             "(paired per round) | p99 ms up / unreachable "
+             "| server CPU ms/req up / unreachable (paired) |",
+             "|---:|---:|---:|---|---|---|"]
+    for clients, s in by_load.items():
+        up, down = s["v2"], s["outage"]
+        lines.append(
+            f"| {clients} | {up['rps']:,.1f} | {down['rps']:,.1f} "
+            f"| {100 * (down['rps'] / up['rps'] - 1):+.1f}% "
+            f"({100 * (s['outage_paired_rps'] - 1):+.1f}%) "
+            f"| {up['p99_ms']:.2f} / {down['p99_ms']:.2f} "
+            f"| {up['cpu_ms']:.2f} / {down['cpu_ms']:.2f} "
+            f"({100 * (s['outage_paired_cpu'] - 1):+.1f}%) |")
+    return lines
 
 
 def sweep_table(by_load: dict[int, dict[str, Any]]) -> list[str]:
@@ -177,19 +227,25 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/glimpse-notify-bench")
     p.add_argument("--rabbit-url", default=os.environ.get("GLIMPSE_TEST_RABBIT_URL"))
     p.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"))
+    p.add_argument("--outage", action="store_true",
+                   help="also run messagingv2 with the broker unreachable each round")
     p.add_argument("--no-results-md", action="store_true")
     args = p.parse_args()
     loads = [int(c) for c in str(args.clients).split(",") if c.strip()]
     transport = rabbit_url(args.rabbit_url)
+    cells: list[tuple[str, str, str | None]] = [
+        ("noop", "noop", None), ("messagingv2", "messagingv2", transport)]
+    if args.outage:
+        cells.append((OUTAGE, "messagingv2", unreachable_broker()))
     load0 = os.getloadavg()[0]
     by_load: dict[int, dict[str, Any]] = {}
     for clients in loads:
-        runs: dict[str, list[dict[str, Any]]] = {"noop": [], "messagingv2": []}
+        runs: dict[str, list[dict[str, Any]]] = {cell: [] for cell, _, _ in cells}
         for i in range(args.rounds):
-            for driver in ("noop", "messagingv2"):
-                r = one_round(driver, args, transport if driver != "noop" else None, clients)
-                runs[driver].append(r)
-                print(f"[{clients} clients, round {i + 1}] {driver:12s} {r['rps']:7.1f} req/s  "
+            for cell, driver, url in cells:
+                r = one_round(driver, args, url, clients, broker_up=cell != OUTAGE)
+                runs[cell].append(r)
+                print(f"[{clients} clients, round {i + 1}] {cell:12s} {r['rps']:7.1f} req/s  "
                       f"p50 {r['p50_ms']:6.2f} p99 {r['p99_ms']:7.2f} ms  "
                       f"server CPU {r['cpu_ms']:.2f} ms/req  "
                       f"broker {r['broker_cpu_ms']:.2f}  outbox {r['outbox']}"
@@ -203,11 +259,15 @@ def main() -> None:
              f"{psutil.cpu_count()} CPUs, load average {load0:.1f}-{load1:.1f}, "
              f"Python {platform.python_version()})", "",
              f"`.venv/bin/python bench/notify_overhead.py --rounds {args.rounds} "
-             f"--clients {','.join(str(c) for c in loads)}`", ""]
+             f"--clients {','.join(str(c) for c in loads)}"
+             f"{' --outage' if args.outage else ''}`", ""]
     if len(loads) > 1:
         lines += [*sweep_table(by_load), ""]
     else:
         lines += [*one_load_table(by_load[loads[0]]), ""]
+    if args.outage:
+        lines += ["With the broker unreachable (every event waits in the outbox):", "",
+                  *outage_table(by_load), ""]
     undelivered = sum(s["undelivered"] for s in by_load.values())
     creates = sum(s["creates"] for s in by_load.values())
     lines += [f"Undelivered messagingv2 events after the servers stopped: {undelivered} "

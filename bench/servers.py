@@ -189,6 +189,8 @@ class GlimpseServer(Server):
     driver: str = "log"
     transport_url: str | None = None
     database: str | None = None
+    # False when transport_url names a broker that is meant to be unreachable
+    purge_queues: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     def config_text(self) -> str:
@@ -204,7 +206,7 @@ class GlimpseServer(Server):
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
-        if self.transport_url:
+        if self.transport_url and self.purge_queues:
             purge_notification_queues(self.transport_url)
         if self.workdir.exists():
             subprocess.run(["rm", "-rf", str(self.workdir)], check=True)
