@@ -185,9 +185,10 @@ class Checkpointer:
     reader in the log, which under steady writes from several threads and
     processes never happens (the WAL grew 25 MB/s, to 200 MB in 8 s of image
     creates, and every read and write got slower with it). So once the WAL
-    holds ``RESTART_FRAMES`` frames, the thread takes the :class:`WriteGate`
-    (other writers queue in the kernel) and runs ``wal_checkpoint(RESTART)``:
-    it copies the few frames written since the passive pass, syncs, and waits
+    holds ``RESTART_FRAMES`` frames, the thread runs a second passive pass
+    (copying, still outside the gate, what was written during the first), then
+    takes the :class:`WriteGate` (other writers queue in the kernel) and runs
+    ``wal_checkpoint(RESTART)``: it copies the few frames written since, syncs, and waits
     at most ``RESTART_BUSY_MS`` for readers of the old log; the next writer
     starts the log from its beginning, and ``journal_size_limit`` cuts a file
     left large. Blocks writers for that long, about once per
@@ -216,12 +217,19 @@ class Checkpointer:
                 self._thread.start()
         self._wake.set()
 
-    def _run(self) -> None:
+    def connect(self) -> Any:
+        """The thread's own sqlite3 connection."""
         import sqlite3
 
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute(f"PRAGMA busy_timeout={RESTART_BUSY_MS}")
         connection.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        return connection
+
+    def _run(self) -> None:
+        import sqlite3
+
+        connection = self.connect()
         try:
             while True:
                 self._wake.wait()
@@ -236,12 +244,16 @@ class Checkpointer:
             connection.close()
 
     def checkpoint(self, connection: Any) -> None:
-        """One pass on ``connection`` (a sqlite3 connection): passive, then a
-        restart under the write gate when the WAL is long. Raises sqlite3.Error."""
+        """One pass on ``connection`` (a sqlite3 connection): passive; when the WAL
+        is long, passive again, then a restart under the write gate. Raises
+        sqlite3.Error."""
         _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.runs += 1
         if frames < RESTART_FRAMES or self.gate is None:
             return
+        # Under load that pass took tens of ms, and the restart copies and syncs
+        # what was written meanwhile with every writer waiting: copy it first.
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         with self.gate.held():
             busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         if not busy:

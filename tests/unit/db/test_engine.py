@@ -7,7 +7,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -226,6 +228,81 @@ def test_a_long_wal_is_started_over_while_readers_and_writers_keep_going(
         assert wal > written
     with db.read() as session:
         assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 800
+    db.dispose()
+
+
+class _CheckpointLog:
+    """A sqlite3 connection that keeps each ``wal_checkpoint`` mode with its
+    (busy, log, checkpointed) row, and runs ``during_first_pass`` before the
+    first one returns (writes that land while a long pass copies)."""
+
+    def __init__(self, connection: Any, during_first_pass: Callable[[], None]) -> None:
+        self.connection = connection
+        self.during_first_pass: Callable[[], None] | None = during_first_pass
+        self.passes: list[tuple[str, tuple[int, int, int]]] = []
+
+    def execute(self, sql: str) -> Any:
+        cursor = self.connection.execute(sql)
+        if "wal_checkpoint" not in sql:
+            return cursor
+        row = cursor.fetchone()
+        self.passes.append((sql.split("(")[1].rstrip(")"), row))
+        if self.during_first_pass is not None:
+            self.during_first_pass, run = None, self.during_first_pass
+            run()
+        return _Row(row)
+
+
+class _Row:
+    def __init__(self, row: Any) -> None:
+        self.row = row
+
+    def fetchone(self) -> Any:
+        return self.row
+
+
+def test_a_restart_copies_under_the_write_gate_only_what_came_after_its_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames written while the first passive pass copied are copied by a second
+    one, outside the write gate, so the restart that writers wait for has
+    nothing left to copy."""
+    from glimpse.db import engine
+
+    monkeypatch.setattr(engine, "RESTART_FRAMES", 10)
+    db = Database(f"sqlite:///{tmp_path}/e.sqlite")
+    assert db.checkpointer is not None
+
+    def write(count: int) -> None:
+        for i in range(count):
+            with db.write() as session:
+                session.execute(text("INSERT INTO t VALUES (:x)"), {"x": f"{i:04d}" * 1000})
+
+    with db.write() as session:
+        session.execute(text("CREATE TABLE t (x TEXT)"))
+    write(20)
+    # A reader in the log keeps the next writer from starting the log over by
+    # itself, as requests' reads do under load; it is done before the second pass.
+    reader = sqlite3.connect(f"{tmp_path}/e.sqlite", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (20,)
+
+    def during_first_pass() -> None:
+        write(10)
+        reader.execute("COMMIT")
+
+    connection = _CheckpointLog(db.checkpointer.connect(), during_first_pass)
+    db.checkpointer.checkpoint(connection)
+    reader.close()
+    modes = [mode for mode, _ in connection.passes]
+    assert modes == ["PASSIVE", "PASSIVE", "RESTART"]
+    first, last_passive, restart = (row for _, row in connection.passes)
+    assert last_passive[1] > first[1], "the writes during the first pass are in the log"
+    assert restart == (0, last_passive[1], last_passive[1])
+    assert last_passive[2] == last_passive[1], "copied before the gate was taken"
+    assert db.checkpointer.restarts == 1
+    connection.connection.close()
+    with db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 30
     db.dispose()
 
 
