@@ -190,8 +190,8 @@ class Checkpointer:
     holds ``RESTART_FRAMES`` frames, the thread runs a second passive pass
     (copying, still outside the gate, what was written during the first), then
     takes the :class:`WriteGate` (other writers queue in the kernel) and runs
-    ``wal_checkpoint(RESTART)``: it copies the few frames written since, syncs, and waits
-    at most ``RESTART_BUSY_MS`` for readers of the old log; the next writer
+    ``wal_checkpoint(RESTART)``: it copies the few frames written since, syncs,
+    and waits at most ``RESTART_BUSY_MS`` for readers of the old log; the next writer
     starts the log from its beginning, and ``journal_size_limit`` cuts a file
     left large. Blocks writers for that long, about once per
     ``RESTART_FRAMES`` pages written. If readers stay, it gives up and tries
@@ -240,7 +240,7 @@ class Checkpointer:
                     return
                 try:
                     self.checkpoint(connection)
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, OSError) as exc:   # OSError: the lock file
                     LOG.warning("WAL checkpoint of %s failed: %s", self.path, exc)
         finally:
             connection.close()
@@ -248,11 +248,13 @@ class Checkpointer:
     def checkpoint(self, connection: Any) -> None:
         """One pass on ``connection`` (a sqlite3 connection): passive; when the WAL
         is long, passive again, then a restart under the write gate. Blocks while
-        another process's checkpointer makes its pass. Raises sqlite3.Error."""
+        another process's checkpointer makes its pass. Raises sqlite3.Error, or
+        OSError when the lock file cannot be opened."""
         # One checkpointer at a time per database, in the kernel's queue: a pass
-        # that meets another one in SQLite returns busy at once and is lost until
-        # CHECKPOINT_EVERY more writes (a fifth of the passes were, with two
-        # workers), so the WAL ran longer and every read and write paid for it.
+        # that meets another one in SQLite returns busy at once, and its process
+        # passes again only CHECKPOINT_EVERY writes later (a fifth of the passes
+        # of two workers were lost), so the WAL ran longer and every read and
+        # write paid for it.
         fd = os.open(f"{self.path}-checkpoint.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                      0o600)
         try:

@@ -357,6 +357,28 @@ def test_the_checkpointers_of_two_processes_take_turns(tmp_path: Path) -> None:
     second.dispose()
 
 
+def test_a_checkpoint_that_cannot_take_its_turn_is_logged_and_tried_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "e.sqlite"
+    db = Database(f"sqlite:///{path}")
+    assert db.checkpointer is not None
+    with db.write() as session:
+        session.execute(text("CREATE TABLE t (x TEXT)"))
+    lock = tmp_path / "e.sqlite-checkpoint.lock"
+    lock.mkdir()                                 # cannot be opened as the lock file
+    db.checkpointer.request()
+    deadline = time.monotonic() + 10
+    while "WAL checkpoint" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "WAL checkpoint" in caplog.text and db.checkpointer.runs == 0
+    lock.rmdir()
+    db.checkpointer.request()                    # the thread lives on
+    while db.checkpointer.runs == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db.checkpointer.runs == 1
+    db.dispose()
+
+
 def test_missing_sqlite_file_names_only_an_absent_sqlite_file(tmp_path: Path) -> None:
     path = tmp_path / "glimpse.sqlite"
     assert missing_sqlite_file(f"sqlite:///{path}") == str(path)
